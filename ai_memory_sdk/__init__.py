@@ -1,0 +1,42 @@
+"""ai_memory_sdk: long-term memory for AI applications through learned context blocks.
+
+``Memory`` (and its async twin ``AsyncMemory``) is the whole public surface;
+see the README for the quickstart and SPEC-level behaviour.
+"""
+
+from .errors import (
+    AIMemoryError,
+    BlockNotFoundError,
+    EmbedderMismatchError,
+    LearnerError,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFoundError,
+    RunStateError,
+    SubjectNotFoundError,
+    UnsupportedByEngineError,
+)
+from .memory import AsyncMemory, Memory
+from .models import Block, BlockVersion, Run, SearchResult, StoredMessage
+
+__version__ = "0.3.0"
+
+__all__ = [
+    "Memory",
+    "AsyncMemory",
+    "Block",
+    "BlockVersion",
+    "Run",
+    "SearchResult",
+    "StoredMessage",
+    "AIMemoryError",
+    "BlockNotFoundError",
+    "EmbedderMismatchError",
+    "LearnerError",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunNotFoundError",
+    "RunStateError",
+    "SubjectNotFoundError",
+    "UnsupportedByEngineError",
+]

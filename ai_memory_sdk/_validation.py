@@ -1,0 +1,205 @@
+"""Input checks of SPEC §4, shared by every engine.
+
+Each check raises ``ValueError``/``TypeError`` with a message that names the
+offending argument (and, for batches, the message index and field), before
+anything is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any, Iterable, Optional
+
+from .models import MessageIn
+
+ROLES = ("user", "assistant", "system", "developer", "tool", "function")
+_LABEL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Fields of the OpenAI chat format that we accept and keep in ``metadata``.
+_OPENAI_EXTRAS = ("tool_calls", "tool_call_id", "function_call", "refusal", "audio", "annotations")
+MAX_DESCRIPTION = 2000
+MAX_CHAR_LIMIT = 1_000_000
+MAX_TAG = 64
+
+
+def subject_id(value: Any, what: str = "subject_id") -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    if not 1 <= len(value) <= 256:
+        raise ValueError(f"{what} must be 1-256 characters, got {len(value)}")
+    if _CONTROL_RE.search(value):
+        raise ValueError(f"{what} must not contain control characters: {value!r}")
+    return value
+
+
+def label(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"label must be a string, got {type(value).__name__}")
+    if not 1 <= len(value) <= 64 or not _LABEL_RE.match(value):
+        raise ValueError(
+            f"label must be 1-64 characters matching [A-Za-z_][A-Za-z0-9_.-]*, got {value!r}"
+        )
+    return value
+
+
+def description(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"description must be a string, got {type(value).__name__}")
+    if len(value) > MAX_DESCRIPTION:
+        raise ValueError(f"description must be at most {MAX_DESCRIPTION} characters, got {len(value)}")
+    return value
+
+
+def char_limit(value: Any, what: str = "char_limit") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, got {type(value).__name__}")
+    if not 1 <= value <= MAX_CHAR_LIMIT:
+        raise ValueError(f"{what} must be from 1 to {MAX_CHAR_LIMIT:,}, got {value}")
+    return value
+
+
+def block_value(value: Any, limit: int, what: str = "value") -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise ValueError(f"{what} has {len(value)} characters, over the block's limit of {limit}")
+    return value
+
+
+def tags(value: Any, what: str = "tags") -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"{what} must be a list of strings, got {type(value).__name__}")
+    out: list[str] = []
+    for i, tag in enumerate(value):
+        if not isinstance(tag, str):
+            raise TypeError(f"{what}[{i}] must be a string, got {type(tag).__name__}")
+        if not 1 <= len(tag) <= MAX_TAG:
+            raise ValueError(f"{what}[{i}] must be 1-{MAX_TAG} characters, got {len(tag)}")
+        out.append(tag)
+    return out
+
+
+def query(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"query must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError("query must be a non-empty string")
+    return value
+
+
+def limit(value: Any, what: str = "limit") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return value
+
+
+def timestamp(value: Any, what: str) -> datetime:
+    """An ISO 8601 string or a datetime; naive times are taken as UTC."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{what} must be an ISO 8601 date-time, got {value!r}") from None
+    else:
+        raise TypeError(f"{what} must be an ISO 8601 string or a datetime, got {type(value).__name__}")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def optional_timestamp(value: Any, what: str) -> Optional[datetime]:
+    return None if value is None else timestamp(value, what)
+
+
+def _content(value: Any, where: str, allow_none: bool) -> str:
+    if value is None:
+        if allow_none:
+            return ""
+        raise ValueError(f"{where}.content: None is only allowed on an assistant message with tool_calls")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        texts: list[str] = []
+        for j, part in enumerate(value):
+            if isinstance(part, str):
+                texts.append(part)
+                continue
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise TypeError(f"{where}.content[{j}] must be a content part with a 'type'")
+            if part["type"] in ("text", "input_text", "output_text"):
+                text = part.get("text")
+                if not isinstance(text, str):
+                    raise TypeError(f"{where}.content[{j}].text must be a string")
+                texts.append(text)
+        return "\n".join(texts)
+    raise TypeError(f"{where}.content must be a string or a list of content parts, got {type(value).__name__}")
+
+
+def _json_object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{where} must be a JSON object (dict), got {type(value).__name__}")
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{where} must be JSON-serialisable: {exc}") from None
+
+
+def messages(batch: Any, *, now: Optional[datetime] = None) -> list[MessageIn]:
+    """Validate a whole batch; refuse it whole on the first problem."""
+    if isinstance(batch, (str, bytes, dict)) or not isinstance(batch, (list, tuple)):
+        raise TypeError(f"messages must be a list of message dicts, got {type(batch).__name__}")
+    if not batch:
+        raise ValueError("messages must contain at least one message")
+    now = now or datetime.now(timezone.utc)
+    out: list[MessageIn] = []
+    for i, msg in enumerate(batch):
+        where = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise TypeError(f"{where} must be a dict, got {type(msg).__name__}")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise ValueError(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}")
+        if "content" not in msg:
+            raise ValueError(f"{where}.content is missing")
+        allow_none = role == "assistant" and bool(msg.get("tool_calls"))
+        content = _content(msg["content"], where, allow_none)
+        name = msg.get("name")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{where}.name must be a string, got {type(name).__name__}")
+        metadata = _json_object(msg["metadata"], f"{where}.metadata") if msg.get("metadata") is not None else {}
+        for key in _OPENAI_EXTRAS:
+            if msg.get(key) is not None:
+                metadata.setdefault(key, _json_object({key: msg[key]}, f"{where}.{key}")[key])
+        unknown = set(msg) - {"role", "content", "name", "metadata", "created_at", "tags", *_OPENAI_EXTRAS}
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        created = timestamp(msg["created_at"], f"{where}.created_at") if msg.get("created_at") is not None else now
+        msg_tags = tags(msg["tags"], f"{where}.tags") if msg.get("tags") is not None else []
+        out.append(MessageIn(role=role, content=content, name=name, metadata=metadata, created_at=created, tags=msg_tags))
+    return out
+
+
+def file_specs(files: Any) -> list[dict[str, Any]]:
+    """``add_files`` input: a list of dicts with ``file_path`` and optional label/description/subject_id."""
+    if isinstance(files, (str, bytes, dict)) or not isinstance(files, Iterable):
+        raise TypeError("files must be a list of dicts with a 'file_path'")
+    out = []
+    for i, spec in enumerate(files):
+        if not isinstance(spec, dict):
+            raise TypeError(f"files[{i}] must be a dict, got {type(spec).__name__}")
+        path = spec.get("file_path")
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"files[{i}].file_path must be a non-empty string")
+        unknown = set(spec) - {"file_path", "label", "description", "subject_id"}
+        if unknown:
+            raise ValueError(f"files[{i}]: unknown field(s) {', '.join(sorted(unknown))}")
+        out.append(dict(spec))
+    if not out:
+        raise ValueError("files must contain at least one file")
+    return out

@@ -1,0 +1,75 @@
+"""The package's exception types.
+
+Bad input raises the built-in ``ValueError``/``TypeError`` (as SPEC §4 says);
+everything specific to this package derives from :class:`AIMemoryError`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import Run
+
+
+class AIMemoryError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class RunNotFoundError(AIMemoryError, LookupError):
+    """``wait_for_run``/``get_run`` got an id that no store knows."""
+
+
+class RunFailedError(AIMemoryError):
+    """The run ended ``failed``; ``run.error`` and ``run.stop_reason`` say why."""
+
+    def __init__(self, run: "Run") -> None:
+        self.run = run
+        reason = f" (stop_reason={run.stop_reason})" if run.stop_reason else ""
+        super().__init__(f"Run {run.id} failed{reason}: {run.error or 'no error recorded'}")
+
+
+class RunCancelledError(AIMemoryError):
+    """The run was cancelled before it was learned."""
+
+    def __init__(self, run: "Run") -> None:
+        self.run = run
+        super().__init__(f"Run {run.id} was cancelled")
+
+
+class RunStateError(AIMemoryError, ValueError):
+    """``cancel_run``/``retry_run`` on a run whose status does not allow it."""
+
+
+class BlockNotFoundError(AIMemoryError, LookupError):
+    """An edit, history or restore named a block the subject does not have."""
+
+
+class SubjectNotFoundError(AIMemoryError, LookupError):
+    """An operation that needs an existing subject got an unknown id."""
+
+
+class UnsupportedByEngineError(AIMemoryError):
+    """The selected engine cannot do this (e.g. block history on ``letta``).
+
+    The message names the engine and the missing capability.
+    """
+
+    def __init__(self, engine: str, capability: str) -> None:
+        self.engine = engine
+        self.capability = capability
+        super().__init__(f"The '{engine}' engine does not support {capability}")
+
+
+class LearnerError(AIMemoryError):
+    """A learner pass could not finish; the run is marked ``failed`` with it."""
+
+    def __init__(self, message: str, *, stop_reason: str | None = None,
+                 stats: dict[str, int] | None = None) -> None:
+        self.stop_reason = stop_reason
+        self.stats = stats or {}  # llm_calls / prompt_tokens / completion_tokens spent before failing
+        super().__init__(message)
+
+
+class EmbedderMismatchError(AIMemoryError):
+    """The store's vectors were made by a different embedder than configured."""

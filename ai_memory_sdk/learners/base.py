@@ -1,0 +1,70 @@
+"""The learner interface: one pass gets blocks and new messages, returns edits.
+
+A learner never touches the store; the worker applies what it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, Sequence
+
+from ..models import Block, StoredMessage
+from .tools import EditOp
+
+
+@dataclass
+class PassInput:
+    """What one learner pass sees: the subject's blocks and only the new messages."""
+
+    subject_id: str
+    blocks: list[Block]
+    messages: list[StoredMessage]
+    now: datetime
+
+
+@dataclass
+class PassOutput:
+    """Staged result of a pass: final values of changed blocks and the ops that made them."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    ops: list[EditOp] = field(default_factory=list)
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    stop_reason: str | None = None
+
+
+class Learner(Protocol):
+    """``name`` is recorded on each run; ``learn`` raises LearnerError to fail the run."""
+
+    name: str
+
+    def learn(self, inp: PassInput) -> PassOutput: ...
+
+
+def split_for_passes(messages: Sequence[StoredMessage], max_chars: int) -> list[list[StoredMessage]]:
+    """Cut new messages into consecutive passes of at most ``max_chars`` of text.
+
+    One message longer than that is split into parts marked ``(part i/n)``;
+    nothing is ever dropped or truncated.
+    """
+    passes: list[list[StoredMessage]] = []
+    current: list[StoredMessage] = []
+    size = 0
+    for msg in messages:
+        pieces = [msg]
+        if len(msg.content) > max_chars:
+            room = max(1, max_chars - 16)  # leave room for the part marker
+            chunks = [msg.content[i : i + room] for i in range(0, len(msg.content), room)]
+            n = len(chunks)
+            pieces = [msg.model_copy(update={"content": f"(part {i}/{n}) {c}"}) for i, c in enumerate(chunks, 1)]
+        for piece in pieces:
+            if current and size + len(piece.content) > max_chars:
+                passes.append(current)
+                current, size = [], 0
+            current.append(piece)
+            size += len(piece.content)
+    if current:
+        passes.append(current)
+    return passes

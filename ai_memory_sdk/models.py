@@ -1,0 +1,106 @@
+"""Pydantic models at the package boundary (what the public API returns)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style access, for code written against letta-client objects or dicts."""
+        return getattr(self, key, default)
+
+
+class Block(_Model):
+    """A learned context block (``limit`` is its character limit, as in Letta)."""
+
+    id: str
+    label: str
+    description: str
+    value: str
+    limit: int
+    subject_id: str
+    created_at: Optional[datetime] = None
+    updated_at: Optional[datetime] = None
+
+    @property
+    def char_limit(self) -> int:
+        return self.limit
+
+
+class BlockVersion(_Model):
+    """One stored value of a block; ``run_id`` is None for direct edits."""
+
+    version: int
+    value: str
+    run_id: Optional[str] = None
+    created_at: datetime
+
+
+class Run(_Model):
+    """The background learning work for one ``add_messages`` batch."""
+
+    id: str
+    subject_id: str
+    status: RunStatus
+    error: Optional[str] = None
+    stop_reason: Optional[str] = None
+    created_at: datetime
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    learner: Optional[str] = None
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class StoredMessage(_Model):
+    """A message as stored (oldest first from ``get_messages``)."""
+
+    id: str
+    role: str
+    content: str
+    name: Optional[str] = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    run_id: Optional[str] = None
+
+
+class SearchResult(_Model):
+    """One archival passage found by ``search_passages`` (best first)."""
+
+    content: str
+    score: float
+    role: Optional[str] = None
+    tags: list[str] = Field(default_factory=list)
+    created_at: datetime
+    message_id: Optional[str] = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class MessageIn(BaseModel):
+    """A validated, normalised input message (internal, see ``_validation``)."""
+
+    role: str
+    content: str
+    name: Optional[str] = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    tags: list[str] = Field(default_factory=list)
+
+
+class BlockSpec(BaseModel):
+    """A block to create: used for the default ``human``/``summary`` pair."""
+
+    label: str
+    description: str
+    value: str = ""
+    limit: int = 10000

@@ -1,0 +1,1 @@
+"""Archival search: embedders and hybrid retrieval."""

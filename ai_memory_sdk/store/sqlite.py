@@ -1,0 +1,679 @@
+"""The local engine's durable state: one SQLite file in WAL mode.
+
+Everything the engine does is a short transaction here: enqueue (messages,
+passages and the run in one commit), claim a subject's queued runs, apply a
+finished pass (block edits, versions, vectors and run completion in one
+commit), delete a subject. Connections are per thread and re-opened after a
+fork; every write transaction is ``BEGIN IMMEDIATE`` with a busy timeout, so
+concurrent writers queue instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from ..errors import BlockNotFoundError, RunNotFoundError, RunStateError, SubjectNotFoundError
+from ..models import Block, BlockSpec, BlockVersion, MessageIn, Run, StoredMessage
+from ._schema import MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5  # a run whose pass kills its process this often is failed, not retried forever
+
+
+def _ts(dt: datetime) -> float:
+    return dt.timestamp()
+
+
+def _dt(ts: Optional[float]) -> Optional[datetime]:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+@dataclass
+class Claim:
+    """A subject's queued runs taken by one worker for one pass."""
+
+    claim_id: str
+    subject_pk: int
+    subject_id: str
+    run_ids: list[str]
+    run_seqs: list[int]
+
+
+_RUN_COLS = (
+    "r.id, s.subject_id, r.status, r.error, r.stop_reason, r.created_at, r.started_at, r.finished_at, "
+    "r.learner, r.llm_calls, r.prompt_tokens, r.completion_tokens"
+)
+_BLOCK_COLS = "b.id, b.label, b.description, b.value, b.char_limit, s.subject_id, b.created_at, b.updated_at"
+
+
+def _run(row: Sequence[Any]) -> Run:
+    return Run(
+        id=row[0], subject_id=row[1], status=row[2], error=row[3], stop_reason=row[4],
+        created_at=_dt(row[5]), started_at=_dt(row[6]), finished_at=_dt(row[7]), learner=row[8],
+        llm_calls=row[9], prompt_tokens=row[10], completion_tokens=row[11],
+    )
+
+
+def _block(row: Sequence[Any]) -> Block:
+    return Block(
+        id=row[0], label=row[1], description=row[2], value=row[3], limit=row[4], subject_id=row[5],
+        created_at=_dt(row[6]), updated_at=_dt(row[7]),
+    )
+
+
+def _message(row: Sequence[Any]) -> StoredMessage:
+    return StoredMessage(
+        id=row[0], role=row[1], content=row[2], name=row[3], metadata=json.loads(row[4]) if row[4] else {},
+        created_at=_dt(row[5]), run_id=row[6],
+    )
+
+
+_MSG_COLS = "m.id, m.role, m.content, m.name, m.metadata, m.created_at, r.id"
+
+
+class SQLiteStore:
+    """Durable store of subjects, blocks, block versions, messages, runs and passages."""
+
+    def __init__(self, path: str | os.PathLike[str], *, history_limit: int = 100, busy_timeout: float = 60.0,
+                 secure_delete: bool = True) -> None:
+        self.path = str(path)
+        self.history_limit = history_limit
+        self.busy_timeout = busy_timeout
+        self.secure_delete = secure_delete
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._all_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if os.getpid() != self._pid:
+            self._after_fork()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA secure_delete={'ON' if self.secure_delete else 'OFF'}")
+            self._local.conn = conn
+            with self._lock:
+                self._all_conns.append(conn)
+        return conn
+
+    def _after_fork(self) -> None:
+        """A forked child must not use its parent's SQLite connections: open new ones."""
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._all_conns = []  # the parent's connections are left alone, never closed here
+        self._lock = threading.Lock()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all_conns = self._all_conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing is best effort
+                pass
+        self._local = threading.local()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock up front (no deadlock on upgrade)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}; this ai_memory_sdk knows up to "
+                    f"{SCHEMA_VERSION}. Upgrade the package to open it."
+                )
+            for i in range(version, SCHEMA_VERSION):
+                log.info("migrating %s to schema version %d", self.path, i + 1)
+                for stmt in _split_sql(MIGRATIONS[i]):
+                    conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version={i + 1}")
+
+    # -- meta ------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> Optional[str]:
+        row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- subjects --------------------------------------------------------------------------------
+
+    def agent_id(self, subject_id: str) -> Optional[str]:
+        row = self._conn().execute("SELECT agent_id FROM subjects WHERE subject_id=?", (subject_id,)).fetchone()
+        return row[0] if row else None
+
+    def _subject_pk(self, conn: sqlite3.Connection, subject_id: str) -> Optional[int]:
+        row = conn.execute("SELECT pk FROM subjects WHERE subject_id=?", (subject_id,)).fetchone()
+        return row[0] if row else None
+
+    def _ensure_subject(self, conn: sqlite3.Connection, subject_id: str,
+                        blocks: Sequence[BlockSpec] = ()) -> tuple[int, str, bool]:
+        row = conn.execute("SELECT pk, agent_id FROM subjects WHERE subject_id=?", (subject_id,)).fetchone()
+        if row:
+            return row[0], row[1], False
+        agent_id = new_id("agent")
+        cur = conn.execute("INSERT INTO subjects(subject_id, agent_id, created_at) VALUES (?, ?, ?)",
+                           (subject_id, agent_id, time.time()))
+        pk = int(cur.lastrowid)
+        for spec in blocks:
+            self._insert_block(conn, pk, spec)
+        return pk, agent_id, True
+
+    def create_subject(self, subject_id: str, *, reset: bool, blocks: Sequence[BlockSpec] = (),
+                       exists_message: str = "") -> str:
+        """Create a subject (and blocks) in one transaction; ``reset`` erases an existing one first."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT agent_id FROM subjects WHERE subject_id=?", (subject_id,)).fetchone()
+            if row and not reset:
+                raise ValueError(
+                    exists_message.format(agent_id=row[0], subject_id=subject_id)
+                    or f"Agent {row[0]} already exists for subject {subject_id}. Cannot re-initialize unless reset=True."
+                )
+            if row:
+                self._delete_subject(conn, subject_id)
+            _, agent_id, _ = self._ensure_subject(conn, subject_id, blocks)
+        return agent_id
+
+    def ensure_subject(self, subject_id: str, blocks: Sequence[BlockSpec] = ()) -> str:
+        conn = self._conn()
+        row = conn.execute("SELECT agent_id FROM subjects WHERE subject_id=?", (subject_id,)).fetchone()
+        if row:
+            return row[0]
+        with self._tx() as conn:
+            return self._ensure_subject(conn, subject_id, blocks)[1]
+
+    def _delete_subject(self, conn: sqlite3.Connection, subject_id: str) -> bool:
+        pk = self._subject_pk(conn, subject_id)
+        if pk is None:
+            return False
+        # Children first, so each delete is one indexed pass (cascades would do it row by row).
+        conn.execute("DELETE FROM passage_vectors WHERE subject_pk=?", (pk,))
+        conn.execute("DELETE FROM passages WHERE subject_pk=?", (pk,))
+        conn.execute("DELETE FROM messages WHERE subject_pk=?", (pk,))
+        conn.execute("DELETE FROM runs WHERE subject_pk=?", (pk,))
+        conn.execute("DELETE FROM block_versions WHERE block_pk IN (SELECT pk FROM blocks WHERE subject_pk=?)", (pk,))
+        conn.execute("DELETE FROM blocks WHERE subject_pk=?", (pk,))
+        conn.execute("DELETE FROM subjects WHERE pk=?", (pk,))
+        return True
+
+    def delete_subject(self, subject_id: str) -> bool:
+        """Erase every row about the subject in one transaction."""
+        with self._tx() as conn:
+            found = self._delete_subject(conn, subject_id)
+        if found:
+            self._purge_freed()
+        return found
+
+    def _purge_freed(self) -> None:
+        """Leave no deleted text behind: merge FTS segments and checkpoint the WAL.
+
+        ``secure_delete`` zeroes freed pages; FTS5 (before SQLite 3.42's
+        secure-delete option) keeps deleted tokens in old segments until they
+        are merged, and the WAL keeps old page images until a checkpoint.
+        """
+        conn = self._conn()
+        with self._tx() as c:
+            c.execute("INSERT INTO passages_fts(passages_fts) VALUES ('optimize')")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:  # busy readers: the next checkpoint will do it
+            log.debug("checkpoint after delete deferred: %s", exc)
+
+    def list_subjects(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT subject_id FROM subjects ORDER BY pk")]
+
+    # -- blocks ----------------------------------------------------------------------------------
+
+    def _insert_block(self, conn: sqlite3.Connection, subject_pk: int, spec: BlockSpec) -> str:
+        now = time.time()
+        block_id = new_id("block")
+        cur = conn.execute(
+            "INSERT INTO blocks(id, subject_pk, label, description, value, char_limit, version, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            (block_id, subject_pk, spec.label, spec.description, spec.value, spec.limit, now, now),
+        )
+        conn.execute("INSERT INTO block_versions(block_pk, version, value, run_id, created_at) VALUES (?, 1, ?, NULL, ?)",
+                     (cur.lastrowid, spec.value, now))
+        return block_id
+
+    def list_blocks(self, subject_id: str) -> list[Block]:
+        rows = self._conn().execute(
+            f"SELECT {_BLOCK_COLS} FROM blocks b JOIN subjects s ON s.pk=b.subject_pk"
+            " WHERE s.subject_id=? ORDER BY b.pk", (subject_id,)).fetchall()
+        return [_block(r) for r in rows]
+
+    def get_block(self, subject_id: str, label: str) -> Optional[Block]:
+        row = self._conn().execute(
+            f"SELECT {_BLOCK_COLS} FROM blocks b JOIN subjects s ON s.pk=b.subject_pk"
+            " WHERE s.subject_id=? AND b.label=?", (subject_id, label)).fetchone()
+        return _block(row) if row else None
+
+    def block_text(self, subject_id: str, label: str) -> Optional[tuple[str, str]]:
+        """(description, value) of one block: the hot path of prompt formatting."""
+        return self._conn().execute(
+            "SELECT b.description, b.value FROM blocks b JOIN subjects s ON s.pk=b.subject_pk"
+            " WHERE s.subject_id=? AND b.label=?", (subject_id, label)).fetchone()
+
+    def create_block(self, subject_id: str, spec: BlockSpec, *, reset: bool) -> str:
+        """Create a block (creating the subject if needed); an existing label is kept unless ``reset``."""
+        with self._tx() as conn:
+            pk, _, _ = self._ensure_subject(conn, subject_id)
+            row = conn.execute("SELECT pk, id FROM blocks WHERE subject_pk=? AND label=?", (pk, spec.label)).fetchone()
+            if row and not reset:
+                return row[1]
+            if row:
+                conn.execute("DELETE FROM block_versions WHERE block_pk=?", (row[0],))
+                conn.execute("DELETE FROM blocks WHERE pk=?", (row[0],))
+            return self._insert_block(conn, pk, spec)
+
+    def delete_block(self, subject_id: str, label: str) -> bool:
+        with self._tx() as conn:
+            row = conn.execute("SELECT b.pk FROM blocks b JOIN subjects s ON s.pk=b.subject_pk"
+                               " WHERE s.subject_id=? AND b.label=?", (subject_id, label)).fetchone()
+            if not row:
+                return False
+            conn.execute("DELETE FROM block_versions WHERE block_pk=?", (row[0],))
+            conn.execute("DELETE FROM blocks WHERE pk=?", (row[0],))
+            return True
+
+    def _write_value(self, conn: sqlite3.Connection, block_pk: int, value: str, run_id: Optional[str],
+                     now: float) -> None:
+        version = conn.execute("UPDATE blocks SET value=?, version=version+1, updated_at=? WHERE pk=? RETURNING version",
+                               (value, now, block_pk)).fetchone()[0]
+        conn.execute("INSERT INTO block_versions(block_pk, version, value, run_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                     (block_pk, version, value, run_id, now))
+        if self.history_limit > 0:
+            conn.execute("DELETE FROM block_versions WHERE block_pk=? AND version<=?",
+                         (block_pk, version - self.history_limit))
+
+    def set_block_value(self, subject_id: str, label: str, value: str, *, check: Any = None) -> None:
+        """A direct edit by the application (recorded in history like any edit)."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT b.pk, b.char_limit, b.value FROM blocks b JOIN subjects s ON s.pk=b.subject_pk"
+                               " WHERE s.subject_id=? AND b.label=?", (subject_id, label)).fetchone()
+            if not row:
+                raise BlockNotFoundError(f"subject {subject_id!r} has no block labelled {label!r}")
+            if check is not None:
+                check(value, row[1])
+            if row[2] != value:
+                self._write_value(conn, row[0], value, None, time.time())
+
+    def block_history(self, subject_id: str, label: str) -> list[BlockVersion]:
+        conn = self._conn()
+        row = conn.execute("SELECT b.pk FROM blocks b JOIN subjects s ON s.pk=b.subject_pk"
+                           " WHERE s.subject_id=? AND b.label=?", (subject_id, label)).fetchone()
+        if not row:
+            raise BlockNotFoundError(f"subject {subject_id!r} has no block labelled {label!r}")
+        rows = conn.execute("SELECT version, value, run_id, created_at FROM block_versions WHERE block_pk=?"
+                            " ORDER BY version", (row[0],)).fetchall()
+        return [BlockVersion(version=r[0], value=r[1], run_id=r[2], created_at=_dt(r[3])) for r in rows]
+
+    def restore_block(self, subject_id: str, label: str, version: int) -> str:
+        with self._tx() as conn:
+            row = conn.execute("SELECT b.pk, b.char_limit FROM blocks b JOIN subjects s ON s.pk=b.subject_pk"
+                               " WHERE s.subject_id=? AND b.label=?", (subject_id, label)).fetchone()
+            if not row:
+                raise BlockNotFoundError(f"subject {subject_id!r} has no block labelled {label!r}")
+            old = conn.execute("SELECT value FROM block_versions WHERE block_pk=? AND version=?",
+                               (row[0], version)).fetchone()
+            if not old:
+                raise BlockNotFoundError(f"block {label!r} of subject {subject_id!r} has no version {version}")
+            if len(old[0]) > row[1]:
+                raise ValueError(f"version {version} has {len(old[0])} characters, over the block's limit of {row[1]}")
+            self._write_value(conn, row[0], old[0], None, time.time())
+            return old[0]
+
+    # -- messages and runs -----------------------------------------------------------------------
+
+    def enqueue(self, subject_id: str, messages: Sequence[MessageIn], *, passages: Sequence[Optional[str]],
+                default_blocks: Sequence[BlockSpec] = ()) -> str:
+        """Store a batch and its queued run in one transaction; returns the run id.
+
+        ``passages[i]`` is the text to index for message i, or None when the
+        message is not archived for search.
+        """
+        run_id = new_id("run")
+        now = time.time()
+        with self._tx() as conn:
+            pk, _, _ = self._ensure_subject(conn, subject_id, default_blocks)
+            run_seq = conn.execute("INSERT INTO runs(id, subject_pk, status, created_at) VALUES (?, ?, 'queued', ?)",
+                                   (run_id, pk, now)).lastrowid
+            for msg, index_text in zip(messages, passages):
+                created = _ts(msg.created_at)
+                seq = conn.execute(
+                    "INSERT INTO messages(id, subject_pk, run_seq, role, content, name, metadata, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (new_id("msg"), pk, run_seq, msg.role, msg.content, msg.name,
+                     json.dumps(msg.metadata) if msg.metadata else None, created),
+                ).lastrowid
+                if index_text is not None:
+                    conn.execute(
+                        "INSERT INTO passages(subject_pk, message_seq, content, index_text, role, tags, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (pk, seq, msg.content, index_text, msg.role,
+                         json.dumps(list(dict.fromkeys([msg.role, *msg.tags]))), created),
+                    )
+        return run_id
+
+    def get_run(self, run_id: str) -> Optional[Run]:
+        row = self._conn().execute(f"SELECT {_RUN_COLS} FROM runs r JOIN subjects s ON s.pk=r.subject_pk"
+                                   " WHERE r.id=?", (run_id,)).fetchone()
+        return _run(row) if row else None
+
+    def run_status(self, run_id: str) -> Optional[str]:
+        row = self._conn().execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def list_runs(self, subject_id: str, status: Optional[str] = None) -> list[Run]:
+        sql = f"SELECT {_RUN_COLS} FROM runs r JOIN subjects s ON s.pk=r.subject_pk WHERE s.subject_id=?"
+        args: list[Any] = [subject_id]
+        if status is not None:
+            sql += " AND r.status=?"
+            args.append(status)
+        return [_run(r) for r in self._conn().execute(sql + " ORDER BY r.seq", args)]
+
+    def cancel_run(self, run_id: str) -> Run:
+        with self._tx() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
+            if not row:
+                raise RunNotFoundError(f"Run {run_id} not found")
+            if row[0] != "queued":
+                raise RunStateError(f"Run {run_id} is {row[0]}; only a queued run can be cancelled")
+            conn.execute("UPDATE runs SET status='cancelled', finished_at=? WHERE id=?", (time.time(), run_id))
+        return self.get_run(run_id)  # type: ignore[return-value]
+
+    def retry_run(self, run_id: str) -> Run:
+        with self._tx() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
+            if not row:
+                raise RunNotFoundError(f"Run {run_id} not found")
+            if row[0] != "failed":
+                raise RunStateError(f"Run {run_id} is {row[0]}; only a failed run can be retried")
+            conn.execute("UPDATE runs SET status='queued', error=NULL, stop_reason=NULL, started_at=NULL,"
+                         " finished_at=NULL, attempts=0, claim_id=NULL, lease_owner=NULL, lease_expires=NULL"
+                         " WHERE id=?", (run_id,))
+        return self.get_run(run_id)  # type: ignore[return-value]
+
+    def get_messages(self, subject_id: str, *, limit: Optional[int] = None, before: Optional[datetime] = None,
+                     after: Optional[datetime] = None) -> list[StoredMessage]:
+        """Oldest first; with ``limit``, the newest ``limit`` messages in that window."""
+        sql = (f"SELECT {_MSG_COLS} FROM messages m JOIN subjects s ON s.pk=m.subject_pk"
+               " LEFT JOIN runs r ON r.seq=m.run_seq WHERE s.subject_id=?")
+        args: list[Any] = [subject_id]
+        if before is not None:
+            sql += " AND m.created_at<?"
+            args.append(_ts(before))
+        if after is not None:
+            sql += " AND m.created_at>?"
+            args.append(_ts(after))
+        if limit is not None:
+            rows = self._conn().execute(sql + " ORDER BY m.created_at DESC, m.seq DESC LIMIT ?", (*args, limit)).fetchall()
+            rows.reverse()
+        else:
+            rows = self._conn().execute(sql + " ORDER BY m.created_at, m.seq", args).fetchall()
+        return [_message(r) for r in rows]
+
+    def delete_message(self, message_id: str) -> bool:
+        with self._tx() as conn:
+            row = conn.execute("SELECT seq FROM messages WHERE id=?", (message_id,)).fetchone()
+            if not row:
+                return False
+            conn.execute("DELETE FROM passage_vectors WHERE passage_pk IN (SELECT pk FROM passages WHERE message_seq=?)",
+                         (row[0],))
+            conn.execute("DELETE FROM passages WHERE message_seq=?", (row[0],))
+            conn.execute("DELETE FROM messages WHERE seq=?", (row[0],))
+        self._purge_freed()
+        return True
+
+    # -- the worker's side -----------------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        return self._conn().execute("SELECT 1 FROM runs WHERE status IN ('queued','running') LIMIT 1").fetchone() is not None
+
+    def claim(self, lease_seconds: float, *, subject_pk: Optional[int] = None) -> Optional[Claim]:
+        """Take every queued run of the idle subject whose oldest queued run is oldest.
+
+        Runs of one subject are never claimed while another of its runs is
+        running, so one subject's passes are serial and in order.
+        """
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT r.subject_pk FROM runs r WHERE r.status='queued'"
+                + (" AND r.subject_pk=?" if subject_pk is not None else "")
+                + " AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.subject_pk=r.subject_pk AND x.status='running')"
+                " ORDER BY r.seq LIMIT 1", (() if subject_pk is None else (subject_pk,))).fetchone()
+            if not row:
+                return None
+            pk = row[0]
+            claim_id = uuid.uuid4().hex
+            now = time.time()
+            conn.execute(
+                "UPDATE runs SET status='running', started_at=?, claim_id=?, lease_owner=?, lease_expires=?,"
+                " attempts=attempts+1 WHERE subject_pk=? AND status='queued'",
+                (now, claim_id, self.owner, now + lease_seconds, pk))
+            runs = conn.execute("SELECT id, seq FROM runs WHERE claim_id=? ORDER BY seq", (claim_id,)).fetchall()
+            subject_id = conn.execute("SELECT subject_id FROM subjects WHERE pk=?", (pk,)).fetchone()[0]
+        return Claim(claim_id, pk, subject_id, [r[0] for r in runs], [r[1] for r in runs])
+
+    def claim_messages(self, claim: Claim) -> list[StoredMessage]:
+        rows = self._conn().execute(
+            f"SELECT {_MSG_COLS} FROM messages m JOIN runs r ON r.seq=m.run_seq WHERE r.claim_id=? ORDER BY m.seq",
+            (claim.claim_id,)).fetchall()
+        return [_message(r) for r in rows]
+
+    def claim_passages(self, claim: Claim, embedder: str) -> list[tuple[int, str]]:
+        """(passage pk, index text) of the claim's passages that have no vector from ``embedder``."""
+        return self._conn().execute(
+            "SELECT p.pk, p.index_text FROM passages p JOIN messages m ON m.seq=p.message_seq"
+            " JOIN runs r ON r.seq=m.run_seq LEFT JOIN passage_vectors v ON v.passage_pk=p.pk AND v.embedder=?"
+            " WHERE r.claim_id=? AND v.passage_pk IS NULL ORDER BY p.pk", (embedder, claim.claim_id)).fetchall()
+
+    def renew_leases(self, lease_seconds: float) -> int:
+        with self._tx() as conn:
+            return conn.execute("UPDATE runs SET lease_expires=? WHERE lease_owner=? AND status='running'",
+                                (time.time() + lease_seconds, self.owner)).rowcount
+
+    def recover(self) -> int:
+        """Requeue runs left ``running`` by a dead process (dead pid on this host, or lease expired)."""
+        conn = self._conn()
+        now = time.time()
+        host = socket.gethostname()
+        dead: list[str] = []
+        for (owner,) in conn.execute("SELECT DISTINCT lease_owner FROM runs WHERE status='running'"):
+            o_host, _, rest = (owner or "").partition(":")
+            pid = rest.partition(":")[0]
+            if owner != self.owner and o_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+                dead.append(owner)
+        with self._tx() as conn:
+            n = 0
+            for owner in dead:
+                n += self._requeue(conn, "lease_owner=?", (owner,))
+            n += self._requeue(conn, "lease_expires<?", (now,))
+        if n:
+            log.warning("requeued %d run(s) left running by a process that died", n)
+        return n
+
+    def _requeue(self, conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> int:
+        failed = conn.execute(
+            f"UPDATE runs SET status='failed', finished_at=?, stop_reason='crashed', claim_id=NULL, lease_owner=NULL,"
+            f" error='the process applying this run died {MAX_ATTEMPTS} times; retry_run() requeues it'"
+            f" WHERE status='running' AND attempts>={MAX_ATTEMPTS} AND {where}", (time.time(), *args)).rowcount
+        return failed + conn.execute(
+            f"UPDATE runs SET status='queued', started_at=NULL, claim_id=NULL, lease_owner=NULL, lease_expires=NULL"
+            f" WHERE status='running' AND {where}", args).rowcount
+
+    def complete(self, claim: Claim, *, learner: str, values: dict[str, tuple[str, int]], vectors: Sequence[tuple[int, bytes]],
+                 embedder: Optional[str], stats: dict[str, Any], replay: Any) -> bool:
+        """Apply a finished pass in one transaction; False when the claim was lost.
+
+        ``values`` maps label -> (new value, block version the pass read);
+        when the block changed since, ``replay(label, current value, limit)``
+        gives the value to write instead (or None to leave it).
+        """
+        now = time.time()
+        first_run = claim.run_ids[0]
+        with self._tx() as conn:
+            owned = conn.execute("SELECT count(*) FROM runs WHERE claim_id=? AND status='running'",
+                                 (claim.claim_id,)).fetchone()[0]
+            if owned != len(claim.run_ids):
+                return False  # requeued by recovery, cancelled, or the subject was deleted
+            for label, (value, read_version) in values.items():
+                row = conn.execute("SELECT pk, value, version, char_limit FROM blocks WHERE subject_pk=? AND label=?",
+                                   (claim.subject_pk, label)).fetchone()
+                if not row:
+                    log.warning("block %r of subject %r was deleted during a pass; its edits are dropped",
+                                label, claim.subject_id)
+                    continue
+                if row[2] != read_version:
+                    value = replay(label, row[1], row[3])
+                    if value is None:
+                        continue
+                if value != row[1]:
+                    self._write_value(conn, row[0], value, first_run, now)
+            for passage_pk, blob in vectors:
+                conn.execute("INSERT OR REPLACE INTO passage_vectors(passage_pk, subject_pk, embedder, vector)"
+                             " VALUES (?, ?, ?, ?)", (passage_pk, claim.subject_pk, embedder, blob))
+            conn.execute(
+                "UPDATE runs SET status='completed', finished_at=?, learner=?, llm_calls=?, prompt_tokens=?,"
+                " completion_tokens=?, stop_reason=?, error=NULL, lease_owner=NULL, lease_expires=NULL"
+                " WHERE claim_id=?",
+                (now, learner, stats.get("llm_calls", 0), stats.get("prompt_tokens", 0),
+                 stats.get("completion_tokens", 0), stats.get("stop_reason"), claim.claim_id))
+        return True
+
+    def fail(self, claim: Claim, *, learner: str, error: str, stop_reason: Optional[str], stats: dict[str, Any]) -> bool:
+        with self._tx() as conn:
+            return conn.execute(
+                "UPDATE runs SET status='failed', finished_at=?, learner=?, error=?, stop_reason=?, llm_calls=?,"
+                " prompt_tokens=?, completion_tokens=?, lease_owner=NULL, lease_expires=NULL"
+                " WHERE claim_id=? AND status='running'",
+                (time.time(), learner, error, stop_reason, stats.get("llm_calls", 0), stats.get("prompt_tokens", 0),
+                 stats.get("completion_tokens", 0), claim.claim_id)).rowcount > 0
+
+    def pass_blocks(self, subject_pk: int) -> tuple[list[Block], dict[str, int]]:
+        """The subject's blocks and the version of each, read together for a pass."""
+        rows = self._conn().execute(f"SELECT {_BLOCK_COLS}, b.version FROM blocks b JOIN subjects s"
+                                    " ON s.pk=b.subject_pk WHERE b.subject_pk=? ORDER BY b.pk", (subject_pk,)).fetchall()
+        return [_block(r) for r in rows], {r[1]: r[8] for r in rows}
+
+    # -- search primitives -----------------------------------------------------------------------
+
+    def subject_pk(self, subject_id: str) -> Optional[int]:
+        return self._subject_pk(self._conn(), subject_id)
+
+    def fts(self, subject_pk: int, match: str, limit: int) -> list[tuple[int, float]]:
+        """(passage pk, bm25 score; lower is better) for an FTS5 MATCH expression."""
+        try:
+            return self._conn().execute(
+                "SELECT f.rowid, bm25(passages_fts) AS s FROM passages_fts f JOIN passages p ON p.pk=f.rowid"
+                " WHERE passages_fts MATCH ? AND p.subject_pk=? ORDER BY s LIMIT ?",
+                (match, subject_pk, limit)).fetchall()
+        except sqlite3.OperationalError as exc:
+            log.debug("FTS query %r refused: %s", match, exc)
+            return []
+
+    def vector_stamp(self, subject_pk: int, embedder: str) -> tuple[int, int]:
+        """(count, max passage pk) of a subject's vectors: changes whenever they do, so caches key on it."""
+        row = self._conn().execute("SELECT count(*), coalesce(max(passage_pk), 0) FROM passage_vectors"
+                                   " WHERE subject_pk=? AND embedder=?", (subject_pk, embedder)).fetchone()
+        return row[0], row[1]
+
+    def vectors(self, subject_pk: int, embedder: str) -> list[tuple[int, bytes]]:
+        return self._conn().execute("SELECT passage_pk, vector FROM passage_vectors WHERE subject_pk=? AND embedder=?"
+                                    " ORDER BY passage_pk", (subject_pk, embedder)).fetchall()
+
+    def passage_pks(self, subject_pk: int) -> list[int]:
+        return [r[0] for r in self._conn().execute("SELECT pk FROM passages WHERE subject_pk=?", (subject_pk,))]
+
+    def passages(self, pks: Sequence[int]) -> dict[int, dict[str, Any]]:
+        if not pks:
+            return {}
+        out: dict[int, dict[str, Any]] = {}
+        conn = self._conn()
+        for i in range(0, len(pks), 500):
+            chunk = list(pks[i : i + 500])
+            rows = conn.execute(
+                "SELECT p.pk, p.content, p.role, p.tags, p.created_at, m.id, m.metadata FROM passages p"
+                f" LEFT JOIN messages m ON m.seq=p.message_seq WHERE p.pk IN ({','.join('?' * len(chunk))})", chunk)
+            for r in rows:
+                out[r[0]] = {"content": r[1], "role": r[2], "tags": json.loads(r[3]), "created_at": _dt(r[4]),
+                             "message_id": r[5], "metadata": json.loads(r[6]) if r[6] else {}}
+        return out
+
+    def passages_without_vectors(self, embedder: str, limit: int = 256) -> list[tuple[int, int, str]]:
+        """(passage pk, subject pk, index text) still to embed with ``embedder`` (re-embedding)."""
+        return self._conn().execute(
+            "SELECT p.pk, p.subject_pk, p.index_text FROM passages p LEFT JOIN passage_vectors v"
+            " ON v.passage_pk=p.pk AND v.embedder=? WHERE v.passage_pk IS NULL ORDER BY p.pk LIMIT ?",
+            (embedder, limit)).fetchall()
+
+    def put_vectors(self, rows: Sequence[tuple[int, int, bytes]], embedder: str) -> None:
+        with self._tx() as conn:
+            conn.executemany("INSERT OR REPLACE INTO passage_vectors(passage_pk, subject_pk, embedder, vector)"
+                             " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM passages WHERE pk=?)",
+                             [(pk, spk, embedder, blob, pk) for pk, spk, blob in rows])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (``sqlite3.complete_statement`` keeps triggers whole)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

@@ -1,0 +1,207 @@
+"""Background workers: claim a subject's queued runs, learn them in one pass, apply.
+
+Threads in the calling process (``background=True``) or the foreground of
+``ai-memory worker``. A claim is a lease on the store: renewed by a heartbeat
+while the pass runs, released by completion, and taken back by
+``SQLiteStore.recover`` when its process dies. A pass is applied by one
+transaction that checks the claim still holds, so no batch is applied twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .errors import LearnerError
+from .learners.base import Learner, PassInput, PassOutput, split_for_passes
+from .learners.tools import ToolError, apply_op
+from .search.embedders import Embedder
+from .store.sqlite import Claim, SQLiteStore
+
+log = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    """A bounded set of worker threads over one store; ``completed`` wakes ``wait_for_run``."""
+
+    def __init__(self, store: SQLiteStore, learner: Learner, embedder: Optional[Embedder], *, concurrency: int = 4,
+                 lease_seconds: float = 60.0, poll_interval: float = 0.5, max_pass_chars: int = 24_000) -> None:
+        self.store = store
+        self.learner = learner
+        self.embedder = embedder
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.max_pass_chars = max_pass_chars
+        self.completed = threading.Condition()
+        self.generation = 0  # bumped (under ``completed``) whenever a run of this process ends
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._active = 0
+        self._active_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self.running:
+                return
+            self._stop.clear()
+            self.store.recover()
+            self._threads = [threading.Thread(target=self._loop, name=f"ai-memory-worker-{i}", daemon=True)
+                             for i in range(self.concurrency)]
+            self._threads.append(threading.Thread(target=self._heartbeat, name="ai-memory-heartbeat", daemon=True))
+            for t in self._threads:
+                t.start()
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Let passes in progress finish, then stop; queued runs stay in the store."""
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def reset_after_fork(self) -> None:
+        """Threads do not survive a fork: forget them so the child starts its own."""
+        self._threads = []
+        self.completed = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._active_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._active = 0
+
+    # -- loops -----------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                did = self.run_once()
+            except Exception:  # a store error must not kill the worker: log, back off, go on
+                log.exception("worker iteration failed")
+                did = False
+            if not did:
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+
+    def _heartbeat(self) -> None:
+        interval = self.lease_seconds / 3
+        last_recover = time.monotonic()
+        while not self._stop.wait(interval):
+            try:
+                if self._active:
+                    self.store.renew_leases(self.lease_seconds)
+                if time.monotonic() - last_recover > self.lease_seconds / 2:
+                    last_recover = time.monotonic()
+                    if self.store.recover():
+                        self.wake()
+            except Exception:
+                log.exception("lease heartbeat failed")
+
+    def drain(self, *, stop: Optional[Callable[[], bool]] = None) -> int:
+        """Process passes in the calling thread until the queue is empty; returns passes run."""
+        self.store.recover()
+        n = 0
+        while (stop is None or not stop()) and self.run_once():
+            n += 1
+        return n
+
+    def run_once(self) -> bool:
+        claim = self.store.claim(self.lease_seconds)
+        if claim is None:
+            return False
+        with self._active_lock:
+            self._active += 1
+        try:
+            self.process(claim)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+            with self.completed:
+                self.generation += 1
+                self.completed.notify_all()
+        self.wake()  # another subject may have become runnable meanwhile
+        return True
+
+    # -- one pass --------------------------------------------------------------------------------
+
+    def process(self, claim: Claim) -> None:
+        learner_name = getattr(self.learner, "name", type(self.learner).__name__)
+        stats: dict[str, Any] = {}
+        try:
+            blocks, versions = self.store.pass_blocks(claim.subject_pk)
+            messages = self.store.claim_messages(claim)
+            out = PassOutput()
+            current = list(blocks)
+            for chunk in split_for_passes(messages, self.max_pass_chars):
+                part = self.learner.learn(PassInput(claim.subject_id, current, chunk, datetime.now(timezone.utc)))
+                _merge(out, part)
+                stats = _stats(out)
+                current = [b.model_copy(update={"value": out.values[b.label]}) if b.label in out.values else b
+                           for b in blocks]
+            vectors = self._embed(claim)
+        except LearnerError as exc:
+            log.warning("run(s) %s of subject %r failed: %s", claim.run_ids, claim.subject_id, exc)
+            stats = {**stats, **getattr(exc, "stats", {})}
+            self.store.fail(claim, learner=learner_name, error=str(exc), stop_reason=exc.stop_reason, stats=stats)
+            return
+        except Exception as exc:
+            log.exception("run(s) %s of subject %r failed", claim.run_ids, claim.subject_id)
+            self.store.fail(claim, learner=learner_name, error=f"{type(exc).__name__}: {exc}",
+                            stop_reason="error", stats=stats)
+            return
+        values = {label: (value, versions[label]) for label, value in out.values.items() if label in versions}
+
+        def replay(label: str, value: str, limit: int) -> Optional[str]:
+            """The block changed during the pass: apply this pass's edits on top of the newer value."""
+            for op in out.ops:
+                if op.args.get("label") == label:
+                    try:
+                        value = apply_op(op, value, limit)
+                    except ToolError as exc:
+                        log.warning("edit of %r skipped: the block changed during the pass (%s)", label, exc)
+            return value
+
+        if not self.store.complete(claim, learner=learner_name, values=values, vectors=vectors,
+                                   embedder=self.embedder.name if self.embedder else None,
+                                   stats=_stats(out), replay=replay):
+            log.warning("claim on run(s) %s was lost (recovered by another process, or subject deleted);"
+                        " its pass was discarded", claim.run_ids)
+
+    def _embed(self, claim: Claim) -> list[tuple[int, bytes]]:
+        if self.embedder is None:
+            return []
+        pending = self.store.claim_passages(claim, self.embedder.name)
+        if not pending:
+            return []
+        matrix = self.embedder.embed([text for _, text in pending])
+        return [(pk, np.ascontiguousarray(row, dtype=np.float32).tobytes()) for (pk, _), row in zip(pending, matrix)]
+
+
+def _merge(total: PassOutput, part: PassOutput) -> None:
+    total.values.update(part.values)
+    total.ops.extend(part.ops)
+    total.llm_calls += part.llm_calls
+    total.prompt_tokens += part.prompt_tokens
+    total.completion_tokens += part.completion_tokens
+    total.stop_reason = part.stop_reason
+
+
+def _stats(out: PassOutput) -> dict[str, Any]:
+    return {"llm_calls": out.llm_calls, "prompt_tokens": out.prompt_tokens,
+            "completion_tokens": out.completion_tokens, "stop_reason": out.stop_reason}
