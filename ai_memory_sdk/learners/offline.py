@@ -19,7 +19,7 @@ from .tools import EditOp
 
 _LIST_KEYS = ("Likes", "Dislikes")
 _MAX_LIST = 12
-_STOP = r"(?=[.!?;,]|\s+(?:and|but|because|so|which|who|since)\s|$)"
+_STOP = r"(?=\s*(?:[.!?;,]|$)|\s+(?:and|but|because|so|which|who|since|though|too|very|a lot|anymore)\b)"
 _VALUE = r"([^.!?;,\n]{1,80}?)" + _STOP
 
 _FACTS: list[tuple[str, re.Pattern[str], Callable[[str], str]]] = []
@@ -33,8 +33,8 @@ def _title(s: str) -> str:
     return " ".join(w[:1].upper() + w[1:] for w in s.strip().split())
 
 
-_fact("Name", r"\b(?:my name is|my name's|call me|i am called)\s+([A-Za-z][\w'-]*(?:\s+[A-Z][\w'-]*)?)", _title)
-_fact("Name", r"\b(?:i'm|i am)\s+([A-Z][a-z'-]+)(?=[.!?,;]|\s+(?:and|from|here)\b|$)", _title)
+_fact("Name", r"\b(?:my name is|my name's|call me|i am called)\s+([A-Za-z][\w'-]*(?:\s+(?-i:[A-Z])[\w'-]*)?)", _title)
+_fact("Name", r"\b(?:i'm|i am)\s+((?-i:[A-Z])[a-z'-]+)(?=[.!?,;]|\s+(?:and|from|here)\b|$)", _title)
 _fact("Age", r"\b(?:i'm|i am)\s+(\d{1,3})\s+years?\s+old")
 _fact("Location", r"\b(?:i live in|i'm living in|i am living in|i moved to|i'm based in|i am based in)\s+" + _VALUE)
 _fact("From", r"\b(?:i'm from|i am from|i come from)\s+" + _VALUE)

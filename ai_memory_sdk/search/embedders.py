@@ -74,7 +74,15 @@ class SentenceTransformerEmbedder:
         with self._lock:
             if self._st is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 from sentence_transformers import SentenceTransformer
+
+                try:  # library code must not draw progress bars on the application's stderr
+                    from transformers.utils import logging as hf_logging
+
+                    hf_logging.disable_progress_bar()
+                except ImportError:  # pragma: no cover
+                    pass
 
                 self._st = SentenceTransformer(_local_model_path(self.model), device="cpu")
             return self._st

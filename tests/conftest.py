@@ -1,0 +1,41 @@
+"""Shared fixtures: real SQLite files in tmp dirs, real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from ai_memory_sdk import Memory
+
+# Tests never reach a real provider: scrub variables a developer's shell may carry.
+for _var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LETTA_API_KEY", "LETTA_BASE_URL", "AI_MEMORY_ENGINE",
+             "AI_MEMORY_PATH", "AI_MEMORY_MODEL", "AI_MEMORY_LEARNER", "AI_MEMORY_EMBEDDER"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture
+def make_memory(tmp_path) -> Iterator[Callable[..., Memory]]:
+    """Build local-engine ``Memory`` objects on a fresh SQLite file; all closed after the test."""
+    made: list[Memory] = []
+
+    def make(**options: Any) -> Memory:
+        options.setdefault("path", str(tmp_path / "memory.db"))
+        options.setdefault("learner", "offline")
+        options.setdefault("embedder", "none")
+        m = Memory(**options)
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.close()
+
+
+@pytest.fixture
+def memory(make_memory) -> Memory:
+    return make_memory()
+
+
+from support.openai_server import openai_server  # noqa: E402,F401  (fixture: a scripted LLM on 127.0.0.1)
