@@ -110,3 +110,38 @@ def batch_problems(counts: Counter, confirmed: Iterable[int], attempted: Iterabl
     if stray:
         out.append(f"messages of batches never sent: {sorted(stray)[:10]}")
     return out
+
+
+def overlap_problems(path: str) -> list[str]:
+    """Passes (claims) of one subject never overlap in time: runs of a subject are never applied two at once."""
+    conn = connect(path)
+    out = []
+    try:
+        rows = conn.execute("SELECT subject_pk, started_at, max(finished_at) FROM runs WHERE status='completed'"
+                            " GROUP BY subject_pk, started_at ORDER BY subject_pk, started_at").fetchall()
+    finally:
+        conn.close()
+    prev: dict[int, float] = {}
+    for subject_pk, started, finished in rows:
+        if subject_pk in prev and started < prev[subject_pk]:
+            out.append(f"subject pk {subject_pk}: a pass started at {started:.6f} before the previous ended"
+                       f" at {prev[subject_pk]:.6f}")
+        prev[subject_pk] = max(finished, prev.get(subject_pk, 0.0))
+    return out
+
+
+def order_problems(path: str) -> list[str]:
+    """A subject's block versions written by runs come in run order (runs of one subject applied in order)."""
+    conn = connect(path)
+    out = []
+    try:
+        rows = conn.execute("SELECT v.block_pk, v.version, r.seq FROM block_versions v JOIN runs r ON r.id=v.run_id"
+                            " ORDER BY v.block_pk, v.version").fetchall()
+    finally:
+        conn.close()
+    last: dict[int, int] = {}
+    for block_pk, version, seq in rows:
+        if block_pk in last and seq < last[block_pk]:
+            out.append(f"block pk {block_pk} v{version} written by run seq {seq} after run seq {last[block_pk]}")
+        last[block_pk] = seq
+    return out

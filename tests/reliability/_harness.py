@@ -248,3 +248,119 @@ def batch_learner_responder(request: dict[str, Any]) -> Any:
     batches = sorted({int(b) for b in re.findall(r"batch B(\d+)-M0 says hello", user)})
     calls: list[tuple[str, Any]] = [("memory_insert", {"label": "human", "new_str": f"learned B{b}"}) for b in batches]
     return reply(tool_calls=calls + [("memory_finish_edits", {})])
+
+
+# -------------------------------------------------------------------------------------- concurrency
+
+
+@dataclass
+class ConcurrencyReport:
+    """4 writer processes x N batches into one store, reader processes at the same time."""
+
+    writers: int = 0
+    batches_per_writer: int = 0
+    runs: int = 0
+    completed: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    seconds: float = 0.0
+    enqueue_seconds_max: float = 0.0
+    writer_errors: dict[str, int] = field(default_factory=dict)
+    reader_errors: dict[str, int] = field(default_factory=dict)
+    reader_ops: dict[str, int] = field(default_factory=dict)
+    reader_p50_ms: dict[str, float] = field(default_factory=dict)
+    reader_p99_ms: dict[str, float] = field(default_factory=dict)
+    leaks: list[str] = field(default_factory=list)
+    store_problems: list[str] = field(default_factory=list)
+    batch_problems: list[str] = field(default_factory=list)
+
+    @property
+    def locked_errors(self) -> int:
+        return sum(n for k, n in {**self.writer_errors, **self.reader_errors}.items() if "locked" in k)
+
+    @property
+    def problems(self) -> list[str]:
+        return (self.store_problems + self.batch_problems + [f"leak: {x}" for x in self.leaks]
+                + [f"writer error x{n}: {k}" for k, n in self.writer_errors.items()]
+                + [f"reader error x{n}: {k}" for k, n in self.reader_errors.items()])
+
+    def figures(self) -> str:
+        total = self.writers * self.batches_per_writer
+        return (f"{self.writers} writer processes x {self.batches_per_writer} batches = {total} batches, runs "
+                f"{self.runs} ({self.completed} completed), lost {self.lost}, duplicated {self.duplicated}, "
+                f"'database is locked' seen {self.locked_errors}, {self.seconds:.1f} s "
+                f"({total / self.seconds if self.seconds else 0:.0f} batches/s learned end to end; slowest writer "
+                f"enqueued its batches in {self.enqueue_seconds_max:.1f} s), reader ops {self.reader_ops}, "
+                f"reader p50 ms {self.reader_p50_ms}, p99 ms {self.reader_p99_ms}, isolation leaks {len(self.leaks)}")
+
+
+def concurrency_campaign(path: str, *, writers: int = 4, batches: int = 100, subjects: int = 8, readers: int = 2,
+                         msgs: int = 2, options: Optional[dict[str, Any]] = None,
+                         timeout: float = 600) -> ConcurrencyReport:
+    """Run ``writers`` writer processes and ``readers`` reader processes on one store; check everything."""
+    from ai_memory_sdk import Memory
+
+    report = ConcurrencyReport(writers=writers, batches_per_writer=batches)
+    subject_ids = [f"shared-subject-{k}" for k in range(subjects)]
+    with Memory(path=path, learner="offline", embedder="none", background=False) as setup:
+        for sid in subject_ids:
+            setup.initialize_user_memory(sid, summary_block_char_limit=1_000_000, user_context_block_char_limit=1_000_000)
+    stop_file = path + ".stop"
+    t0 = time.monotonic()
+    reader_procs = [Child("reliability_reader.py", {"path": path, "subjects": subject_ids, "seconds": timeout,
+                                                    "stop_file": stop_file, "seed": i, "options": options or {}})
+                    for i in range(readers)]
+    writer_procs = [Child("reliability_writer.py", {"path": path, "writer": w, "batches": batches,
+                                                    "subjects": subject_ids, "msgs": msgs, "options": options or {}})
+                    for w in range(writers)]
+    confirmed: set[int] = set()
+    try:
+        for child in writer_procs:
+            done = child.wait_line("DONE", timeout)
+            if done is None:
+                raise RuntimeError(f"writer did not finish: {child.stderr_tail()}")
+            stats = json.loads(done[5:])
+            report.enqueue_seconds_max = max(report.enqueue_seconds_max, stats["enqueue_seconds"])
+            for k, n in stats["errors"].items():
+                report.writer_errors[k] = report.writer_errors.get(k, 0) + n
+            confirmed |= {int(ln.split()[1]) for ln in lines_with(child.lines, "ENQ ")}
+        report.seconds = time.monotonic() - t0
+        Path(stop_file).touch()
+        for child in reader_procs:
+            done = child.wait_line("DONE", 120)
+            if done is None:
+                raise RuntimeError(f"reader did not finish: {child.stderr_tail()}")
+            stats = json.loads(done[5:])
+            for k, n in stats["errors"].items():
+                report.reader_errors[k] = report.reader_errors.get(k, 0) + n
+            for k, n in stats["ops"].items():
+                report.reader_ops[k] = report.reader_ops.get(k, 0) + n
+            for k, v in stats["p50_ms"].items():
+                report.reader_p50_ms[k] = max(report.reader_p50_ms.get(k, 0.0), v)
+            for k, v in stats["p99_ms"].items():
+                report.reader_p99_ms[k] = max(report.reader_p99_ms.get(k, 0.0), v)
+            report.leaks += stats["leaks"]
+    finally:
+        for child in writer_procs + reader_procs:
+            child.kill()
+    attempted = list(range(writers * batches))
+    counts = _checks.marker_counts(path)
+    report.batch_problems = _checks.batch_problems(counts, confirmed, attempted, msgs)
+    report.batch_problems += _checks.batch_problems(_checks.marker_counts(path, "passages"), confirmed, attempted, msgs)
+    report.lost = len(confirmed - {b for b, j in counts if j == 0})
+    report.duplicated = sum(1 for n in counts.values() if n > 1)
+    report.store_problems = (_checks.invariant_problems(path, drained=True) + _checks.overlap_problems(path)
+                             + _checks.order_problems(path))
+    conn = _checks.connect(path)
+    try:
+        statuses = dict(conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+        report.runs = sum(statuses.values())
+        report.completed = statuses.get("completed", 0)
+        quoted: dict[int, int] = {}
+        for (value,) in conn.execute("SELECT value FROM blocks WHERE label='summary'"):
+            for m in re.finditer(r'"batch B(\d+)-M0 says hello', value):
+                quoted[int(m.group(1))] = quoted.get(int(m.group(1)), 0) + 1
+        report.batch_problems += [f"batch {b} quoted {n} times in summaries" for b, n in quoted.items() if n > 1]
+    finally:
+        conn.close()
+    return report
