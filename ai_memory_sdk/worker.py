@@ -110,6 +110,7 @@ class WorkerPool:
                     last_recover = time.monotonic()
                     if self.store.recover():
                         self.wake()
+                    self.store.finish_purge()  # a delete's WAL truncation that a reader deferred
             except Exception:
                 log.exception("lease heartbeat failed")
 

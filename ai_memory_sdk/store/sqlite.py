@@ -30,6 +30,7 @@ from ._schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
+_PURGE_KEY = "purge_pending"  # meta row: 'optimize' or 'checkpoint' still to do after a delete
 MAX_ATTEMPTS = 5  # a run whose pass kills its process this often is failed, not retried forever
 
 
@@ -104,6 +105,7 @@ class SQLiteStore:
         self._lock = threading.Lock()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._migrate()
+        self.finish_purge()  # a process died, or a reader blocked it, before a delete's purge finished
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -132,6 +134,10 @@ class SQLiteStore:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def close(self) -> None:
+        try:  # a purge deferred by a reader gets one more (non-blocking) try
+            self.finish_purge()
+        except sqlite3.Error as exc:
+            log.debug("purge at close deferred: %s", exc)
         with self._lock:
             conns, self._all_conns = self._all_conns, []
         for conn in conns:
@@ -213,6 +219,8 @@ class SQLiteStore:
             if row:
                 self._delete_subject(conn, subject_id)
             _, agent_id, _ = self._ensure_subject(conn, subject_id, blocks)
+        if row:
+            self._purge_freed()
         return agent_id
 
     def ensure_subject(self, subject_id: str, blocks: Sequence[BlockSpec] = ()) -> str:
@@ -235,6 +243,7 @@ class SQLiteStore:
         conn.execute("DELETE FROM block_versions WHERE block_pk IN (SELECT pk FROM blocks WHERE subject_pk=?)", (pk,))
         conn.execute("DELETE FROM blocks WHERE subject_pk=?", (pk,))
         conn.execute("DELETE FROM subjects WHERE pk=?", (pk,))
+        self._mark_purge(conn)
         return True
 
     def delete_subject(self, subject_id: str) -> bool:
@@ -245,20 +254,58 @@ class SQLiteStore:
             self._purge_freed()
         return found
 
-    def _purge_freed(self) -> None:
-        """Leave no deleted text behind: merge FTS segments and checkpoint the WAL.
+    def _mark_purge(self, conn: sqlite3.Connection) -> None:
+        """Record, in the deleting transaction, that deleted text may still sit in FTS5 segments or the -wal.
+
+        The mark survives a crash before the purge, so the next process (or
+        this one's heartbeat and ``close``) finishes it.
+        """
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, 'optimize')", (_PURGE_KEY,))
+
+    def purge_pending(self) -> bool:
+        return self.get_meta(_PURGE_KEY) is not None
+
+    def finish_purge(self) -> bool:
+        """Finish a purge that a reader (or a crash) deferred, without waiting for readers; True when none is left."""
+        return self._purge_freed(wait=False)
+
+    def _purge_freed(self, *, wait: bool = True) -> bool:
+        """Leave no deleted text behind: merge FTS segments and truncate the WAL; True when done.
 
         ``secure_delete`` zeroes freed pages; FTS5 (before SQLite 3.42's
         secure-delete option) keeps deleted tokens in old segments until they
-        are merged, and the WAL keeps old page images until a checkpoint.
+        are merged, and the WAL keeps old page images until a checkpoint
+        truncates it. A reader holding an old snapshot past the busy timeout
+        (or ``wait=False``: any reader) defers the truncation: the mark stays
+        and a later call finishes it.
         """
+        state = self.get_meta(_PURGE_KEY)
+        if state is None:
+            return True
         conn = self._conn()
-        with self._tx() as c:
-            c.execute("INSERT INTO passages_fts(passages_fts) VALUES ('optimize')")
+        if state == "optimize":
+            with self._tx() as c:
+                c.execute("INSERT INTO passages_fts(passages_fts) VALUES ('optimize')")
+                c.execute("UPDATE meta SET value='checkpoint' WHERE key=?", (_PURGE_KEY,))
+        if not wait:
+            conn.execute("PRAGMA busy_timeout=0")
         try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.OperationalError as exc:  # busy readers: the next checkpoint will do it
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.OperationalError as exc:
             log.debug("checkpoint after delete deferred: %s", exc)
+            busy = 1
+        finally:
+            if not wait:
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        if busy:
+            (log.warning if wait else log.debug)(
+                "a reader of %s kept the write-ahead log from being truncated after a delete; deleted text stays"
+                " in its -wal file until a later checkpoint (retried by the worker heartbeat, close() and the next"
+                " open)", self.path)
+            return False
+        with self._tx() as c:  # this small write goes to the fresh WAL; it holds nothing deleted
+            c.execute("DELETE FROM meta WHERE key=? AND value='checkpoint'", (_PURGE_KEY,))  # not a newer delete's
+        return True
 
     def list_subjects(self) -> list[str]:
         return [r[0] for r in self._conn().execute("SELECT subject_id FROM subjects ORDER BY pk")]
@@ -463,6 +510,7 @@ class SQLiteStore:
                          (row[0],))
             conn.execute("DELETE FROM passages WHERE message_seq=?", (row[0],))
             conn.execute("DELETE FROM messages WHERE seq=?", (row[0],))
+            self._mark_purge(conn)
         self._purge_freed()
         return True
 
