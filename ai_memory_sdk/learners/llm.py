@@ -1,10 +1,41 @@
-"""The LLM memory agent (SPEC §7): a sleeptime pass over any OpenAI-compatible endpoint."""
+"""The LLM memory agent (SPEC §7): a sleeptime pass over any OpenAI-compatible endpoint.
+
+One pass sends only the subject's blocks (system prompt) and the new messages
+(user turn), never earlier passes, so it costs the same on a user's first day
+and their thousandth. The model is asked to make every edit and
+``memory_finish_edits`` in one response with parallel tool calls, so most
+passes are a single LLM call. Edits are staged in an ``EditSession`` and
+returned; the worker applies them atomically.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Optional, Sequence
 
 from ..config import Settings
+from ..errors import LearnerError
+from ..formatting import escape_attr, neutralise
+from ..models import Block
+from .base import PassInput, PassOutput
+from .tools import EditSession
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
+_BACKOFF_BASE = 0.5  # seconds before the first retry without Retry-After; doubles per attempt
+_BACKOFF_CAP = 20.0
+_RETRY_AFTER_JITTER = 0.1  # up to 10% (at most 1 s) added to a server's Retry-After
+_HINTS = {401: "check OPENAI_API_KEY / llm_api_key", 403: "check the API key's permissions",
+          404: "check AI_MEMORY_MODEL / model and OPENAI_BASE_URL / llm_base_url"}
 
 
 def openai_client(settings: Settings) -> Any:
@@ -13,3 +44,324 @@ def openai_client(settings: Settings) -> Any:
 
     return OpenAI(api_key=settings.llm_api_key or "not-needed", base_url=settings.llm_base_url,
                   timeout=settings.llm_timeout, max_retries=0)
+
+
+# -- prompts --------------------------------------------------------------------------------------
+
+def _utc(dt: datetime) -> str:
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc)
+    return dt.strftime("%Y-%m-%d %H:%M")
+
+
+def _quoted(text: str) -> str:
+    """Message text as transcript data: it cannot close ``<messages>`` nor start a forged entry."""
+    return neutralise(text, "messages").replace("\n", "\n  ")
+
+
+def _quoted_line(text: str) -> str:
+    return " ".join(neutralise(text, "messages").split())
+
+
+@lru_cache(maxsize=1)
+def _templates() -> tuple[Any, Any]:
+    """Load ``system.j2`` and ``user.j2`` once from the package ``ai_memory_sdk.prompts``."""
+    import jinja2
+
+    env = jinja2.Environment(autoescape=False, trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    env.filters.update(attr=escape_attr, block_value=neutralise, utc=_utc, quoted=_quoted, quoted_line=_quoted_line)
+    root = resources.files("ai_memory_sdk.prompts")
+    return (env.from_string(root.joinpath("system.j2").read_text(encoding="utf-8")),
+            env.from_string(root.joinpath("user.j2").read_text(encoding="utf-8")))
+
+
+def render_system(blocks: Sequence[Block]) -> str:
+    """The system prompt: rules and every block with its size and limit (no clock: a stable prefix caches)."""
+    return _templates()[0].render(blocks=blocks).strip()
+
+
+def render_user(messages: Sequence[Any], now: datetime) -> str:
+    """The user turn: the current time and the new messages as a quoted transcript."""
+    when = now.astimezone(timezone.utc) if now.tzinfo else now
+    return _templates()[1].render(messages=messages, now=when.strftime("%Y-%m-%d %H:%M, %A")).strip()
+
+
+def tool_schemas(labels: Sequence[str], strict: bool = True) -> list[dict[str, Any]]:
+    """The four tools (Letta's names and parameters), strict, with ``label`` limited to the subject's blocks."""
+    label = {"type": "string", "enum": list(labels)}
+    text = {"type": "string"}
+
+    def tool(name: str, description: str, props: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {"type": "object", "properties": props, "required": list(props)}
+        if not strict:  # Letta's form: insert_line is optional (-1)
+            params["required"] = [p for p in props if p != "insert_line"]
+            return {"type": "function", "function": {"name": name, "description": description, "parameters": params}}
+        params["additionalProperties"] = False
+        return {"type": "function", "function": {"name": name, "description": description, "strict": True,
+                                                 "parameters": params}}
+
+    return [
+        tool("memory_replace", "Replace the one exact occurrence of old_str in a block with new_str.",
+             {"label": label, "old_str": text, "new_str": text}),
+        tool("memory_insert", "Insert new_str as new line(s) after line insert_line (from 1; 0: top; -1: end).",
+             {"label": label, "new_str": text, "insert_line": {"type": "integer"}}),
+        tool("memory_rethink", "Rewrite a whole block.", {"label": label, "new_memory": text}),
+        tool("memory_finish_edits", "Call when all edits are made, in the same response.", {}),
+    ]
+
+
+def build_request(inp: PassInput, model: str, strict: bool = True) -> dict[str, Any]:
+    """The keyword arguments of the first ``chat.completions.create`` call of a pass.
+
+    ``tool_choice`` is ``auto``: every compatible server takes it (llama-cpp-python,
+    older vLLM and others refuse ``required``), and the prompt asks for the tools;
+    a reply without tool calls simply ends the pass.
+    """
+    return {
+        "model": model,
+        "messages": [{"role": "system", "content": render_system(inp.blocks)},
+                     {"role": "user", "content": render_user(inp.messages, inp.now)}],
+        "tools": tool_schemas([b.label for b in inp.blocks], strict),
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+    }
+
+
+# -- errors and retries ---------------------------------------------------------------------------
+
+class _Transient(Exception):
+    """A failure worth retrying; ``retry_after`` is the server's wish in seconds, if any."""
+
+    def __init__(self, message: str, retry_after: Optional[float] = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(response: Any) -> Optional[float]:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _status_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return str(getattr(exc, "message", None) or exc)
+
+
+def _classify(exc: BaseException, base_url: str) -> Exception:
+    """Map an ``openai`` exception to ``_Transient`` or a final ``LearnerError``; others pass through."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return _Transient(f"the LLM request to {base_url} timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return _Transient(f"connection to the LLM endpoint {base_url} failed: {type(cause).__name__}: {cause}")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        text = f"HTTP {status} from the LLM endpoint {base_url}: {_status_message(exc)}"
+        body = exc.body.get("error", exc.body) if isinstance(exc.body, dict) else None
+        code = body.get("code") if isinstance(body, dict) else None
+        if (status in _TRANSIENT_STATUS or status >= 500) and code != "insufficient_quota":
+            return _Transient(text, _retry_after(exc.response))
+        hint = _HINTS.get(status)
+        return LearnerError(text + (f" ({hint})" if hint else ""), stop_reason="llm_error")
+    if isinstance(exc, (ValueError, openai.APIResponseValidationError)):  # JSONDecodeError is a ValueError
+        return _Transient(f"the LLM endpoint {base_url} sent an invalid response: {type(exc).__name__}: {exc}")
+    return exc  # type: ignore[return-value]
+
+
+class _Retrier:
+    """Retry budget of one pass: time spent on failed attempts and waits, at most ``budget`` seconds."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.spent = 0.0
+        self.failures = 0
+
+    def wait(self, err: _Transient, attempt_seconds: float) -> None:
+        """Sleep before the next attempt, or raise ``LearnerError`` when the budget is spent."""
+        self.spent += attempt_seconds
+        self.failures += 1
+        if err.retry_after is not None:
+            delay = err.retry_after + random.uniform(0, min(1.0, err.retry_after * _RETRY_AFTER_JITTER))
+        else:
+            delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)
+        if self.spent + delay > self.budget:
+            wish = f"; the server asked to wait {err.retry_after:g}s" if err.retry_after is not None else ""
+            raise LearnerError(f"{err} (gave up after {self.failures} failed attempt(s) in {self.spent:.1f}s;"
+                               f" retry budget {self.budget:g}s{wish})", stop_reason="llm_error")
+        log.info("LLM call failed (%s); retry %d in %.2fs", err, self.failures, delay)
+        time.sleep(delay)
+        self.spent += delay
+
+
+# -- the agent loop -------------------------------------------------------------------------------
+
+def _tool_call_parts(call: Any, index: int) -> tuple[str, str, Any]:
+    """(id, name, raw arguments) of a tool call, tolerating servers that omit ids."""
+    fn = getattr(call, "function", None)
+    name = getattr(fn, "name", None) or getattr(call, "name", None) or ""
+    args = getattr(fn, "arguments", None)
+    return (getattr(call, "id", None) or f"call_{index}"), name, args
+
+
+class LLMLearner:
+    """The sleeptime memory agent over ``chat.completions`` (thread-safe: no state between passes)."""
+
+    name = "llm"
+
+    def __init__(self, settings: Settings, client: Any = None) -> None:
+        self.settings = settings
+        self._client = client
+        self._lock = threading.Lock()
+        self._parallel = True  # dropped once if the endpoint refuses parallel_tool_calls
+        self._strict = True  # dropped once if the endpoint refuses strict schemas
+        self._base_url = settings.llm_base_url or "the OpenAI API"
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = openai_client(self.settings)
+            return self._client
+
+    def learn(self, inp: PassInput) -> PassOutput:
+        out = PassOutput()
+        if not inp.blocks or not inp.messages:
+            out.stop_reason = "end_turn"
+            return out
+        session = EditSession({b.label: b for b in inp.blocks})
+        request = build_request(inp, self.settings.model, self._strict)
+        if not self._parallel:
+            del request["parallel_tool_calls"]
+        messages: list[dict[str, Any]] = request["messages"]
+        retrier = _Retrier(self.settings.llm_retry_budget)
+        for step in range(1, self.settings.max_steps + 1):
+            try:
+                response = self._create(request, retrier)
+            except LearnerError as exc:
+                exc.stats = {**_stats(out), **exc.stats}
+                raise
+            out.llm_calls += 1
+            usage = getattr(response, "usage", None)
+            out.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+            out.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+            message = response.choices[0].message
+            calls = list(getattr(message, "tool_calls", None) or [])
+            if not calls:
+                out.stop_reason = "end_turn"
+                break
+            echoed, answers, failed, finished = [], [], 0, False
+            for i, call in enumerate(calls):
+                call_id, tool, raw_args = _tool_call_parts(call, step * 100 + i)
+                ok, answer = session.call(tool, raw_args)
+                if ok and tool == "memory_finish_edits":
+                    finished = True
+                elif not ok:
+                    failed += 1
+                    answer = self._explain(session, tool, raw_args, answer)
+                echoed.append({"id": call_id, "type": "function", "function": {"name": tool, "arguments":
+                               raw_args if isinstance(raw_args, str) else json.dumps(raw_args or {})}})
+                answers.append({"role": "tool", "tool_call_id": call_id, "content": answer})
+            if finished and failed and step < self.settings.max_steps:
+                # The model finished without seeing its errors: give it the answers and one more step.
+                finished = False
+                answers[-1]["content"] += (f"\nNot finished: {failed} call(s) of this response failed (see their"
+                                           " answers). Fix them or call memory_finish_edits again.")
+            if finished:
+                out.stop_reason = "end_turn"
+                break
+            messages.append({"role": "assistant", "content": getattr(message, "content", None), "tool_calls": echoed})
+            messages.extend(answers)
+        else:
+            raise LearnerError(f"the memory agent did not finish within {self.settings.max_steps} LLM calls"
+                               " (max_steps); no edit of this pass was applied",
+                               stop_reason="max_steps", stats=_stats(out))
+        out.values = session.changed()
+        out.ops = list(session.ops)
+        log.debug("pass of %r: %d call(s), %d edit(s)", inp.subject_id, out.llm_calls, len(out.ops))
+        return out
+
+    @staticmethod
+    def _explain(session: EditSession, tool: str, raw_args: Any, answer: str) -> str:
+        """A refused replace on a block this pass already edited: show the value the model must copy from."""
+        if tool != "memory_replace" or "old_str" not in answer:
+            return answer
+        try:
+            label = (json.loads(raw_args) if isinstance(raw_args, str) else dict(raw_args or {})).get("label")
+        except (ValueError, TypeError, AttributeError):
+            return answer
+        if isinstance(label, str) and label in session.blocks and session.values[label] != session.blocks[label].value:
+            answer += f"\nCurrent value of '{label}':\n{session.values[label]}"
+        return answer
+
+    def _create(self, request: dict[str, Any], retrier: _Retrier) -> Any:
+        """One LLM call with our retries; returns a response that has at least one choice."""
+        client = self.client
+        while True:
+            started = time.monotonic()
+            try:
+                response = client.chat.completions.create(**request)
+                if not getattr(response, "choices", None) or getattr(response.choices[0], "message", None) is None:
+                    raise _Transient(f"the LLM endpoint {self._base_url} sent a response without choices")
+                return response
+            except _Transient as err:
+                retrier.wait(err, time.monotonic() - started)
+            except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raised as they are
+                err = _classify(exc, self._base_url)
+                if isinstance(err, _Transient):
+                    retrier.wait(err, time.monotonic() - started)
+                    continue
+                if isinstance(err, LearnerError) and self._downgrade(request, str(err)):
+                    continue
+                if err is exc:
+                    raise
+                raise err from exc
+
+    def _downgrade(self, request: dict[str, Any], error: str) -> bool:
+        """An endpoint that rejects ``parallel_tool_calls`` or strict schemas (HTTP 400 naming them) gets plain ones."""
+        if "HTTP 400" not in error:
+            return False
+        if "parallel_tool_calls" in request and "parallel_tool_calls" in error:
+            log.warning("the LLM endpoint refused parallel_tool_calls; leaving it out")
+            del request["parallel_tool_calls"]
+            self._parallel = False
+            return True
+        if self._strict and ("strict" in error or "additionalProperties" in error):
+            log.warning("the LLM endpoint refused strict tool schemas; sending plain ones")
+            self._strict = False
+            request["tools"] = tool_schemas(request["tools"][0]["function"]["parameters"]["properties"]["label"]["enum"],
+                                            strict=False)
+            return True
+        return False
+
+
+def _stats(out: PassOutput) -> dict[str, int]:
+    return {"llm_calls": out.llm_calls, "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens}
