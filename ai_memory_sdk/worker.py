@@ -158,7 +158,8 @@ class WorkerPool:
             vectors = self._embed(claim)
         except LearnerError as exc:
             log.warning("run(s) %s of subject %r failed: %s", claim.run_ids, claim.subject_id, exc)
-            stats = {**stats, **getattr(exc, "stats", {})}
+            failed = exc.stats  # what the failing part spent, on top of the parts before it
+            stats = {k: stats.get(k, 0) + failed.get(k, 0) for k in ("llm_calls", "prompt_tokens", "completion_tokens")}
             self.store.fail(claim, learner=learner_name, error=str(exc), stop_reason=exc.stop_reason, stats=stats)
             return
         except Exception as exc:
