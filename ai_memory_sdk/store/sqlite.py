@@ -199,9 +199,9 @@ class SQLiteStore:
         if row:
             return row[0], row[1], False
         agent_id = new_id("agent")
-        cur = conn.execute("INSERT INTO subjects(subject_id, agent_id, created_at) VALUES (?, ?, ?)",
-                           (subject_id, agent_id, time.time()))
-        pk = int(cur.lastrowid)
+        pk = _next_pk(conn, "subjects")
+        conn.execute("INSERT INTO subjects(pk, subject_id, agent_id, created_at) VALUES (?, ?, ?, ?)",
+                     (pk, subject_id, agent_id, time.time()))
         for spec in blocks:
             self._insert_block(conn, pk, spec)
         return pk, agent_id, True
@@ -235,6 +235,8 @@ class SQLiteStore:
         pk = self._subject_pk(conn, subject_id)
         if pk is None:
             return False
+        _raise_floor(conn, "subjects")
+        _raise_floor(conn, "passages")
         # Children first, so each delete is one indexed pass (cascades would do it row by row).
         conn.execute("DELETE FROM passage_vectors WHERE subject_pk=?", (pk,))
         conn.execute("DELETE FROM passages WHERE subject_pk=?", (pk,))
@@ -426,6 +428,7 @@ class SQLiteStore:
             pk, _, _ = self._ensure_subject(conn, subject_id, default_blocks)
             run_seq = conn.execute("INSERT INTO runs(id, subject_pk, status, created_at) VALUES (?, ?, 'queued', ?)",
                                    (run_id, pk, now)).lastrowid
+            passage_pk = _next_pk(conn, "passages") if any(t is not None for t in passages) else 0
             for msg, index_text in zip(messages, passages):
                 created = _ts(msg.created_at)
                 seq = conn.execute(
@@ -436,11 +439,12 @@ class SQLiteStore:
                 ).lastrowid
                 if index_text is not None:
                     conn.execute(
-                        "INSERT INTO passages(subject_pk, message_seq, content, index_text, role, tags, created_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (pk, seq, msg.content, index_text, msg.role,
+                        "INSERT INTO passages(pk, subject_pk, message_seq, content, index_text, role, tags, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (passage_pk, pk, seq, msg.content, index_text, msg.role,
                          json.dumps(list(dict.fromkeys([msg.role, *msg.tags]))), created),
                     )
+                    passage_pk += 1
         return run_id
 
     def get_run(self, run_id: str) -> Optional[Run]:
@@ -506,6 +510,7 @@ class SQLiteStore:
             row = conn.execute("SELECT seq FROM messages WHERE id=?", (message_id,)).fetchone()
             if not row:
                 return False
+            _raise_floor(conn, "passages")
             conn.execute("DELETE FROM passage_vectors WHERE passage_pk IN (SELECT pk FROM passages WHERE message_seq=?)",
                          (row[0],))
             conn.execute("DELETE FROM passages WHERE message_seq=?", (row[0],))
@@ -701,6 +706,27 @@ class SQLiteStore:
             conn.executemany("INSERT OR REPLACE INTO passage_vectors(passage_pk, subject_pk, embedder, vector)"
                              " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM passages WHERE pk=?)",
                              [(pk, spk, embedder, blob, pk) for pk, spk, blob in rows])
+
+
+def _raise_floor(conn: sqlite3.Connection, table: str) -> None:
+    """Before deleting rows of ``table``: remember its highest pk, so ``_next_pk`` never hands it out again.
+
+    The v1 schema has no AUTOINCREMENT on subjects and passages, and SQLite
+    reuses the highest row id once it is deleted: a search that looked up a
+    subject's pk just before ``delete_user`` could then read the next
+    subject's rows, and vector caches keyed on (pk, count, max pk) could serve
+    a deleted subject's vectors.
+    """
+    conn.execute(f"INSERT INTO meta(key, value) SELECT ?, coalesce(max(pk), 0) FROM {table} WHERE true"
+                 " ON CONFLICT(key) DO UPDATE SET value=max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                 (f"pk_floor:{table}",))
+
+
+def _next_pk(conn: sqlite3.Connection, table: str) -> int:
+    """The next pk of ``table``: above every pk it ever had (see ``_raise_floor``)."""
+    return conn.execute(f"SELECT max(coalesce((SELECT max(pk) FROM {table}), 0),"
+                        " coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key=?), 0)) + 1",
+                        (f"pk_floor:{table}",)).fetchone()[0]
 
 
 def _pid_alive(pid: int) -> bool:
