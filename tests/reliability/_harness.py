@@ -233,20 +233,32 @@ def learned_once_problems(conn: sqlite3.Connection, stored: set[int]) -> list[st
 def batch_learner_responder(request: dict[str, Any]) -> Any:
     """A scripted memory agent: one ``memory_insert`` of ``learned B<n>`` per new batch, then finish.
 
-    It reads the batches from the transcript of the request, so the human
-    blocks end up listing exactly the batches that were applied (twice if a
-    pass were applied twice).
+    It reads the batches from the transcript of the request and leaves out
+    those whose insert already succeeded earlier in the same pass (a faulty
+    step may come between), so the human blocks end up listing exactly the
+    batches that were applied (twice if a pass were applied twice).
     """
     from support.openai_server import reply  # type: ignore[import-not-found]
 
     msgs = request.get("messages") or []
-    if msgs and msgs[-1].get("role") == "tool":
-        return reply(tool_calls=[("memory_finish_edits", {})])
     user = next((m.get("content") or "" for m in msgs if m.get("role") == "user"), "")
     if isinstance(user, list):
         user = " ".join(p.get("text", "") for p in user if isinstance(p, dict))
-    batches = sorted({int(b) for b in re.findall(r"batch B(\d+)-M0 says hello", user)})
-    calls: list[tuple[str, Any]] = [("memory_insert", {"label": "human", "new_str": f"learned B{b}"}) for b in batches]
+    batches = {int(b) for b in re.findall(r"batch B(\d+)-M0 says hello", user)}
+    answers = {m.get("tool_call_id"): m.get("content") or "" for m in msgs if m.get("role") == "tool"}
+    for m in msgs:
+        for call in (m.get("tool_calls") or []) if m.get("role") == "assistant" else []:
+            fn = call.get("function") or {}
+            if fn.get("name") != "memory_insert" or not answers.get(call.get("id"), "").startswith("OK"):
+                continue
+            try:
+                done = re.fullmatch(r"learned B(\d+)", json.loads(fn.get("arguments") or "{}").get("new_str", ""))
+            except (ValueError, AttributeError):
+                done = None
+            if done:
+                batches.discard(int(done.group(1)))
+    calls: list[tuple[str, Any]] = [("memory_insert", {"label": "human", "new_str": f"learned B{b}"})
+                                    for b in sorted(batches)]
     return reply(tool_calls=calls + [("memory_finish_edits", {})])
 
 
