@@ -232,7 +232,9 @@ class Memory:
         """
         if not isinstance(run_id, str) or not run_id:
             raise TypeError("run_id must be a non-empty string")
-        run = self._engine.wait_for_run(run_id, float(timeout))
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
+        run = self._engine.wait_for_run(run_id, timeout)
         if run.status == "failed":
             raise RunFailedError(run)
         if run.status == "cancelled":

@@ -40,7 +40,7 @@ class WorkerPool:
         self.max_pass_chars = max_pass_chars
         self.completed = threading.Condition()
         self.generation = 0  # bumped (under ``completed``) whenever a run of this process ends
-        self._wake = threading.Event()
+        self._wake = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._active = 0
@@ -68,19 +68,22 @@ class WorkerPool:
     def stop(self, timeout: Optional[float] = None) -> None:
         """Let passes in progress finish, then stop; queued runs stay in the store."""
         self._stop.set()
-        self._wake.set()
+        with self._wake:
+            self._wake.notify_all()
         for t in self._threads:
             t.join(timeout)
         self._threads = []
 
     def wake(self) -> None:
-        self._wake.set()
+        """Wake one idle worker (busy ones look for more work when their pass ends)."""
+        with self._wake:
+            self._wake.notify()
 
     def reset_after_fork(self) -> None:
         """Threads do not survive a fork: forget them so the child starts its own."""
         self._threads = []
         self.completed = threading.Condition()
-        self._wake = threading.Event()
+        self._wake = threading.Condition()
         self._stop = threading.Event()
         self._active_lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -96,8 +99,9 @@ class WorkerPool:
                 log.exception("worker iteration failed")
                 did = False
             if not did:
-                self._wake.wait(self.poll_interval)
-                self._wake.clear()
+                with self._wake:
+                    if not self._stop.is_set():
+                        self._wake.wait(self.poll_interval)
 
     def _heartbeat(self) -> None:
         interval = self.lease_seconds / 3
@@ -142,7 +146,30 @@ class WorkerPool:
     # -- one pass --------------------------------------------------------------------------------
 
     def process(self, claim: Claim) -> None:
-        learner_name = getattr(self.learner, "name", type(self.learner).__name__)
+        """Learn a claim in one pass; if a coalesced pass fails on its content, learn its runs one by one.
+
+        So one bad batch fails alone and does not take the batches queued
+        behind it down too. An unreachable LLM (``llm_error``) fails them
+        together: retrying each would only spend the retry budget again.
+        """
+        failure = self._learn(claim)
+        if failure is not None and len(claim.run_ids) > 1 and failure[1] != "llm_error":
+            log.info("coalesced pass of runs %s failed (%s); learning them one by one", claim.run_ids, failure[0])
+            for single in self.store.split_claim(claim):
+                failure = self._learn(single)
+                if failure is not None:
+                    self.store.fail(single, learner=self._learner_name, error=failure[0], stop_reason=failure[1],
+                                    stats=failure[2])
+        elif failure is not None:
+            self.store.fail(claim, learner=self._learner_name, error=failure[0], stop_reason=failure[1],
+                            stats=failure[2])
+
+    @property
+    def _learner_name(self) -> str:
+        return getattr(self.learner, "name", type(self.learner).__name__)
+
+    def _learn(self, claim: Claim) -> Optional[tuple[str, Optional[str], dict[str, Any]]]:
+        """Run the learner over the claim's messages and apply the result; (error, stop_reason, stats) on failure."""
         stats: dict[str, Any] = {}
         try:
             blocks, versions = self.store.pass_blocks(claim.subject_pk)
@@ -160,13 +187,10 @@ class WorkerPool:
             log.warning("run(s) %s of subject %r failed: %s", claim.run_ids, claim.subject_id, exc)
             failed = exc.stats  # what the failing part spent, on top of the parts before it
             stats = {k: stats.get(k, 0) + failed.get(k, 0) for k in ("llm_calls", "prompt_tokens", "completion_tokens")}
-            self.store.fail(claim, learner=learner_name, error=str(exc), stop_reason=exc.stop_reason, stats=stats)
-            return
+            return str(exc), exc.stop_reason, stats
         except Exception as exc:
             log.exception("run(s) %s of subject %r failed", claim.run_ids, claim.subject_id)
-            self.store.fail(claim, learner=learner_name, error=f"{type(exc).__name__}: {exc}",
-                            stop_reason="error", stats=stats)
-            return
+            return f"{type(exc).__name__}: {exc}", "error", stats
         values = {label: (value, versions[label]) for label, value in out.values.items() if label in versions}
 
         def replay(label: str, value: str, limit: int) -> Optional[str]:
@@ -179,11 +203,12 @@ class WorkerPool:
                         log.warning("edit of %r skipped: the block changed during the pass (%s)", label, exc)
             return value
 
-        if not self.store.complete(claim, learner=learner_name, values=values, vectors=vectors,
+        if not self.store.complete(claim, learner=self._learner_name, values=values, vectors=vectors,
                                    embedder=self.embedder.name if self.embedder else None,
                                    stats=_stats(out), replay=replay):
             log.warning("claim on run(s) %s was lost (recovered by another process, or subject deleted);"
                         " its pass was discarded", claim.run_ids)
+        return None
 
     def _embed(self, claim: Claim) -> list[tuple[int, bytes]]:
         if self.embedder is None:

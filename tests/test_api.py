@@ -258,8 +258,6 @@ def test_wait_for_run_timeout(make_memory: MakeMemory) -> None:
     assert memory.get_run(run).status == "queued"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Memory.wait_for_run passes float(timeout) to the engine, so the "
-                   "message says 'within 1.0 seconds'; 0.2.0 (and its test) say 'within 1 seconds'")
 def test_wait_for_run_timeout_message_matches_original(make_memory: MakeMemory) -> None:
     memory = make_memory(subject_id=_uid("user_test"), background=False)
     _local_only(memory)
@@ -594,8 +592,6 @@ def test_failed_run_retry(make_memory: MakeMemory) -> None:
     assert "Bartholomew" in (memory.get_user_memory(uid) or "")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a failing run coalesced with later queued runs of its subject fails "
-                   "them too (one pass, one outcome), so a failed run does hold back the runs queued behind it")
 def test_failed_run_does_not_fail_runs_queued_behind_it(make_memory: MakeMemory) -> None:
     producer = make_memory(background=False)
     _local_only(producer)
@@ -726,9 +722,6 @@ def test_close_finishes_work_in_progress(make_memory: MakeMemory) -> None:
     assert "Location: Town19" in (reader.get_user_memory(uid) or "")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a background=True Memory starts its workers only when it has work at "
-                   "open or enqueues itself, so runs another Memory/process enqueues later are never processed by it "
-                   "and its wait_for_run times out")
 def test_idle_background_memory_processes_runs_enqueued_elsewhere(make_memory: MakeMemory) -> None:
     worker = make_memory()  # background workers on, nothing queued yet
     _local_only(worker)

@@ -180,8 +180,6 @@ def test_human_over_its_limit_fails_the_run_without_truncating(memory: Memory) -
     assert memory.get_summary(uid) == ""  # a failed pass changes no block
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the offline learner rewrites 'human' from its Key: value lines only, so "
-                   "text the application put there (user_context_block_value, set_memory) is silently erased")
 def test_application_text_in_human_is_kept(memory: Memory) -> None:
     uid = _uid()
     memory.initialize_user_memory(uid, user_context_block_value="Prefers tea\nVegetarian")

@@ -51,8 +51,8 @@ class LocalEngine:
         log.info("local engine: store %s, learner %s, embedder %s", path, self.learner.name,
                  self.embedder.name if self.embedder else "none (lexical search only)")
         _open_engines.add(self)
-        if settings.background and self.store.has_work():
-            self.pool.start()  # resume what a previous process left queued or running
+        if settings.background:
+            self.pool.start()  # resumes what a previous process left, and serves other processes' batches
 
     def _resolve_embedder(self) -> Optional[Embedder]:
         recorded = self.store.get_meta("embedder")

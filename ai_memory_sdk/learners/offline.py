@@ -51,17 +51,21 @@ _DISLIKE = re.compile(r"\bi (?:really )?(?:hate|dislike|can't stand|cannot stand
 _FAVORITE = re.compile(r"\bmy favou?rite\s+([a-z ]{1,30}?)\s+is\s+" + _VALUE, re.I)
 
 
-def _parse_block(value: str) -> dict[str, str]:
+def _parse_block(value: str) -> tuple[list[str], dict[str, str]]:
+    """Split a block into the application's own lines (kept as they are) and ``Key: value`` facts."""
+    other: list[str] = []
     facts: dict[str, str] = {}
     for line in value.split("\n"):
         key, sep, val = line.partition(": ")
-        if sep and key.strip():
+        if sep and key.strip() and len(key) <= 40 and "\n" not in key:
             facts[key.strip()] = val.strip()
-    return facts
+        elif line.strip():
+            other.append(line)
+    return other, facts
 
 
-def _render_block(facts: dict[str, str]) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in facts.items())
+def _render_block(other: list[str], facts: dict[str, str]) -> str:
+    return "\n".join([*other, *(f"{k}: {v}" for k, v in facts.items())])
 
 
 def _add_to_list(facts: dict[str, str], key: str, item: str) -> None:
@@ -140,11 +144,11 @@ class OfflineLearner:
         learned: list[str] = []
         human = blocks.get("human")
         if human is not None:
-            facts = _parse_block(human.value)
+            other, facts = _parse_block(human.value)
             for m in inp.messages:
                 if m.role == "user":
                     learned += extract_facts(m.content, facts)
-            new = _render_block(facts) if facts else human.value
+            new = _render_block(other, facts) if learned else human.value
             if new != human.value:
                 if len(new) > human.limit:
                     raise LearnerError(

@@ -530,6 +530,8 @@ class SQLiteStore:
         Runs of one subject are never claimed while another of its runs is
         running, so one subject's passes are serial and in order.
         """
+        if not self._conn().execute("SELECT 1 FROM runs WHERE status='queued' LIMIT 1").fetchone():
+            return None  # nothing to claim: do not take the write lock from the application
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT r.subject_pk FROM runs r WHERE r.status='queued'"
@@ -548,6 +550,17 @@ class SQLiteStore:
             runs = conn.execute("SELECT id, seq FROM runs WHERE claim_id=? ORDER BY seq", (claim_id,)).fetchall()
             subject_id = conn.execute("SELECT subject_id FROM subjects WHERE pk=?", (pk,)).fetchone()[0]
         return Claim(claim_id, pk, subject_id, [r[0] for r in runs], [r[1] for r in runs])
+
+    def split_claim(self, claim: Claim) -> list[Claim]:
+        """Turn a coalesced claim into one claim per run (still held by this process), oldest first."""
+        out = []
+        with self._tx() as conn:
+            for run_id, seq in zip(claim.run_ids, claim.run_seqs):
+                claim_id = uuid.uuid4().hex
+                if conn.execute("UPDATE runs SET claim_id=? WHERE id=? AND claim_id=? AND status='running'",
+                                (claim_id, run_id, claim.claim_id)).rowcount:
+                    out.append(Claim(claim_id, claim.subject_pk, claim.subject_id, [run_id], [seq]))
+        return out
 
     def claim_messages(self, claim: Claim) -> list[StoredMessage]:
         rows = self._conn().execute(
