@@ -100,7 +100,7 @@ def test_concurrent_readers_never_see_another_subjects_data(make_memory, tmp_pat
         threads += [threading.Thread(target=writer), threading.Thread(target=churn)]
         for t in threads:
             t.start()
-        time.sleep(8)
+        time.sleep(5)
         stop.set()
         for t in threads:
             t.join(60)
