@@ -376,3 +376,201 @@ def concurrency_campaign(path: str, *, writers: int = 4, batches: int = 100, sub
     finally:
         conn.close()
     return report
+
+
+# ------------------------------------------------------------------------------------------ erasure
+
+
+def _erasure_seed(path: str, subjects: int, per_subject: int, rng: random.Random) -> tuple[str, str]:
+    """A store of ``subjects`` x ``per_subject`` archived messages; returns (victim subject id, its marker)."""
+    from ai_memory_sdk import Memory
+
+    words = "alpha beta gamma delta river mountain coffee garden piano rocket violet summer".split()
+    victim, marker = f"victim-{rng.getrandbits(64):x}@example.com", f"zqv{rng.getrandbits(96):x}7"
+    with Memory(path=path, learner="offline", embedder="none", background=False) as mem:
+        for s in range(subjects):
+            sid = victim if s == subjects // 2 else f"subject-{s}"
+            batch = [{"role": "user", "content": " ".join(rng.choice(words) for _ in range(20))
+                      + (f" {marker}" if sid == victim else f" tok{s}x{i}")} for i in range(per_subject)]
+            for i in range(0, per_subject, 10):
+                mem.add_messages(sid, batch[i:i + 10], skip_vector_storage=False)
+    return victim, marker
+
+
+def _residue(path: str, needles: list[bytes]) -> list[str]:
+    out = []
+    for suffix in ("", "-wal"):
+        p = Path(path + suffix)
+        if p.exists():
+            data = p.read_bytes()
+            out += [f"{p.name}:{n[:12]!r}" for n in needles if n in data]
+    return out
+
+
+def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, seed: int = 0) -> dict[str, Any]:
+    """Time ``delete_user``'s purge strategies on copies of one store, and scan each for residue.
+
+    Variants: ``secure_delete`` + FTS5 ``optimize`` + ``wal_checkpoint(TRUNCATE)`` (what the store does);
+    ``VACUUM`` instead of ``secure_delete``; and each without the FTS5 optimize, to show what it is for.
+    """
+    import shutil
+
+    from ai_memory_sdk.store.sqlite import SQLiteStore
+
+    rng = random.Random(seed)
+    base = os.path.join(workdir, "erasure-base.db")
+    t = time.perf_counter()
+    victim, marker = _erasure_seed(base, subjects, per_subject, rng)
+    out: dict[str, Any] = {"subjects": subjects, "messages": subjects * per_subject,
+                           "seed_s": round(time.perf_counter() - t, 2), "db_mb": round(os.path.getsize(base) / 1e6, 1)}
+    needles = [victim.encode(), marker.encode(), marker[8:-2].encode()]
+    variants = {"secure_delete+optimize+checkpoint": (True, True, False),
+                "vacuum+optimize+checkpoint": (False, True, True),
+                "secure_delete+checkpoint (no optimize)": (True, False, False),
+                "vacuum+checkpoint (no optimize)": (False, False, True),
+                "nothing (secure_delete off, no optimize, no vacuum)": (False, False, False)}
+    for name, (secure, optimize, vacuum) in variants.items():
+        path = os.path.join(workdir, f"erasure-{len(out)}.db")
+        shutil.copyfile(base, path)
+        store = SQLiteStore(path, secure_delete=secure)
+        conn = store._conn()
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+        with store._tx() as c:
+            store._delete_subject(c, victim)
+            c.execute("DELETE FROM meta WHERE key='purge_pending'")  # this benchmark purges by hand below
+        times["delete_tx"] = time.perf_counter() - t0
+        if optimize:
+            t = time.perf_counter()
+            with store._tx() as c:
+                c.execute("INSERT INTO passages_fts(passages_fts) VALUES ('optimize')")
+            times["fts_optimize"] = time.perf_counter() - t
+        if vacuum:
+            t = time.perf_counter()
+            conn.execute("VACUUM")
+            times["vacuum"] = time.perf_counter() - t
+        t = time.perf_counter()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        times["checkpoint"] = time.perf_counter() - t
+        times["total"] = time.perf_counter() - t0
+        residue = _residue(path, needles)
+        store.close()
+        out[name] = {**{k: round(v * 1000, 1) for k, v in times.items()}, "unit": "ms",
+                     "residue": residue, "db_mb_after": round(os.path.getsize(path) / 1e6, 1)}
+        os.remove(path)
+    # What secure_delete costs every ordinary write: enqueue + learn the same batches with it on and off.
+    for secure in (True, False):
+        path = os.path.join(workdir, f"writes-{secure}.db")
+        from ai_memory_sdk import Memory
+
+        t = time.perf_counter()
+        with Memory(path=path, learner="offline", embedder="none", secure_delete=secure) as mem:
+            runs = [mem.add_messages(f"w{i % 50}", [{"role": "user", "content": f"I like item{i}. My name is W{i}."}],
+                                     skip_vector_storage=False) for i in range(2000)]
+            for r in runs:
+                mem.wait_for_run(r)
+        out[f"2000 batches enqueued+learned, secure_delete={'on' if secure else 'off'}"] = (
+            f"{time.perf_counter() - t:.2f} s")
+    os.remove(base)
+    return out
+
+
+# --------------------------------------------------------------------------------------- LLM faults
+
+FAULT_TIMEOUT, FAULT_BUDGET, FAULT_MAX_STEPS = 0.5, 1.0, 3
+CLEAR_ERROR = re.compile(r"HTTP \d{3}|timed out|connection to the LLM endpoint|invalid response|max_steps|"
+                         r"without choices", re.I)
+
+
+def fault_kinds() -> list[Any]:
+    """Every fault of issue 6, as ``ScriptedOpenAI.fault_rate`` kinds."""
+    from support.openai_server import fail, reply, stall  # type: ignore[import-not-found]
+
+    return [
+        "429",  # with Retry-After: 0 and retry-after-ms: 10
+        fail(429),  # without Retry-After: our backoff
+        "500", "503", "drop", "invalid_json",
+        stall(FAULT_TIMEOUT + 0.7),  # past the client timeout
+        reply(tool_calls=[("memory_insert", '{"label": "human", "new_str": ')]),  # garbage arguments
+        reply(tool_calls=[("drop_all_tables", {"label": "human"})]),  # an unknown tool
+        reply(tool_calls=[("memory_replace", {"label": "nope", "old_str": 1, "new_str": None})]),  # wrong types
+    ]
+
+
+@dataclass
+class FaultReport:
+    runs: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+    failure_kinds: dict[str, int] = field(default_factory=dict)
+    chat_calls: int = 0
+    faults: int = 0
+    seconds: float = 0.0
+    longest_pass_s: float = 0.0
+    pass_bound_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def figures(self) -> str:
+        return (f"{self.runs} runs -> {self.states} in {self.seconds:.1f} s; chat calls {self.chat_calls}, injected "
+                f"faults {self.faults}; failure kinds {self.failure_kinds}; longest pass {self.longest_pass_s:.1f} s"
+                f" (bound {self.pass_bound_s:.1f} s)")
+
+
+def fault_campaign(path: str, server: Any, *, subjects: int = 40, per_subject: int = 8, rate: float = 0.3,
+                   seed: int = 7, pace: float = 0.02, deadline_s: float = 180) -> FaultReport:
+    """Batches arrive while the endpoint fails ``rate`` of chat calls; every run must end, clearly, once."""
+    from ai_memory_sdk import Memory
+
+    server.responder = batch_learner_responder
+    server.fault_rate(rate, seed=seed, kinds=fault_kinds())
+    report = FaultReport(pass_bound_s=FAULT_BUDGET + FAULT_MAX_STEPS * (FAULT_TIMEOUT + 1.0) + 5)
+    mem = Memory(path=path, learner="llm", embedder="none", llm_base_url=server.base_url, llm_api_key="sk-test",
+                 llm_timeout=FAULT_TIMEOUT, llm_retry_budget=FAULT_BUDGET, max_steps=FAULT_MAX_STEPS,
+                 history_limit=0, poll_interval=0.05)
+    try:
+        for s in range(subjects):
+            mem.initialize_user_memory(f"s{s}", user_context_block_char_limit=1_000_000)
+        t0 = time.monotonic()
+        runs: dict[str, int] = {}
+        for b in range(subjects * per_subject):
+            runs[mem.add_messages(f"s{b % subjects}", [
+                {"role": "user", "content": f"batch B{b}-M0 says hello"},
+                {"role": "assistant", "content": f"B{b}-M1 hello back"}])] = b
+            time.sleep(pace)  # batches keep arriving while passes fail around them
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if not any(mem.get_run(r).status in ("queued", "running") for r in runs):
+                break
+            time.sleep(0.2)
+        report.seconds = time.monotonic() - t0
+        report.chat_calls, report.faults = server.counters["chat"], server.counters["faults"]
+        final = {r: mem.get_run(r) for r in runs}
+    finally:
+        mem.close()
+    report.runs = len(runs)
+    for run in final.values():
+        report.states[run.status] = report.states.get(run.status, 0) + 1
+        if run.started_at and run.finished_at:
+            report.longest_pass_s = max(report.longest_pass_s, (run.finished_at - run.started_at).total_seconds())
+        if run.status == "failed":
+            m = CLEAR_ERROR.search(run.error or "")
+            kind = f"{run.stop_reason}: {m.group(0) if m else run.error}"
+            report.failure_kinds[kind] = report.failure_kinds.get(kind, 0) + 1
+            if not m or run.stop_reason not in ("llm_error", "max_steps"):
+                report.problems.append(f"unclear failure of {run.id}: {run.stop_reason} {run.error!r}")
+        elif run.status != "completed":
+            report.problems.append(f"run {run.id} left {run.status}")
+    if report.longest_pass_s > report.pass_bound_s:
+        report.problems.append(f"a pass took {report.longest_pass_s:.1f} s (bound {report.pass_bound_s:.1f} s)")
+    report.problems += _checks.invariant_problems(path)
+    conn = _checks.connect(path)
+    try:
+        completed = {b for r, b in runs.items() if final[r].status == "completed"}
+        failed = {b for r, b in runs.items() if final[r].status == "failed"}
+        report.problems += learned_once_problems(conn, completed)
+        learned = {int(m) for (v,) in conn.execute("SELECT value FROM blocks WHERE label='human'")
+                   for m in re.findall(r"^learned B(\d+)$", v, re.M)}
+        if learned & failed:
+            report.problems.append(f"failed passes changed blocks: batches {sorted(learned & failed)[:10]}")
+    finally:
+        conn.close()
+    return report
