@@ -56,7 +56,9 @@ def _utc(dt: datetime) -> str:
 
 def _quoted(text: str) -> str:
     """Message text as transcript data: it cannot close ``<messages>`` nor start a forged entry."""
-    return neutralise(text, "messages").replace("\n", "\n  ")
+    # Every line break a tokenizer or str.splitlines honours (\r, \v, \f, U+0085, U+2028, ...) becomes an
+    # indented continuation line, so no message text can begin a line of its own.
+    return "\n  ".join(neutralise(text, "messages").splitlines())
 
 
 def _quoted_line(text: str) -> str:
