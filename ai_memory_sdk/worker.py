@@ -103,10 +103,11 @@ class WorkerPool:
                     if not self._stop.is_set():
                         self._wake.wait(self.poll_interval)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, stop: Optional[threading.Event] = None) -> None:
+        stop = stop or self._stop
         interval = self.lease_seconds / 3
         last_recover = time.monotonic()
-        while not self._stop.wait(interval):
+        while not stop.wait(interval):
             try:
                 if self._active:
                     self.store.renew_leases(self.lease_seconds)
@@ -119,11 +120,22 @@ class WorkerPool:
                 log.exception("lease heartbeat failed")
 
     def drain(self, *, stop: Optional[Callable[[], bool]] = None) -> int:
-        """Process passes in the calling thread until the queue is empty; returns passes run."""
+        """Process passes in the calling thread until the queue is empty; returns passes run.
+
+        A heartbeat renews the leases meanwhile: without it, a pass longer than
+        the lease is taken back by another process's recovery and learned twice.
+        """
         self.store.recover()
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(done,), name="ai-memory-drain-heartbeat", daemon=True)
+        beat.start()
         n = 0
-        while (stop is None or not stop()) and self.run_once():
-            n += 1
+        try:
+            while (stop is None or not stop()) and self.run_once():
+                n += 1
+        finally:
+            done.set()
+            beat.join()
         return n
 
     def run_once(self) -> bool:
