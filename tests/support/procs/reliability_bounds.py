@@ -1,7 +1,7 @@
 """Child process of the resource-bound tests: one scenario in a fresh process, measured.
 
 One JSON argument ``{"scenario", "path", ...}``; prints ``RESULT <json>``
-with wall times of each phase, the process's peak RSS (``ru_maxrss``) and
+with wall times of each phase, the process's peak RSS (``VmHWM``) and
 its RSS before the scenario, so a scenario's memory is not mixed with the
 test runner's. Scenarios: ``big_batch`` (one batch of ``mb`` megabytes in
 ``n`` messages), ``many_messages`` (one batch of ``n`` short messages),
@@ -20,16 +20,24 @@ from typing import Any, Callable
 from ai_memory_sdk import Memory
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+def _status_mb(field: str) -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # not Linux
+        pass
     return 0.0
 
 
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak RSS of this program: VmHWM (``ru_maxrss`` survives exec on Linux, so it reports the parent's)."""
+    return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _timed(out: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
