@@ -550,10 +550,15 @@ class SQLiteStore:
             pk = row[0]
             claim_id = uuid.uuid4().hex
             now = time.time()
+            # A run whose pass already died with its process is claimed alone: if it is what kills the
+            # process, it reaches MAX_ATTEMPTS by itself instead of taking the runs queued behind it along.
+            first_seq, first_attempts = conn.execute(
+                "SELECT seq, attempts FROM runs WHERE subject_pk=? AND status='queued' ORDER BY seq LIMIT 1",
+                (pk,)).fetchone()
             conn.execute(
                 "UPDATE runs SET status='running', started_at=?, claim_id=?, lease_owner=?, lease_expires=?,"
-                " attempts=attempts+1 WHERE subject_pk=? AND status='queued'",
-                (now, claim_id, self.owner, now + lease_seconds, pk))
+                " attempts=attempts+1 WHERE subject_pk=? AND status='queued'" + (" AND seq=?" if first_attempts else ""),
+                (now, claim_id, self.owner, now + lease_seconds, pk, *((first_seq,) if first_attempts else ())))
             runs = conn.execute("SELECT id, seq FROM runs WHERE claim_id=? ORDER BY seq", (claim_id,)).fetchall()
             subject_id = conn.execute("SELECT subject_id FROM subjects WHERE pk=?", (pk,)).fetchone()[0]
         return Claim(claim_id, pk, subject_id, [r[0] for r in runs], [r[1] for r in runs])

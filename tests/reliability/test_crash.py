@@ -10,6 +10,8 @@ direct edit, no pass applied twice.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from support.openai_server import ScriptedOpenAI, stall  # type: ignore[import-not-found]
@@ -47,3 +49,54 @@ def test_sigkill_during_llm_passes_every_batch_learned_exactly_once(tmp_path, ca
     assert report.lost == 0 and report.duplicated == 0
     assert report.completed == report.runs >= 200
     assert report.killed_in_flight > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_batch_that_kills_its_process_fails_alone_after_the_crash_limit(tmp_path, capsys):
+    """A poison batch (its pass kills the process every time) must not crash-loop forever nor take the
+    batches queued behind it down with it: it ends ``failed`` (``crashed``), the others complete."""
+    import os
+    import signal
+
+    from ai_memory_sdk import Memory
+    from ai_memory_sdk.store.sqlite import MAX_ATTEMPTS
+
+    from ._harness import Child
+
+    path = str(tmp_path / "poison.db")
+    victim_pid = [0]
+    kills = [0]
+
+    def responder(request):
+        if "POISON" in json.dumps(request.get("messages")) and victim_pid[0] > 0:
+            kills[0] += 1
+            os.kill(victim_pid[0], signal.SIGKILL)  # what an OOM or a native crash on this input would do
+        return batch_learner_responder(request)
+
+    with Memory(path=path, learner="offline", embedder="none", background=False) as setup:
+        setup.initialize_user_memory("u", user_context_block_char_limit=100_000)
+        poison = setup.add_messages("u", [{"role": "user", "content": "batch B0-M0 says hello POISON"}])
+        others = [setup.add_messages("u", [{"role": "user", "content": f"batch B{i}-M0 says hello"}])
+                  for i in range(1, 5)]
+    with ScriptedOpenAI(embedding_dim=32) as server:
+        server.responder = responder
+        cfg = {"path": path, "base_url": server.base_url, "learner": "llm", "final": True, "retry_crashed": False}
+        for spawn in range(MAX_ATTEMPTS + 3):
+            child = Child("reliability_crash.py", cfg)
+            victim_pid[0] = child.proc.pid
+            done = child.wait_line("DONE", 120)
+            child.kill()
+            if done:
+                break
+    with Memory(path=path, learner="offline", embedder="none", background=False) as check:
+        bad = check.get_run(poison)
+        good = [check.get_run(r) for r in others]
+        human = check.get_user_memory("u")
+    with capsys.disabled():
+        print(f"\n[reliability] poison batch: {kills[0]} process deaths, {spawn + 1} processes; poison run "
+              f"{bad.status} ({bad.stop_reason}); the other runs {[r.status for r in good]}")
+    assert bad.status == "failed" and bad.stop_reason == "crashed" and "retry_run" in (bad.error or ""), bad.error
+    assert kills[0] == MAX_ATTEMPTS
+    assert [r.status for r in good] == ["completed"] * 4
+    assert sorted(human.split("\n")) == [f"learned B{i}" for i in range(1, 5)]

@@ -10,7 +10,8 @@ It prints (flushed, one per line) ``READY`` once the store is open,
 ``ENQ <batch_no> <run_id>`` after each ``add_messages`` returned (the batch
 is then durable), ``ENQUEUED`` after the last one. A ``final`` child waits
 until no run is queued or running, requeues runs failed by the crash limit
-(``stop_reason='crashed'``) with ``retry_run``, and prints ``DONE <json>``.
+(``stop_reason='crashed'``) with ``retry_run`` (unless ``"retry_crashed": false``),
+and prints ``DONE <json>``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def main() -> None:
     retried = 0
     while True:
         busy, crashed = _pending(cfg["path"])
+        if not cfg.get("retry_crashed", True):
+            crashed = []
         if not busy and not crashed:
             break
         for run_id in crashed:
