@@ -1,6 +1,6 @@
 """Reliability soak of the embedded engine (issue 6): the test suite's campaigns, longer, with figures.
 
-    .venv/bin/python benchmarks/soak.py                  # everything (about 10-15 minutes on 2 cores)
+    .venv/bin/python benchmarks/soak.py                  # everything (about 6-9 minutes on 2 cores)
     .venv/bin/python benchmarks/soak.py --only crash,concurrency --crash-rounds 40 --batches 1000
     .venv/bin/python benchmarks/soak.py --quick          # small figures, a couple of minutes
 
