@@ -39,3 +39,4 @@ def memory(make_memory) -> Memory:
 
 
 from support.openai_server import openai_server  # noqa: E402,F401  (fixture: a scripted LLM on 127.0.0.1)
+from support.letta_server import letta_llm, letta_server  # noqa: E402,F401  (session: one real Letta server)

@@ -26,7 +26,7 @@ import pytest
 from ai_memory_sdk import Memory
 
 try:
-    from tests.support.openai_server import ScriptedOpenAI, stall
+    from support.openai_server import ScriptedOpenAI, stall
 except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
     from support.openai_server import ScriptedOpenAI, stall  # type: ignore[no-redef]
 

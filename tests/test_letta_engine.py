@@ -32,13 +32,12 @@ from ai_memory_sdk import Memory, RunCancelledError, RunFailedError, Unsupported
 from ai_memory_sdk.engines.letta import SDK_TAG, agent_name
 
 try:
-    from tests.support.letta_server import _TAG, LettaServer, block_value, extract_facts, letta_llm, letta_server
-    from tests.support.openai_server import ScriptedOpenAI, Stall, fail, reply
+    from support.letta_server import _TAG, LettaServer, block_value, extract_facts
+    from support.openai_server import ScriptedOpenAI, Stall, fail, reply
 except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.letta_server import _TAG, LettaServer, block_value, extract_facts, letta_llm, letta_server  # type: ignore
+    from support.letta_server import _TAG, LettaServer, block_value, extract_facts  # type: ignore
     from support.openai_server import ScriptedOpenAI, Stall, fail, reply  # type: ignore
 
-__all__ = ["letta_llm", "letta_server"]  # the session fixtures, imported for pytest
 
 pytestmark = [pytest.mark.letta, pytest.mark.timeout(300)]
 

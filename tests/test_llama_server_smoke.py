@@ -18,7 +18,7 @@ import openai
 import pytest
 
 try:
-    from tests.support.llama_server import LlamaServer, find_model, llama_server
+    from support.llama_server import LlamaServer, find_model, llama_server
 except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
     from support.llama_server import LlamaServer, find_model, llama_server  # type: ignore
 

@@ -11,7 +11,7 @@ from ai_memory_sdk import Memory
 from ai_memory_sdk.errors import RunFailedError
 
 try:
-    from tests.support.openai_server import ScriptedOpenAI, drop, fail, invalid_json, openai_server, reply, stall
+    from support.openai_server import ScriptedOpenAI, drop, fail, invalid_json, openai_server, reply, stall
 except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
     from support.openai_server import (ScriptedOpenAI, drop, fail, invalid_json, openai_server,  # type: ignore
                                        reply, stall)

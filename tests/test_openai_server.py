@@ -12,7 +12,7 @@ import openai
 import pytest
 
 try:
-    from tests.support.openai_server import (ScriptedOpenAI, drop, embed_text, fail, invalid_json, openai_server,
+    from support.openai_server import (ScriptedOpenAI, drop, embed_text, fail, invalid_json, openai_server,
                                              reply, stall)
 except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
     from support.openai_server import (ScriptedOpenAI, drop, embed_text, fail, invalid_json,  # type: ignore

@@ -457,7 +457,7 @@ class SleeptimeResponder:
 def _reply_factory() -> Any:
     """``openai_server.reply``, imported lazily so this module also loads where tests/ is not a package."""
     try:
-        from tests.support.openai_server import reply
+        from support.openai_server import reply
     except ImportError:
         try:
             from support.openai_server import reply  # type: ignore[no-redef]
@@ -477,7 +477,7 @@ if pytest is not None:
     def letta_llm() -> Iterator[Any]:
         """The session's scripted LLM behind the Letta server, answering as a :class:`SleeptimeResponder`."""
         try:
-            from tests.support.openai_server import ScriptedOpenAI
+            from support.openai_server import ScriptedOpenAI
         except ImportError:
             from support.openai_server import ScriptedOpenAI  # type: ignore[no-redef]
         with ScriptedOpenAI() as llm:
