@@ -277,6 +277,11 @@ class Memory:
 
     def get_messages(self, subject_id: str, *, limit: Optional[int] = None, before: Optional[datetime | str] = None,
                      after: Optional[datetime | str] = None) -> List[StoredMessage]:
+        """Stored messages of a subject, oldest first (``limit``: the newest ones in the window).
+
+        On the ``letta`` engine only archived messages (``skip_vector_storage=False``,
+        file parts) are listed: Letta keeps no other copy.
+        """
         return self._engine.get_messages(check.subject_id(subject_id),
                                          limit=None if limit is None else check.limit(limit),
                                          before=check.optional_timestamp(before, "before"),
