@@ -25,6 +25,9 @@ from .store.sqlite import Claim, SQLiteStore
 
 log = logging.getLogger(__name__)
 
+BACKFILL_BATCH = 64  # passages embedded per idle step when the store's embedder changed
+BACKFILL_RETRY = 60.0  # seconds before re-embedding is tried again after the embedder failed
+
 
 class WorkerPool:
     """A bounded set of worker threads over one store; ``completed`` wakes ``wait_for_run``."""
@@ -46,6 +49,13 @@ class WorkerPool:
         self._active = 0
         self._active_lock = threading.Lock()
         self._start_lock = threading.Lock()
+        self._backfill_lock = threading.Lock()
+        self._backfill_pending = embedder is not None  # look once for passages without this embedder's vectors
+        self._backfill_after = 0
+        self._backfill_done = 0
+        self._backfill_retry_at = 0.0
+        self._dim_checked = False
+        self._dim_reset = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -98,6 +108,12 @@ class WorkerPool:
             except Exception:  # a store error must not kill the worker: log, back off, go on
                 log.exception("worker iteration failed")
                 did = False
+            if not did:
+                try:
+                    did = self.backfill_once()
+                except Exception:
+                    log.exception("re-embedding step failed")
+                    self._backfill_retry_at = time.monotonic() + BACKFILL_RETRY
             if not did:
                 with self._wake:
                     if not self._stop.is_set():
@@ -228,8 +244,70 @@ class WorkerPool:
         pending = self.store.claim_passages(claim, self.embedder.name)
         if not pending:
             return []
-        matrix = self.embedder.embed([text for _, text in pending])
+        matrix = self._vectors([text for _, text in pending])
         return [(pk, np.ascontiguousarray(row, dtype=np.float32).tobytes()) for (pk, _), row in zip(pending, matrix)]
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        """Embed; the first time, check the dimension against the one the store recorded for this embedder."""
+        assert self.embedder is not None
+        matrix = self.embedder.embed(texts)
+        if matrix.ndim != 2 or matrix.shape[0] != len(texts):
+            raise ValueError(f"{self.embedder.name} returned {matrix.shape} for {len(texts)} texts")
+        if not self._dim_checked:
+            self._dim_checked = True
+            name = self.embedder.name
+            recorded = self.store.get_meta(f"embedder_dim:{name}")
+            if recorded is not None and int(recorded) != matrix.shape[1]:
+                log.warning("%s now gives %d-dimensional vectors, the store's are %d-dimensional: they are dropped"
+                            " and the passages re-embedded in the background", name, matrix.shape[1], int(recorded))
+                self.store.drop_vectors(embedder=name)
+                self._backfill_pending, self._backfill_after, self._dim_reset = True, 0, True
+        return matrix
+
+    def backfill_once(self) -> bool:
+        """Embed one batch of stored passages that lack this embedder's vectors (idle time); True if it did.
+
+        That happens after the store's embedder changed (or a run's vectors
+        were lost): until then those passages are found by lexical search
+        only. When none is left, other embedders' vectors are dropped.
+        """
+        if not self._backfill_pending or self.embedder is None or time.monotonic() < self._backfill_retry_at:
+            return False
+        if not self._backfill_lock.acquire(blocking=False):
+            return False
+        try:
+            name = self.embedder.name
+            recorded = self.store.get_meta("embedder")
+            if recorded is not None and recorded != name:
+                log.warning("the store's embedder is now %s (set by another process); this process embeds with %s"
+                            " and does not re-embed old passages", recorded, name)
+                self._backfill_pending = False
+                return False
+            rows = self.store.passages_without_vectors(name, limit=BACKFILL_BATCH, after_pk=self._backfill_after)
+            if not rows:
+                self._backfill_pending = False
+                if self._backfill_done:
+                    log.info("re-embedding with %s finished: %d passage(s)", name, self._backfill_done)
+                dropped = self.store.drop_vectors(keep=name)
+                if dropped:
+                    log.info("dropped %d vector(s) of previous embedders", dropped)
+                return False
+            try:
+                matrix = self._vectors([r[2] for r in rows])
+            except Exception as exc:
+                log.warning("re-embedding with %s failed (%s); retried in %gs", name, exc, BACKFILL_RETRY)
+                self._backfill_retry_at = time.monotonic() + BACKFILL_RETRY
+                return False
+            if not self._backfill_done:
+                log.info("re-embedding stored passages with %s in the background", name)
+            self.store.put_vectors([(pk, spk, np.ascontiguousarray(v, dtype=np.float32).tobytes())
+                                    for (pk, spk, _), v in zip(rows, matrix)], name)
+            self._backfill_after = 0 if self._dim_reset else rows[-1][0]
+            self._dim_reset = False
+            self._backfill_done += len(rows)
+            return True
+        finally:
+            self._backfill_lock.release()
 
 
 def _merge(total: PassOutput, part: PassOutput) -> None:

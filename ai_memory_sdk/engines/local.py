@@ -60,8 +60,10 @@ class LocalEngine:
                                  openai_client=self._openai_client)
         name = embedder.name if embedder else None
         if recorded and name and recorded != name:
-            log.warning("store %s has vectors from %s; configured embedder is %s: passages are re-embedded in the"
-                        " background and searched lexically until then", self.path, recorded, name)
+            log.warning("store %s has vectors from %s; the configured embedder is %s. Search never compares the two:"
+                        " stored passages are re-embedded with %s by the background worker (ai-memory worker when"
+                        " background=False), in batches, and found by lexical search only until then", self.path,
+                        recorded, name, name)
         if name and recorded != name:
             self.store.set_meta("embedder", name)
         return embedder
@@ -143,7 +145,7 @@ class LocalEngine:
 
     def add_messages(self, subject_id: str, messages: Sequence[MessageIn], *, archive: bool,
                      default_blocks: Sequence[BlockSpec]) -> str:
-        texts = [hybrid.index_text(m.content, m.name) if archive else None for m in messages]
+        texts = [m.content if archive else None for m in messages]
         run_id = self.store.enqueue(subject_id, messages, passages=texts, default_blocks=default_blocks)
         self._kick()
         return run_id

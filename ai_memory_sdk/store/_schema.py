@@ -77,36 +77,60 @@ MIGRATIONS: list[str] = [
     CREATE INDEX messages_subject ON messages(subject_pk, created_at, seq);
     CREATE INDEX messages_run ON messages(run_seq);
 
+    -- Per-subject change counters of passages and vectors: a search reads one row to know whether
+    -- its cached arrays are current (``added`` only: append; ``removed``: rebuild).
+    CREATE TABLE search_gen (
+        subject_pk INTEGER PRIMARY KEY REFERENCES subjects(pk) ON DELETE CASCADE,
+        added INTEGER NOT NULL DEFAULT 0,
+        removed INTEGER NOT NULL DEFAULT 0
+    );
+
+    -- Archival passages (SPEC §9). ``context`` is what the lexical index adds to a passage: its date as
+    -- words and the text of the 2 passages of the subject stored before it, written once at enqueue.
     CREATE TABLE passages (
         pk INTEGER PRIMARY KEY,
         subject_pk INTEGER NOT NULL REFERENCES subjects(pk) ON DELETE CASCADE,
         message_seq INTEGER REFERENCES messages(seq) ON DELETE CASCADE,
         content TEXT NOT NULL,
-        index_text TEXT NOT NULL,
+        context TEXT NOT NULL,
         role TEXT,
         tags TEXT NOT NULL,
         created_at REAL NOT NULL
     );
-    CREATE INDEX passages_subject ON passages(subject_pk, created_at);
+    CREATE INDEX passages_subject ON passages(subject_pk);
     CREATE INDEX passages_message ON passages(message_seq);
 
     CREATE VIRTUAL TABLE passages_fts USING fts5(
-        index_text, content='passages', content_rowid='pk', tokenize='porter unicode61'
+        content, context, content='passages', content_rowid='pk', tokenize='porter unicode61'
     );
     CREATE TRIGGER passages_ai AFTER INSERT ON passages BEGIN
-        INSERT INTO passages_fts(rowid, index_text) VALUES (new.pk, new.index_text);
+        INSERT INTO passages_fts(rowid, content, context) VALUES (new.pk, new.content, new.context);
+        INSERT INTO search_gen(subject_pk, added) VALUES (new.subject_pk, 1)
+            ON CONFLICT(subject_pk) DO UPDATE SET added=added+1;
     END;
     CREATE TRIGGER passages_ad AFTER DELETE ON passages BEGIN
-        INSERT INTO passages_fts(passages_fts, rowid, index_text) VALUES ('delete', old.pk, old.index_text);
+        INSERT INTO passages_fts(passages_fts, rowid, content, context) VALUES ('delete', old.pk, old.content, old.context);
+        UPDATE search_gen SET removed=removed+1 WHERE subject_pk=old.subject_pk;
     END;
 
+    -- One vector per (passage, embedder); ``seq`` only grows, so a search cache reads what is new.
     CREATE TABLE passage_vectors (
-        passage_pk INTEGER PRIMARY KEY REFERENCES passages(pk) ON DELETE CASCADE,
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        passage_pk INTEGER NOT NULL REFERENCES passages(pk) ON DELETE CASCADE,
         subject_pk INTEGER NOT NULL REFERENCES subjects(pk) ON DELETE CASCADE,
         embedder TEXT NOT NULL,
-        vector BLOB NOT NULL
+        vector BLOB NOT NULL,
+        UNIQUE (passage_pk, embedder)
     );
-    CREATE INDEX passage_vectors_subject ON passage_vectors(subject_pk, embedder);
+    CREATE INDEX passage_vectors_subject ON passage_vectors(subject_pk, embedder, seq);
+    CREATE TRIGGER passage_vectors_ai AFTER INSERT ON passage_vectors BEGIN
+        INSERT INTO search_gen(subject_pk, added) VALUES (new.subject_pk, 1)
+            ON CONFLICT(subject_pk) DO UPDATE SET added=added+1;
+    END;
+    CREATE TRIGGER passage_vectors_ad AFTER DELETE ON passage_vectors BEGIN
+        UPDATE search_gen SET removed=removed+1 WHERE subject_pk=old.subject_pk;
+    END;
+
     """,
 ]
 

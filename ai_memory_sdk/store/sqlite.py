@@ -26,6 +26,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from ..errors import BlockNotFoundError, RunNotFoundError, RunStateError, SubjectNotFoundError
 from ..models import Block, BlockSpec, BlockVersion, MessageIn, Run, StoredMessage
+from ..search.recipe import CONTENT_WEIGHT, CONTEXT_PASSAGES, CONTEXT_WEIGHT, passage_context
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -426,8 +427,10 @@ class SQLiteStore:
                 default_blocks: Sequence[BlockSpec] = ()) -> str:
         """Store a batch and its queued run in one transaction; returns the run id.
 
-        ``passages[i]`` is the text to index for message i, or None when the
-        message is not archived for search.
+        ``passages[i]`` is the passage text of message i, or None when the
+        message is not archived for search. Each passage's lexical context (its
+        date and the subject's previous passages) is written here, so it is
+        searchable lexically as soon as this commits.
         """
         run_id = new_id("run")
         now = time.time()
@@ -436,7 +439,10 @@ class SQLiteStore:
             run_seq = conn.execute("INSERT INTO runs(id, subject_pk, status, created_at) VALUES (?, ?, 'queued', ?)",
                                    (run_id, pk, now)).lastrowid
             passage_pk = _next_pk(conn, "passages") if any(t is not None for t in passages) else 0
-            for msg, index_text in zip(messages, passages):
+            previous = [r[0] for r in conn.execute(
+                "SELECT content FROM passages WHERE subject_pk=? ORDER BY pk DESC LIMIT ?", (pk, CONTEXT_PASSAGES))
+            ][::-1] if passage_pk else []
+            for msg, text in zip(messages, passages):
                 created = _ts(msg.created_at)
                 seq = conn.execute(
                     "INSERT INTO messages(id, subject_pk, run_seq, role, content, name, metadata, created_at)"
@@ -444,14 +450,15 @@ class SQLiteStore:
                     (new_id("msg"), pk, run_seq, msg.role, msg.content, msg.name,
                      json.dumps(msg.metadata) if msg.metadata else None, created),
                 ).lastrowid
-                if index_text is not None:
+                if text is not None:
                     conn.execute(
-                        "INSERT INTO passages(pk, subject_pk, message_seq, content, index_text, role, tags, created_at)"
+                        "INSERT INTO passages(pk, subject_pk, message_seq, content, context, role, tags, created_at)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (passage_pk, pk, seq, msg.content, index_text, msg.role,
+                        (passage_pk, pk, seq, text, passage_context(msg.created_at, previous), msg.role,
                          json.dumps(list(dict.fromkeys([msg.role, *msg.tags]))), created),
                     )
                     passage_pk += 1
+                    previous = [*previous, text][-CONTEXT_PASSAGES:]
         return run_id
 
     def get_run(self, run_id: str) -> Optional[Run]:
@@ -581,9 +588,9 @@ class SQLiteStore:
         return [_message(r) for r in rows]
 
     def claim_passages(self, claim: Claim, embedder: str) -> list[tuple[int, str]]:
-        """(passage pk, index text) of the claim's passages that have no vector from ``embedder``."""
+        """(passage pk, text) of the claim's passages that have no vector from ``embedder``."""
         return self._conn().execute(
-            "SELECT p.pk, p.index_text FROM passages p JOIN messages m ON m.seq=p.message_seq"
+            "SELECT p.pk, p.content FROM passages p JOIN messages m ON m.seq=p.message_seq"
             " JOIN runs r ON r.seq=m.run_seq LEFT JOIN passage_vectors v ON v.passage_pk=p.pk AND v.embedder=?"
             " WHERE r.claim_id=? AND v.passage_pk IS NULL ORDER BY p.pk", (embedder, claim.claim_id)).fetchall()
 
@@ -649,9 +656,8 @@ class SQLiteStore:
                         continue
                 if value != row[1]:
                     self._write_value(conn, row[0], value, first_run, now)
-            for passage_pk, blob in vectors:
-                conn.execute("INSERT OR REPLACE INTO passage_vectors(passage_pk, subject_pk, embedder, vector)"
-                             " VALUES (?, ?, ?, ?)", (passage_pk, claim.subject_pk, embedder, blob))
+            if vectors:
+                self._insert_vectors(conn, [(pk, claim.subject_pk, blob) for pk, blob in vectors], embedder or "")
             conn.execute(
                 "UPDATE runs SET status='completed', finished_at=?, learner=?, llm_calls=?, prompt_tokens=?,"
                 " completion_tokens=?, stop_reason=?, error=NULL, lease_owner=NULL, lease_expires=NULL"
@@ -680,29 +686,69 @@ class SQLiteStore:
     def subject_pk(self, subject_id: str) -> Optional[int]:
         return self._subject_pk(self._conn(), subject_id)
 
-    def fts(self, subject_pk: int, match: str, limit: int) -> list[tuple[int, float]]:
-        """(passage pk, bm25 score; lower is better) for an FTS5 MATCH expression."""
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: everything read inside sees one state of the store."""
+        conn = self._conn()
+        conn.execute("BEGIN")
         try:
-            return self._conn().execute(
-                "SELECT f.rowid, bm25(passages_fts) AS s FROM passages_fts f JOIN passages p ON p.pk=f.rowid"
-                " WHERE passages_fts MATCH ? AND p.subject_pk=? ORDER BY s LIMIT ?",
-                (match, subject_pk, limit)).fetchall()
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def fts(self, subject_pk: int, match: str, limit: Optional[int], *, min_pk: int = 0) -> list[tuple[int, float]]:
+        """(passage pk, -bm25; higher is better) of the subject for an FTS5 MATCH expression, best first.
+
+        ``min_pk`` limits the scan to passages stored after it (the newest
+        ones), which FTS5 seeks to without reading older postings.
+        """
+        try:
+            rows = self._conn().execute(
+                "SELECT f.rowid, bm25(passages_fts, ?, ?) AS s FROM passages_fts f CROSS JOIN passages p ON p.pk=f.rowid"
+                " WHERE passages_fts MATCH ? AND f.rowid>=? AND p.subject_pk=? ORDER BY s LIMIT ?",
+                (CONTENT_WEIGHT, CONTEXT_WEIGHT, match, min_pk, subject_pk, -1 if limit is None else limit)).fetchall()
         except sqlite3.OperationalError as exc:
             log.debug("FTS query %r refused: %s", match, exc)
             return []
+        return [(r[0], -r[1]) for r in rows]
 
-    def vector_stamp(self, subject_pk: int, embedder: str) -> tuple[int, int]:
-        """(count, max passage pk) of a subject's vectors: changes whenever they do, so caches key on it."""
-        row = self._conn().execute("SELECT count(*), coalesce(max(passage_pk), 0) FROM passage_vectors"
-                                   " WHERE subject_pk=? AND embedder=?", (subject_pk, embedder)).fetchone()
+    def fts_doc_count_capped(self, match: str, cap: int) -> int:
+        """Passages (of every subject) an FTS5 expression matches, counted up to ``cap`` (bounded cost)."""
+        try:
+            return self._conn().execute("SELECT count(*) FROM (SELECT 1 FROM passages_fts WHERE passages_fts MATCH ?"
+                                        " LIMIT ?)", (match, cap)).fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    def fts_nth_newest(self, match: str, n: int) -> int:
+        """The pk of the ``n``-th newest passage (of every subject) an expression matches; 0 if fewer match."""
+        try:
+            row = self._conn().execute("SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? ORDER BY rowid DESC"
+                                       " LIMIT 1 OFFSET ?", (match, n - 1)).fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return row[0] if row else 0
+
+    def passage_pk_range(self) -> tuple[int, int]:
+        """(lowest, highest) passage pk of the whole store; (0, 0) when empty."""
+        row = self._conn().execute("SELECT coalesce(min(pk), 0), coalesce(max(pk), 0) FROM passages").fetchone()
         return row[0], row[1]
 
-    def vectors(self, subject_pk: int, embedder: str) -> list[tuple[int, bytes]]:
-        return self._conn().execute("SELECT passage_pk, vector FROM passage_vectors WHERE subject_pk=? AND embedder=?"
-                                    " ORDER BY passage_pk", (subject_pk, embedder)).fetchall()
+    def search_gen(self, conn: sqlite3.Connection, subject_pk: int) -> tuple[int, int]:
+        """(added, removed): counters of the subject's passage and vector rows, bumped by triggers."""
+        row = conn.execute("SELECT added, removed FROM search_gen WHERE subject_pk=?", (subject_pk,)).fetchone()
+        return (row[0], row[1]) if row else (0, 0)
 
-    def passage_pks(self, subject_pk: int) -> list[int]:
-        return [r[0] for r in self._conn().execute("SELECT pk FROM passages WHERE subject_pk=?", (subject_pk,))]
+    def passage_rows(self, conn: sqlite3.Connection, subject_pk: int, after_pk: int) -> list[tuple[int, float, str]]:
+        """(pk, created_at, tags JSON) of the subject's passages above ``after_pk``, in pk order."""
+        return conn.execute("SELECT pk, created_at, tags FROM passages WHERE subject_pk=? AND pk>? ORDER BY pk",
+                            (subject_pk, after_pk)).fetchall()
+
+    def vector_rows(self, conn: sqlite3.Connection, subject_pk: int, embedder: str,
+                    after_seq: int) -> list[tuple[int, int, bytes]]:
+        """(seq, passage pk, float32 blob) of the subject's vectors from ``embedder`` above ``after_seq``."""
+        return conn.execute("SELECT seq, passage_pk, vector FROM passage_vectors WHERE subject_pk=? AND embedder=?"
+                            " AND seq>? ORDER BY seq", (subject_pk, embedder, after_seq)).fetchall()
 
     def passages(self, pks: Sequence[int]) -> dict[int, dict[str, Any]]:
         if not pks:
@@ -719,18 +765,45 @@ class SQLiteStore:
                              "message_id": r[5], "metadata": json.loads(r[6]) if r[6] else {}}
         return out
 
-    def passages_without_vectors(self, embedder: str, limit: int = 256) -> list[tuple[int, int, str]]:
-        """(passage pk, subject pk, index text) still to embed with ``embedder`` (re-embedding)."""
+    def passages_without_vectors(self, embedder: str, limit: int = 256, after_pk: int = 0) -> list[tuple[int, int, str]]:
+        """(passage pk, subject pk, text) above ``after_pk`` still to embed with ``embedder``, in pk order.
+
+        Passages of queued or running runs are left out: their pass embeds them.
+        """
         return self._conn().execute(
-            "SELECT p.pk, p.subject_pk, p.index_text FROM passages p LEFT JOIN passage_vectors v"
-            " ON v.passage_pk=p.pk AND v.embedder=? WHERE v.passage_pk IS NULL ORDER BY p.pk LIMIT ?",
-            (embedder, limit)).fetchall()
+            "SELECT p.pk, p.subject_pk, p.content FROM passages p LEFT JOIN passage_vectors v"
+            " ON v.passage_pk=p.pk AND v.embedder=? LEFT JOIN messages m ON m.seq=p.message_seq"
+            " LEFT JOIN runs r ON r.seq=m.run_seq WHERE p.pk>? AND v.passage_pk IS NULL"
+            " AND coalesce(r.status, '') NOT IN ('queued', 'running') ORDER BY p.pk LIMIT ?",
+            (embedder, after_pk, limit)).fetchall()
 
     def put_vectors(self, rows: Sequence[tuple[int, int, bytes]], embedder: str) -> None:
+        """Store (passage pk, subject pk, blob) rows; passages deleted meanwhile are skipped."""
         with self._tx() as conn:
-            conn.executemany("INSERT OR REPLACE INTO passage_vectors(passage_pk, subject_pk, embedder, vector)"
-                             " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM passages WHERE pk=?)",
-                             [(pk, spk, embedder, blob, pk) for pk, spk, blob in rows])
+            self._insert_vectors(conn, rows, embedder)
+
+    def _insert_vectors(self, conn: sqlite3.Connection, rows: Sequence[tuple[int, int, bytes]], embedder: str) -> None:
+        conn.executemany("INSERT OR IGNORE INTO passage_vectors(passage_pk, subject_pk, embedder, vector)"
+                         " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM passages WHERE pk=?)",
+                         [(pk, spk, embedder, blob, pk) for pk, spk, blob in rows])
+        if rows:
+            conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                         (f"embedder_dim:{embedder}", str(len(rows[0][2]) // 4)))
+
+    def drop_vectors(self, *, embedder: Optional[str] = None, keep: Optional[str] = None, batch: int = 5000) -> int:
+        """Delete the vectors of ``embedder`` (or of every embedder but ``keep``) in short transactions."""
+        where, arg = ("embedder=?", embedder) if embedder is not None else ("embedder!=?", keep)
+        n = 0
+        while True:
+            with self._tx() as conn:
+                done = conn.execute(f"DELETE FROM passage_vectors WHERE seq IN (SELECT seq FROM passage_vectors"
+                                    f" WHERE {where} LIMIT ?)", (arg, batch)).rowcount
+                if not n:
+                    conn.execute("DELETE FROM meta WHERE key LIKE 'embedder_dim:%' AND "
+                                 + ("key=?" if embedder is not None else "key!=?"), (f"embedder_dim:{arg}",))
+            n += done
+            if done < batch:
+                return n
 
 
 def _raise_floor(conn: sqlite3.Connection, table: str) -> None:
