@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 CANDIDATES = 50  # per channel, before fusion
 W_LEXICAL = 1.5
 W_VECTOR = 1.0
-EXACT_MAX = 16_384  # above this many vectors: sign-code prefilter, then exact rescoring
+EXACT_MAX = 8_192  # above this many vectors: sign-code prefilter, then exact rescoring
 RESCORE_MIN = 1_024  # candidates rescored exactly: at least this many ...
 RESCORE_FRACTION = 0.04  # ... or this share of the subject's vectors
 LEXICAL_BUDGET = 2_000  # matching passages (whole store) one lexical query may score
@@ -263,8 +263,8 @@ def _mask(view: _View, tags: Sequence[str], mode: str, start: Optional[datetime]
 
 # -- channels ------------------------------------------------------------------------------------
 
-def lexical_match(store: SQLiteStore, query: str, budget: int = LEXICAL_BUDGET) -> tuple[str, int]:
-    """(FTS5 expression, lowest pk to scan) for a query, within ``budget`` scored passages.
+def lexical_match(store: SQLiteStore, query: str, budget: int = LEXICAL_BUDGET) -> tuple[str, int, int]:
+    """(FTS5 expression, lowest pk to scan, passages in the store) for a query, within ``budget`` scored passages.
 
     Small stores get the whole bag of words. Otherwise terms are kept rarest
     first while their matches fit the budget; if even the rarest term matches
@@ -272,10 +272,11 @@ def lexical_match(store: SQLiteStore, query: str, budget: int = LEXICAL_BUDGET) 
     """
     terms = query_terms(query)
     if not terms:
-        return "", 0
+        return "", 0, 0
     lo, hi = store.passage_pk_range()
-    if hi - lo + 1 <= budget:
-        return " OR ".join(quote(t) for t in terms), 0
+    size = hi - lo + 1 if hi else 0  # an upper bound: deleted pks leave holes
+    if size <= budget:
+        return " OR ".join(quote(t) for t in terms), 0, size
     counts = sorted((store.fts_doc_count_capped(quote(t), budget + 1), i, t) for i, t in enumerate(terms))
     kept, total = [], 0
     for df, _, t in counts:
@@ -286,38 +287,49 @@ def lexical_match(store: SQLiteStore, query: str, budget: int = LEXICAL_BUDGET) 
         if len(kept) < len(terms):
             log.debug("lexical query %r: kept %s, dropped the more frequent %s", query, kept,
                       [t for t in terms if t not in kept])
-        return " OR ".join(quote(t) for t in kept), 0
+        return " OR ".join(quote(t) for t in kept), 0, size
     rarest = next((t for df, _, t in counts if df), None)
     if rarest is None:
-        return "", 0
+        return "", 0, size
     min_pk = store.fts_nth_newest(quote(rarest), budget)
     log.debug("lexical query %r: every term is frequent; %r scored over passages from pk %d", query, rarest, min_pk)
-    return quote(rarest), min_pk
+    return quote(rarest), min_pk, size
 
 
 def lexical(store: SQLiteStore, view: _View, subject_pk: int, query: str, mask: Optional[np.ndarray],
             k: int = CANDIDATES, budget: int = LEXICAL_BUDGET) -> dict[int, float]:
-    """pk -> -bm25 of the subject's best ``k`` allowed passages for the query."""
-    match, min_pk = lexical_match(store, query, budget)
-    if not match:
+    """pk -> -bm25 of the subject's best ``k`` allowed passages for the query.
+
+    A subject that holds most of the store is filtered here, against the
+    view's pks, rather than by joining ``passages`` in SQL (half the cost).
+    """
+    match, min_pk, size = lexical_match(store, query, budget)
+    if not match or not len(view.pks):
         return {}
-    if mask is None:
+    join = len(view.pks) < 0.5 * size
+    if mask is None and join:
         return dict(store.fts(subject_pk, match, k, min_pk=min_pk))
-    share = float(mask.mean()) if len(mask) else 0.0
+    share = (float(mask.mean()) if mask is not None else 1.0) * (1.0 if join else len(view.pks) / max(size, 1))
     if share == 0.0:
         return {}
     limit: Optional[int] = max(4 * k, int(2 * k / share))
     while True:
-        rows = store.fts(subject_pk, match, limit, min_pk=min_pk)
+        rows = store.fts(subject_pk if join else None, match, limit, min_pk=min_pk)
         pks = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        pos = np.searchsorted(view.pks, pks)
-        inside = pos < len(view.pks)
-        ok = np.zeros(len(rows), bool)
-        ok[inside] = (view.pks[pos[inside]] == pks[inside]) & mask[pos[inside]]
+        pos = np.minimum(np.searchsorted(view.pks, pks), len(view.pks) - 1)
+        ok = view.pks[pos] == pks  # a passage of this subject (pks are never reused)
+        if mask is not None:
+            ok &= mask[pos]
         out = [rows[i] for i in np.flatnonzero(ok)[:k]]
         if len(out) >= k or limit is None or len(rows) < limit:
             return dict(out)
         limit = None  # the filter is more selective than its share suggested: rank every match
+
+
+def _dot(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``matrix @ q`` without BLAS: OpenBLAS runs every gemv above ~9k elements on all its threads, and on a busy
+    machine waiting for them cost 5-15 ms per product in our measurements; einsum's own loop stays on one."""
+    return np.einsum("ij,j->i", matrix, q)
 
 
 def semantic(view: _View, qvec: np.ndarray, mask: Optional[np.ndarray], k: int = CANDIDATES) -> dict[int, float]:
@@ -332,9 +344,9 @@ def semantic(view: _View, qvec: np.ndarray, mask: Optional[np.ndarray], k: int =
         if not len(idx):
             return {}
         if len(idx) <= rescore or m <= EXACT_MAX:
-            return _top(view, idx, view.vectors[idx] @ qvec, k)
+            return _top(view, idx, _dot(view.vectors[idx], qvec), k)
     if m <= EXACT_MAX:
-        return _top(view, np.arange(m), view.vectors @ qvec, k)
+        return _top(view, np.arange(m), _dot(view.vectors, qvec), k)
     qcode = _sign_codes(qvec[None, :])[0]
     dist = np.zeros(m, np.uint16)
     for w in range(view.codes.shape[0]):
@@ -347,7 +359,7 @@ def semantic(view: _View, qvec: np.ndarray, mask: Optional[np.ndarray], k: int =
         cand = np.argpartition(dist, rescore)[:rescore]
     if allowed is not None:
         cand = cand[allowed[cand]]
-    return _top(view, cand, view.vectors[cand] @ qvec, k)
+    return _top(view, cand, _dot(view.vectors[cand], qvec), k)
 
 
 def _top(view: _View, idx: np.ndarray, scores: np.ndarray, k: int) -> dict[int, float]:

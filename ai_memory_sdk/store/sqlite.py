@@ -696,17 +696,22 @@ class SQLiteStore:
         finally:
             conn.execute("COMMIT")
 
-    def fts(self, subject_pk: int, match: str, limit: Optional[int], *, min_pk: int = 0) -> list[tuple[int, float]]:
-        """(passage pk, -bm25; higher is better) of the subject for an FTS5 MATCH expression, best first.
+    def fts(self, subject_pk: Optional[int], match: str, limit: Optional[int], *,
+            min_pk: int = 0) -> list[tuple[int, float]]:
+        """(passage pk, -bm25; higher is better) for an FTS5 MATCH expression, best first.
 
-        ``min_pk`` limits the scan to passages stored after it (the newest
-        ones), which FTS5 seeks to without reading older postings.
+        Passages of ``subject_pk`` only, or of every subject when it is None
+        (the caller filters). ``min_pk`` limits the scan to passages stored
+        after it (the newest ones), which FTS5 seeks to without reading older postings.
         """
+        sql = ("SELECT f.rowid, bm25(passages_fts, ?, ?) AS s FROM passages_fts f"
+               + (" CROSS JOIN passages p ON p.pk=f.rowid" if subject_pk is not None else "")
+               + " WHERE passages_fts MATCH ? AND f.rowid>=?" + (" AND p.subject_pk=?" if subject_pk is not None else "")
+               + " ORDER BY s LIMIT ?")
+        args = (CONTENT_WEIGHT, CONTEXT_WEIGHT, match, min_pk, *(() if subject_pk is None else (subject_pk,)),
+                -1 if limit is None else limit)
         try:
-            rows = self._conn().execute(
-                "SELECT f.rowid, bm25(passages_fts, ?, ?) AS s FROM passages_fts f CROSS JOIN passages p ON p.pk=f.rowid"
-                " WHERE passages_fts MATCH ? AND f.rowid>=? AND p.subject_pk=? ORDER BY s LIMIT ?",
-                (CONTENT_WEIGHT, CONTEXT_WEIGHT, match, min_pk, subject_pk, -1 if limit is None else limit)).fetchall()
+            rows = self._conn().execute(sql, args).fetchall()
         except sqlite3.OperationalError as exc:
             log.debug("FTS query %r refused: %s", match, exc)
             return []
@@ -731,8 +736,9 @@ class SQLiteStore:
 
     def passage_pk_range(self) -> tuple[int, int]:
         """(lowest, highest) passage pk of the whole store; (0, 0) when empty."""
-        row = self._conn().execute("SELECT coalesce(min(pk), 0), coalesce(max(pk), 0) FROM passages").fetchone()
-        return row[0], row[1]
+        conn = self._conn()  # two statements: SQLite answers a lone min() or max() from the index, not both
+        return (conn.execute("SELECT coalesce(min(pk), 0) FROM passages").fetchone()[0],
+                conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0])
 
     def search_gen(self, conn: sqlite3.Connection, subject_pk: int) -> tuple[int, int]:
         """(added, removed): counters of the subject's passage and vector rows, bumped by triggers."""

@@ -1,0 +1,218 @@
+"""Archival search latency at 1k, 10k and 100k passages in one subject, and ingest throughput.
+
+Passages are LoCoMo turns drawn at random (realistic text and vocabulary),
+stored through ``Memory.add_messages`` with one date per 20 messages. Their
+vectors are synthetic but shaped like real ones: the MiniLM vector of the
+source turn plus Gaussian noise, normalised (so near-duplicates cluster as in
+a real history). Queries are LoCoMo questions. Reported, per size:
+
+- ``search_passages`` p50/p99 with the query embedded by MiniLM (what an
+  application sees), and the whole search without query embedding (a
+  precomputed query vector), every role and the default ``["user"]`` filter;
+- the two channels alone (FTS5 BM25 with the scoring budget; vector search),
+  and how many of the exact top-50 vectors the sign-code prefilter keeps.
+
+Ingest: messages per second stored, embedded with MiniLM in the background
+worker and completed (``wait_for_run``).
+
+Usage::
+
+    .venv/bin/python benchmarks/search_latency.py [--sizes 1000,10000,100000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ai_memory_sdk import Memory  # noqa: E402
+from ai_memory_sdk.search import hybrid  # noqa: E402
+from ai_memory_sdk.search.embedders import SentenceTransformerEmbedder  # noqa: E402
+from locomo_retrieval import ATTRIBUTION, DEFAULT_DATA, conversation  # noqa: E402
+
+EMBEDDER = "sentence-transformers:all-MiniLM-L6-v2"
+
+
+class _Fixed:
+    """An embedder stand-in that returns precomputed query vectors: times the search without embedding."""
+
+    def __init__(self, name: str, vectors: dict[str, np.ndarray]) -> None:
+        self.name = name
+        self._vectors = vectors
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self._vectors[t] for t in texts])
+
+
+def _pct(xs: list[float]) -> str:
+    xs = sorted(xs)
+    return f"p50 {statistics.median(xs) * 1000:6.2f} ms  p99 {xs[int(0.99 * (len(xs) - 1))] * 1000:6.2f} ms"
+
+
+def _time(fn: Callable[[str], Any], queries: Sequence[str]) -> list[float]:
+    fn(queries[0])  # warm: builds the subject's cached arrays
+    out = []
+    for q in queries:
+        t = time.perf_counter()
+        fn(q)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def build_store(path: str, n: int, turns: list[str], turn_vecs: np.ndarray, seed: int = 7) -> str:
+    """A store whose subject ``bench`` holds ``n`` passages with vectors from ``EMBEDDER``."""
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    sid = "bench"
+    mem = Memory(path=path, learner="offline", embedder="none", background=False)
+    start = datetime(2023, 1, 1, tzinfo=timezone.utc)
+    picks: list[int] = []
+    batch: list[dict[str, Any]] = []
+    for i in range(n):
+        j = rng.randrange(len(turns))
+        picks.append(j)
+        batch.append({"role": "user" if i % 2 == 0 else "assistant", "content": turns[j],
+                      "created_at": start + timedelta(hours=i // 20)})
+        if len(batch) == 2000 or i == n - 1:
+            mem.add_messages(sid, batch, skip_vector_storage=False)
+            batch = []
+    engine: Any = mem._engine
+    store = engine.store
+    pk = store.subject_pk(sid)
+    with store.snapshot() as conn:
+        pks = [r[0] for r in store.passage_rows(conn, pk, 0)]
+    for i in range(0, n, 5000):
+        part = turn_vecs[picks[i:i + 5000]] + nrng.normal(0, 0.02, (len(picks[i:i + 5000]), turn_vecs.shape[1]))
+        part /= np.linalg.norm(part, axis=1, keepdims=True)
+        store.put_vectors([(p, pk, v.astype(np.float32).tobytes()) for p, v in zip(pks[i:i + 5000], part)], EMBEDDER)
+    store.set_meta("embedder", EMBEDDER)
+    mem.close()
+    return sid
+
+
+def bench_size(n: int, turns: list[str], turn_vecs: np.ndarray, queries: list[str], qvecs: dict[str, np.ndarray],
+               st: SentenceTransformerEmbedder) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.db")
+        t0 = time.perf_counter()
+        sid = build_store(path, n, turns, turn_vecs)
+        print(f"\n{n:,} passages in one subject (store built in {time.perf_counter() - t0:.0f}s,"
+              f" {os.path.getsize(path) / 1e6:.0f} MB)")
+        mem = Memory(path=path, learner="offline", embedder=EMBEDDER, background=False)
+        engine: Any = mem._engine
+        engine.embedder = st  # share the loaded model between sizes
+        store, cache = engine.store, engine.vectors
+        pk = store.subject_pk(sid)
+        fixed = _Fixed(EMBEDDER, qvecs)
+        t0 = time.perf_counter()
+        view = cache.view(store, pk, EMBEDDER)
+        print(f"  cache build (first search of the subject): {time.perf_counter() - t0:.2f}s,"
+              f" {len(view.vec_pos):,} vectors")
+
+        def whole(tags: list[str], emb: Any) -> Callable[[str], Any]:
+            def run(q: str) -> Any:
+                best = hybrid.ranked(store, cache, emb, pk, q, tags=tags, tag_match_mode="any", start=None, end=None)
+                return store.passages([p for p, _ in best[:10]])
+            return run
+
+        rows = [
+            ("search_passages(tags=[]), query embedded", lambda q: mem.search_passages(sid, q, tags=[])),
+            ("whole search, tags=[], precomputed query", whole([], fixed)),
+            ("whole search, tags=['user'], precomputed query", whole(["user"], fixed)),
+            ("  lexical channel alone (FTS5 + budget)",
+             lambda q: hybrid.lexical(store, view, pk, q, None)),
+            ("  vector channel alone", lambda q: hybrid.semantic(view, qvecs[q], None)),
+            ("  query embedding alone (MiniLM)", lambda q: st.embed([q])),
+        ]
+        for label, fn in rows:
+            qs = queries if "embedded" not in label and "MiniLM" not in label else queries[: max(20, len(queries) // 4)]
+            print(f"  {label:50s} {_pct(_time(fn, qs))}")
+        if len(view.vec_pos) > hybrid.EXACT_MAX:
+            kept = []
+            for q in queries:
+                approx = set(hybrid.semantic(view, qvecs[q], None))
+                exact = hybrid._top(view, np.arange(len(view.vec_pos)), view.vectors @ qvecs[q], hybrid.CANDIDATES)
+                top10 = sorted(exact, key=exact.get, reverse=True)[:10]
+                kept.append((len(approx & set(exact)) / len(exact), len(approx & set(top10)) / 10))
+            exact_t = _time(lambda q: hybrid._top(view, np.arange(len(view.vec_pos)), view.vectors @ qvecs[q], 50),
+                            queries)
+            print(f"  {'  exact vector search (full matrix product)':50s} {_pct(exact_t)}")
+            print(f"  sign-code prefilter keeps {statistics.mean(k[0] for k in kept):.3f} of the exact top-50,"
+                  f" {statistics.mean(k[1] for k in kept):.3f} of the exact top-10")
+        mem.close()
+
+
+def bench_ingest(turns: list[str], n: int = 600, batch: int = 50) -> None:
+    """Messages per second stored, embedded by the background worker with MiniLM, and completed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mem = Memory(path=os.path.join(tmp, "ingest.db"), learner="offline", embedder=EMBEDDER)
+        mem.wait_for_run(mem.add_messages("warm", [{"role": "user", "content": "warm up"}],
+                                          skip_vector_storage=False))
+        rng = random.Random(3)
+        t0 = time.perf_counter()
+        runs = [mem.add_messages(f"s{i % 4}", [{"role": "user", "content": rng.choice(turns)} for _ in range(batch)],
+                                 skip_vector_storage=False) for i in range(n // batch)]
+        enqueued = time.perf_counter() - t0
+        for r in runs:
+            mem.wait_for_run(r, timeout=3600)
+        dt = time.perf_counter() - t0
+        print(f"\ningest: {n} messages in batches of {batch} (4 subjects): add_messages returned after"
+              f" {enqueued * 1000 / (n // batch):.1f} ms per batch; all embedded and completed in {dt:.1f}s ="
+              f" {n / dt:.0f} messages/s (MiniLM-L6 on CPU, torch threads {_torch_threads()})")
+        mem.close()
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--no-ingest", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    print(ATTRIBUTION)
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; lexical budget"
+          f" {hybrid.LEXICAL_BUDGET} passages, exact vector search up to {hybrid.EXACT_MAX:,} vectors")
+    samples = json.loads(args.data.read_text())
+    turns, questions = [], []
+    for s in samples:
+        _, messages, qs = conversation(s)
+        turns += [m["content"] for m in messages]
+        questions += [q for q, _, _ in qs]
+    random.Random(1).shuffle(questions)
+    questions = questions[: args.queries]
+    st = SentenceTransformerEmbedder()
+    t0 = time.perf_counter()
+    turn_vecs = st.embed(turns)
+    qvecs = dict(zip(questions, st.embed(questions)))
+    print(f"embedded {len(turns)} source turns and {len(questions)} queries in {time.perf_counter() - t0:.0f}s")
+    for n in (int(x) for x in args.sizes.split(",")):
+        bench_size(n, turns, turn_vecs, questions, qvecs, st)
+    if not args.no_ingest:
+        bench_ingest(turns)
+
+
+if __name__ == "__main__":
+    main()
