@@ -6,11 +6,15 @@ use these; none of them touches a store.
 
 from __future__ import annotations
 
+import html
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..models import Block
+
+log = logging.getLogger(__name__)
 
 TOOL_NAMES = ("memory_replace", "memory_insert", "memory_rethink", "memory_finish_edits")
 
@@ -32,6 +36,9 @@ def memory_replace(value: str, old_str: str, new_str: str, limit: int, label: st
     if not old_str:
         raise ToolError("old_str must not be empty")
     count = value.count(old_str)
+    if count == 0 and not value:
+        raise ToolError(f"old_str was not found in block '{label}': the block is empty; add text with memory_insert"
+                        " or memory_rethink")
     if count == 0:
         raise ToolError(f"old_str was not found in block '{label}'; copy it exactly from the block's current value")
     if count > 1:
@@ -101,7 +108,9 @@ class EditSession:
             args: Any = {}
         elif isinstance(raw_args, str):
             try:
-                args = json.loads(raw_args)
+                # strict=False: grammar-constrained servers (llama.cpp) let raw newlines and tabs into
+                # strings; they are unambiguous, so accept them rather than refuse the call.
+                args = json.loads(raw_args, strict=False)
             except ValueError as exc:
                 raise ToolError(f"arguments are not valid JSON ({exc.msg}); send a JSON object") from None
         else:
@@ -124,6 +133,8 @@ class EditSession:
             raise ToolError(
                 f"there is no block labelled '{args['label']}'; blocks: {', '.join(self.values) or '(none)'}"
             )
+        if tool == "memory_replace":
+            args = _unescaped_replace(self.values[args["label"]], args)
         return args
 
     def _apply(self, tool: str, args: dict[str, Any]) -> str:
@@ -135,6 +146,25 @@ class EditSession:
         self.values[label] = new
         self.ops.append(EditOp(tool, args))
         return f"OK: block '{label}' is now {len(new)}/{self.blocks[label].limit} characters."
+
+
+def _unescaped_replace(value: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Undo HTML escaping that a chat template put between the block and the model, when provably safe.
+
+    Some servers' templates HTML-escape the prompt (llama.cpp's ``chatml-function-calling``
+    shows ``"`` as ``&#34;``), and a model then copies the entities into ``old_str``. Only
+    when ``old_str`` does not occur at all as sent but its unescaped form occurs exactly
+    once is it taken unescaped, and ``new_str`` with it (written from the same escaped
+    view); the recorded op carries the repaired arguments.
+    """
+    old = args["old_str"]
+    if "&" not in old or old in value:
+        return args
+    plain = html.unescape(old)
+    if plain == old or not plain or value.count(plain) != 1:
+        return args
+    log.debug("memory_replace: old_str matched once after HTML-unescaping; new_str unescaped too")
+    return {**args, "old_str": plain, "new_str": html.unescape(args["new_str"])}
 
 
 def apply_op(op: EditOp, value: str, limit: int) -> str:
