@@ -430,13 +430,13 @@ class _Hub:
 
     def _finish(self, group: list[_Rec], status: str, error: Optional[str], stop: Optional[str],
                 reset_agent: Optional[str]) -> None:
+        if reset_agent:  # before the runs end: a caller back from wait_for_run sees the flat history
+            self._reset(reset_agent)
         with self.lock:
             done = _now()
             for r in group:
                 r.status, r.error, r.stop_reason, r.finished_at = status, error, stop, done
             self.changed.notify_all()
-        if reset_agent:
-            self._reset(reset_agent)
 
     def _reset(self, agent_id: str) -> None:
         """Clear the agent's conversation (blocks stay), so the next run's prompt does not grow."""
