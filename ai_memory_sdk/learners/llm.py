@@ -5,7 +5,9 @@ One pass sends only the subject's blocks (system prompt) and the new messages
 and their thousandth. The model is asked to make every edit and
 ``memory_finish_edits`` in one response with parallel tool calls, so most
 passes are a single LLM call. Edits are staged in an ``EditSession`` and
-returned; the worker applies them atomically.
+returned; the worker applies them atomically. The answers to a step's calls go
+in ``tool`` messages and again at the end of the next user turn, which every
+chat template shows (some drop ``tool`` messages).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..config import Settings
 from ..errors import LearnerError
@@ -83,16 +85,67 @@ def render_system(blocks: Sequence[Block]) -> str:
     return _templates()[0].render(blocks=blocks).strip()
 
 
-def render_user(messages: Sequence[Any], now: datetime) -> str:
-    """The user turn: the current time and the new messages as a quoted transcript."""
+def render_user(messages: Sequence[Any], now: datetime, results: Sequence[Mapping[str, str]] = (),
+                changed: Sequence[Block] = (), failed: int = 0, last: bool = False) -> str:
+    """The user turn: the current time and the new messages as a quoted transcript.
+
+    After the first step of a pass it also lists the answer to every call so far
+    (``tool``, ``label``, ``answer``), the blocks the pass has changed (staged values) and
+    what to do next (``failed``: refused calls in the last response; ``last``: the step limit
+    is next, so only finishing now keeps the pass's edits). The answers also go
+    in ``tool`` messages, but some servers' chat templates drop those (llama-cpp-python's
+    ``chatml-function-calling`` does), and a model that cannot see its errors cannot fix
+    them. Appended at the end, so the prompt's prefix (and a server's prompt cache) stays
+    the same from step to step.
+    """
     when = now.astimezone(timezone.utc) if now.tzinfo else now
-    return _templates()[1].render(messages=messages, now=when.strftime("%Y-%m-%d %H:%M, %A")).strip()
+    return _templates()[1].render(messages=messages, now=when.strftime("%Y-%m-%d %H:%M, %A"), results=results,
+                                  changed=changed, failed=failed, last=last).strip()
 
 
-def tool_schemas(labels: Sequence[str], strict: bool = True) -> list[dict[str, Any]]:
-    """The four tools (Letta's names and parameters), strict, with ``label`` limited to the subject's blocks."""
+# A schema's ``maxLength`` is compiled into a grammar by llama.cpp-based servers, one nested rule per
+# character: llama-cpp-python 0.3.36 crashes (SIGSEGV) on a string of maxLength 1001, and llama.cpp
+# refuses grammars past 2,000 repetitions. A larger bound is left out.
+_MAX_SCHEMA_LENGTH = 1000
+_MAX_LINE_ENUM = 32  # insert_line is an enum of its valid values while they are this few
+
+
+def string_bounds(blocks: Sequence[Block], values: Optional[Mapping[str, str]] = None) -> dict[str, int]:
+    """Bounds of the arguments (``tool.argument``) of a call that is not refused.
+
+    For strings the longest text, for ``insert_line`` the largest line number.
+    ``values``: the values staged so far in the pass (default: the blocks' own). A longer
+    ``old_str`` occurs in no block; a longer text would push every block over its limit.
+    """
+    vals = {b.label: b.value for b in blocks} if values is None else values
+    top = max(b.limit for b in blocks)
+    room = max(b.limit - len(vals[b.label]) - (1 if vals[b.label] else 0) for b in blocks)
+    return {"memory_replace.old_str": max(len(v) for v in vals.values()), "memory_replace.new_str": top,
+            "memory_insert.new_str": max(room, 0), "memory_rethink.new_memory": top,
+            "memory_insert.insert_line": max(v.count("\n") + 1 if v else 0 for v in vals.values())}
+
+
+def tool_schemas(labels: Sequence[str], strict: bool = True,
+                 bounds: Optional[Mapping[str, int]] = None) -> list[dict[str, Any]]:
+    """The four tools (Letta's names and parameters), strict, with ``label`` limited to the subject's blocks.
+
+    With ``bounds`` (``string_bounds``) a string gets ``maxLength`` one above its bound where
+    that stays small enough for grammar-constrained servers: a model that rambles is stopped
+    there instead of filling its context window (minutes on a CPU, with the server blocked),
+    and a string cut at that length is always refused (over the limit, or not found), never
+    applied truncated. ``insert_line`` becomes an enum of its valid values while they are few.
+    """
     label = {"type": "string", "enum": list(labels)}
-    text = {"type": "string"}
+    line: dict[str, Any] = {"type": "integer"}
+    lines = None if bounds is None else bounds.get("memory_insert.insert_line")
+    if lines is not None and lines + 2 <= _MAX_LINE_ENUM:
+        line = {"type": "integer", "enum": list(range(-1, lines + 1))}
+
+    def text(key: str) -> dict[str, Any]:
+        bound = None if bounds is None else bounds.get(key)
+        if bound is None or bound + 1 > _MAX_SCHEMA_LENGTH:
+            return {"type": "string"}
+        return {"type": "string", "maxLength": bound + 1}
 
     def tool(name: str, description: str, props: dict[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {"type": "object", "properties": props, "required": list(props)}
@@ -105,26 +158,32 @@ def tool_schemas(labels: Sequence[str], strict: bool = True) -> list[dict[str, A
 
     return [
         tool("memory_replace", "Replace the one exact occurrence of old_str in a block with new_str.",
-             {"label": label, "old_str": text, "new_str": text}),
+             {"label": label, "old_str": text("memory_replace.old_str"), "new_str": text("memory_replace.new_str")}),
         tool("memory_insert", "Insert new_str as new line(s) after line insert_line (from 1; 0: top; -1: end).",
-             {"label": label, "new_str": text, "insert_line": {"type": "integer"}}),
-        tool("memory_rethink", "Rewrite a whole block.", {"label": label, "new_memory": text}),
+             {"label": label, "new_str": text("memory_insert.new_str"), "insert_line": line}),
+        tool("memory_rethink", "Rewrite a whole block.",
+             {"label": label, "new_memory": text("memory_rethink.new_memory")}),
         tool("memory_finish_edits", "Call when all edits are made, in the same response.", {}),
     ]
 
 
-def build_request(inp: PassInput, model: str, strict: bool = True) -> dict[str, Any]:
-    """The keyword arguments of the first ``chat.completions.create`` call of a pass.
+def build_request(inp: PassInput, model: str, strict: bool = True, bounded: bool = True,
+                  values: Optional[Mapping[str, str]] = None,
+                  messages: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+    """The keyword arguments of a ``chat.completions.create`` call of a pass (default: the first).
 
     ``tool_choice`` is ``auto``: every compatible server takes it (llama-cpp-python,
     older vLLM and others refuse ``required``), and the prompt asks for the tools;
-    a reply without tool calls simply ends the pass.
+    a reply without tool calls simply ends the pass. ``bounded``: strings carry
+    ``maxLength`` from the blocks (``values``: as staged so far in the pass).
     """
     return {
         "model": model,
-        "messages": [{"role": "system", "content": render_system(inp.blocks)},
-                     {"role": "user", "content": render_user(inp.messages, inp.now)}],
-        "tools": tool_schemas([b.label for b in inp.blocks], strict),
+        "messages": messages if messages is not None else [
+            {"role": "system", "content": render_system(inp.blocks)},
+            {"role": "user", "content": render_user(inp.messages, inp.now)}],
+        "tools": tool_schemas([b.label for b in inp.blocks], strict,
+                              string_bounds(inp.blocks, values) if bounded else None),
         "tool_choice": "auto",
         "parallel_tool_calls": True,
     }
@@ -245,6 +304,7 @@ class LLMLearner:
         self._lock = threading.Lock()
         self._parallel = True  # dropped once if the endpoint refuses parallel_tool_calls
         self._strict = True  # dropped once if the endpoint refuses strict schemas
+        self._bounded = True  # maxLength dropped once if the endpoint refuses it
         self._base_url = settings.llm_base_url or "the OpenAI API"
 
     @property
@@ -260,14 +320,21 @@ class LLMLearner:
             out.stop_reason = "end_turn"
             return out
         session = EditSession({b.label: b for b in inp.blocks})
-        request = build_request(inp, self.settings.model, self._strict)
-        if not self._parallel:
-            del request["parallel_tool_calls"]
-        messages: list[dict[str, Any]] = request["messages"]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": render_system(inp.blocks)},
+                                          {"role": "user", "content": render_user(inp.messages, inp.now)}]
+
+        def build() -> dict[str, Any]:
+            """The request for the next step, with whatever the endpoint has refused so far left out."""
+            request = build_request(inp, self.settings.model, self._strict, self._bounded, session.values, messages)
+            if not self._parallel:
+                del request["parallel_tool_calls"]
+            return request
+
         retrier = _Retrier(self.settings.llm_retry_budget)
+        results: list[dict[str, str]] = []  # every call of the pass and its answer, for the user turn
         for step in range(1, self.settings.max_steps + 1):
             try:
-                response = self._create(request, retrier)
+                response = self._create(build, retrier)
             except LearnerError as exc:
                 exc.stats = {**_stats(out), **exc.stats}
                 raise
@@ -284,6 +351,7 @@ class LLMLearner:
             for i, call in enumerate(calls):
                 call_id, tool, raw_args = _tool_call_parts(call, step * 100 + i)
                 ok, answer = session.call(tool, raw_args)
+                results.append({"tool": tool, "label": _label_of(raw_args), "answer": answer})
                 if ok and tool == "memory_finish_edits":
                     finished = True
                 elif not ok:
@@ -300,8 +368,14 @@ class LLMLearner:
             if finished:
                 out.stop_reason = "end_turn"
                 break
-            messages.append({"role": "assistant", "content": getattr(message, "content", None), "tool_calls": echoed})
+            # content "" rather than None: some servers (llama-cpp-python) answer HTTP 500 to a null content.
+            messages.append({"role": "assistant", "content": getattr(message, "content", None) or "",
+                             "tool_calls": echoed})
             messages.extend(answers)
+            changed = [b.model_copy(update={"value": session.values[b.label]}) for b in inp.blocks
+                       if session.values[b.label] != b.value]
+            messages[1] = {"role": "user", "content": render_user(inp.messages, inp.now, results, changed, failed,
+                                                                  last=step + 1 == self.settings.max_steps)}
         else:
             raise LearnerError(f"the memory agent did not finish within {self.settings.max_steps} LLM calls"
                                " (max_steps); no edit of this pass was applied",
@@ -316,17 +390,15 @@ class LLMLearner:
         """A refused replace on a block this pass already edited: show the value the model must copy from."""
         if tool != "memory_replace" or "old_str" not in answer:
             return answer
-        try:
-            label = (json.loads(raw_args) if isinstance(raw_args, str) else dict(raw_args or {})).get("label")
-        except (ValueError, TypeError, AttributeError):
-            return answer
-        if isinstance(label, str) and label in session.blocks and session.values[label] != session.blocks[label].value:
+        label = _label_of(raw_args)
+        if label in session.blocks and session.values[label] != session.blocks[label].value:
             answer += f"\nCurrent value of '{label}':\n{session.values[label]}"
         return answer
 
-    def _create(self, request: dict[str, Any], retrier: _Retrier) -> Any:
+    def _create(self, build: Callable[[], dict[str, Any]], retrier: _Retrier) -> Any:
         """One LLM call with our retries; returns a response that has at least one choice."""
         client = self.client
+        request = build()
         while True:
             started = time.monotonic()
             try:
@@ -342,27 +414,40 @@ class LLMLearner:
                     retrier.wait(err, time.monotonic() - started)
                     continue
                 if isinstance(err, LearnerError) and self._downgrade(request, str(err)):
+                    request = build()
                     continue
                 if err is exc:
                     raise
                 raise err from exc
 
     def _downgrade(self, request: dict[str, Any], error: str) -> bool:
-        """An endpoint that rejects ``parallel_tool_calls`` or strict schemas (HTTP 400 naming them) gets plain ones."""
+        """An endpoint that rejects ``parallel_tool_calls``, ``maxLength`` or strict schemas (HTTP 400 naming
+        them) gets plain ones from now on."""
         if "HTTP 400" not in error:
             return False
         if "parallel_tool_calls" in request and "parallel_tool_calls" in error:
             log.warning("the LLM endpoint refused parallel_tool_calls; leaving it out")
-            del request["parallel_tool_calls"]
             self._parallel = False
+            return True
+        if self._bounded and "maxLength" in error and "maxLength" in json.dumps(request["tools"]):
+            log.warning("the LLM endpoint refused maxLength in tool schemas; leaving it out")
+            self._bounded = False
             return True
         if self._strict and ("strict" in error or "additionalProperties" in error):
             log.warning("the LLM endpoint refused strict tool schemas; sending plain ones")
             self._strict = False
-            request["tools"] = tool_schemas(request["tools"][0]["function"]["parameters"]["properties"]["label"]["enum"],
-                                            strict=False)
             return True
         return False
+
+
+def _label_of(raw_args: Any) -> str:
+    """The ``label`` argument of a call if it has a readable one, else ``""``."""
+    try:
+        args = json.loads(raw_args, strict=False) if isinstance(raw_args, str) else dict(raw_args or {})
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    label = args.get("label") if isinstance(args, dict) else None
+    return label if isinstance(label, str) else ""
 
 
 def _stats(out: PassOutput) -> dict[str, int]:
