@@ -144,14 +144,14 @@ def bench_size(n: int, turns: list[str], turn_vecs: np.ndarray, queries: list[st
             qs = queries if "embedded" not in label and "MiniLM" not in label else queries[: max(20, len(queries) // 4)]
             print(f"  {label:50s} {_pct(_time(fn, qs))}")
         if len(view.vec_pos) > hybrid.EXACT_MAX:
+            every = np.arange(len(view.vec_pos))
             kept = []
             for q in queries:
                 approx = set(hybrid.semantic(view, qvecs[q], None))
-                exact = hybrid._top(view, np.arange(len(view.vec_pos)), view.vectors @ qvecs[q], hybrid.CANDIDATES)
+                exact = hybrid._top(view, every, hybrid._dot(view.vectors, qvecs[q]), hybrid.CANDIDATES)
                 top10 = sorted(exact, key=exact.get, reverse=True)[:10]
                 kept.append((len(approx & set(exact)) / len(exact), len(approx & set(top10)) / 10))
-            exact_t = _time(lambda q: hybrid._top(view, np.arange(len(view.vec_pos)), view.vectors @ qvecs[q], 50),
-                            queries)
+            exact_t = _time(lambda q: hybrid._top(view, every, hybrid._dot(view.vectors, qvecs[q]), 50), queries)
             print(f"  {'  exact vector search (full matrix product)':50s} {_pct(exact_t)}")
             print(f"  sign-code prefilter keeps {statistics.mean(k[0] for k in kept):.3f} of the exact top-50,"
                   f" {statistics.mean(k[1] for k in kept):.3f} of the exact top-10")

