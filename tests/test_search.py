@@ -263,9 +263,18 @@ def test_delete_message_removes_its_passage(make_memory, openai_server: Scripted
                                                   {"role": "user", "content": "my locker is on floor 2"}],
                                             skip_vector_storage=False))
     assert len(memory.search(uid, "locker")) == 2  # warms the cached arrays
+    assert memory.search(uid, "4412") == ["my locker code is 4412", "my locker is on floor 2"]  # via its context
     memory.delete_message(memory.get_messages(uid)[0].id)
     assert memory.search(uid, "locker code") == ["my locker is on floor 2"]
+    assert _channel(memory, uid, "4412", "lexical") == []  # no longer in the next passage's context either
     assert _channel(memory, uid, "locker code", "vector") == ["my locker is on floor 2"]
+    db = _db(memory)
+    try:
+        assert db.execute("SELECT count(*) FROM passages WHERE content LIKE '%4412%' OR context LIKE '%4412%'"
+                          ).fetchone()[0] == 0
+        assert "4412" not in _fts_terms(db)
+    finally:
+        db.close()
 
 
 # -- a changed embedder ---------------------------------------------------------------------------

@@ -108,6 +108,10 @@ MIGRATIONS: list[str] = [
         INSERT INTO search_gen(subject_pk, added) VALUES (new.subject_pk, 1)
             ON CONFLICT(subject_pk) DO UPDATE SET added=added+1;
     END;
+    CREATE TRIGGER passages_au AFTER UPDATE OF content, context ON passages BEGIN
+        INSERT INTO passages_fts(passages_fts, rowid, content, context) VALUES ('delete', old.pk, old.content, old.context);
+        INSERT INTO passages_fts(rowid, content, context) VALUES (new.pk, new.content, new.context);
+    END;
     CREATE TRIGGER passages_ad AFTER DELETE ON passages BEGIN
         INSERT INTO passages_fts(passages_fts, rowid, content, context) VALUES ('delete', old.pk, old.content, old.context);
         UPDATE search_gen SET removed=removed+1 WHERE subject_pk=old.subject_pk;

@@ -525,9 +525,12 @@ class SQLiteStore:
             if not row:
                 return False
             _raise_floor(conn, "passages")
+            gone = conn.execute("SELECT subject_pk, pk FROM passages WHERE message_seq=?", (row[0],)).fetchall()
             conn.execute("DELETE FROM passage_vectors WHERE passage_pk IN (SELECT pk FROM passages WHERE message_seq=?)",
                          (row[0],))
             conn.execute("DELETE FROM passages WHERE message_seq=?", (row[0],))
+            for subject_pk, pk in gone:
+                self._rewrite_contexts(conn, subject_pk, pk)
             conn.execute("DELETE FROM messages WHERE seq=?", (row[0],))
             self._mark_purge(conn)
         self._purge_freed()
@@ -716,6 +719,14 @@ class SQLiteStore:
             log.debug("FTS query %r refused: %s", match, exc)
             return []
         return [(r[0], -r[1]) for r in rows]
+
+    def _rewrite_contexts(self, conn: sqlite3.Connection, subject_pk: int, deleted_pk: int) -> None:
+        """Rebuild the context of the passages that held a deleted passage's text (the next ones of its subject)."""
+        for pk, created in conn.execute("SELECT pk, created_at FROM passages WHERE subject_pk=? AND pk>? ORDER BY pk"
+                                        " LIMIT ?", (subject_pk, deleted_pk, CONTEXT_PASSAGES)).fetchall():
+            previous = [r[0] for r in conn.execute("SELECT content FROM passages WHERE subject_pk=? AND pk<? ORDER BY pk"
+                                                   " DESC LIMIT ?", (subject_pk, pk, CONTEXT_PASSAGES))][::-1]
+            conn.execute("UPDATE passages SET context=? WHERE pk=?", (passage_context(_dt(created), previous), pk))
 
     def fts_doc_count_capped(self, match: str, cap: int) -> int:
         """Passages (of every subject) an FTS5 expression matches, counted up to ``cap`` (bounded cost)."""
