@@ -86,7 +86,8 @@ def test_contract_holds_whatever_the_model_says(tmp_path: Path, proxy: Recording
                   f" {audit.seconds:.1f}s")
             assert not audit.problems, audit.problems
             assert audit.status == "completed" or audit.stop_reason == "max_steps", mem.get_run(run).error
-            assert 1 <= audit.llm_calls <= 3 and audit.requests == audit.llm_calls  # no retries were needed
+            assert 1 <= audit.llm_calls <= 3
+            assert set(audit.statuses) == {200}, audit.statuses  # the server took every request the agent sent
         # nothing outside the blocks: labels, descriptions, limits, messages, the other subject
         values, now_limits, now_descriptions = block_state(mem, uid)
         assert (now_limits, now_descriptions) == (limits, descriptions)

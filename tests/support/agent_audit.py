@@ -287,6 +287,7 @@ class PassAudit:
     valid_edits: int = 0  # valid calls other than memory_finish_edits
     tools: dict[str, int] = field(default_factory=dict)
     verdicts: dict[str, int] = field(default_factory=dict)  # "tool: why" -> count
+    statuses: list[int] = field(default_factory=list)  # HTTP status of each request (502: no answer)
     problems: list[str] = field(default_factory=list)
 
 
@@ -305,7 +306,7 @@ def audit_run(mem: Any, subject: str, run_id: str, exchanges: Sequence[Exchange]
     run = mem.get_run(run_id)
     ok = [e for e in exchanges if e.status == 200 and e.response is not None]
     audit = PassAudit(run_id, run.status, run.stop_reason, run.llm_calls, len(exchanges),
-                      sum(e.request_bytes for e in exchanges), seconds)
+                      sum(e.request_bytes for e in exchanges), seconds, statuses=[e.status for e in exchanges])
     p = audit.problems
     if run.status not in ("completed", "failed"):
         p.append(f"run ended {run.status}")
