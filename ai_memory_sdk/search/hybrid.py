@@ -94,6 +94,7 @@ class _View:
     vec_pos: np.ndarray  # positions into pks of the rows of ``vectors``
     vectors: np.ndarray  # (m, d) float32, L2-normalised
     codes: np.ndarray  # (words, m) uint64 sign bits, transposed for column-wise XOR
+    aligned: bool = False  # vectors[i] belongs to pks[i] for every i (every passage embedded, in order)
 
     @property
     def missing(self) -> int:
@@ -122,6 +123,7 @@ class _SubjectIndex:
         self.vectors = np.zeros((0, 0), np.float32)
         self.codes = np.zeros((0, 0), np.uint64)  # (words, capacity): each word's bits contiguous
         self.dim = 0
+        self.aligned = True  # vec_pos == arange(m), and m == n when the view is taken
         self._bad_dim = False
 
     @property
@@ -143,7 +145,7 @@ class _SubjectIndex:
                     self.gen = gen
             n, m = self.n, self.m
             return _View(self.pks[:n], self.created[:n], self.tagbits[:n], dict(self.tag_bit), self.vec_pos[:m],
-                         self.vectors[:m], self.codes[:, :m])
+                         self.vectors[:m], self.codes[:, :m], aligned=self.aligned and m == n)
 
     def _add_passages(self, rows: Sequence[tuple[int, float, str]]) -> None:
         if not rows:
@@ -204,6 +206,7 @@ class _SubjectIndex:
         self.vectors[m0:m1] = mat
         self.codes[:, m0:m1] = _sign_codes(mat).T
         self.vec_pos[m0:m1] = pos[sel]
+        self.aligned = self.aligned and bool((pos[sel] == np.arange(m0, m1)).all())
         self.has_vec[pos[sel]] = True
         self.m = m1
 
@@ -337,13 +340,14 @@ def semantic(view: _View, qvec: np.ndarray, mask: Optional[np.ndarray], k: int =
     m = len(view.vec_pos)
     if not m:
         return {}
-    allowed = None if mask is None else mask[view.vec_pos]
+    allowed = None if mask is None else mask if view.aligned else mask[view.vec_pos]
     rescore = max(RESCORE_MIN, int(RESCORE_FRACTION * m), k)
     if allowed is not None:
-        idx = np.flatnonzero(allowed)
-        if not len(idx):
+        count = int(np.count_nonzero(allowed))
+        if not count:
             return {}
-        if len(idx) <= rescore or m <= EXACT_MAX:
+        if count <= rescore or m <= EXACT_MAX:
+            idx = np.flatnonzero(allowed)
             return _top(view, idx, _dot(view.vectors[idx], qvec), k)
     if m <= EXACT_MAX:
         return _top(view, np.arange(m), _dot(view.vectors, qvec), k)
@@ -352,7 +356,7 @@ def semantic(view: _View, qvec: np.ndarray, mask: Optional[np.ndarray], k: int =
     for w in range(view.codes.shape[0]):
         dist += _popcount(view.codes[w] ^ qcode[w])
     if allowed is not None:
-        dist[~allowed] = np.iinfo(np.uint16).max
+        np.copyto(dist, np.iinfo(np.uint16).max, where=~allowed)
     cut = int(np.searchsorted(np.cumsum(np.bincount(dist, minlength=1)), rescore))
     cand = np.flatnonzero(dist <= cut)
     if len(cand) > 2 * rescore:  # many ties at the cut
