@@ -14,10 +14,10 @@ time filters are vectorised masks over those arrays.
 Vector search is exact up to ``EXACT_MAX`` vectors (one matrix-vector
 product). Above that, the Hamming distance of sign-bit codes (48 bytes per
 MiniLM vector) picks a few thousand candidates, which are rescored exactly:
-at 100k passages this is ~6x faster than the full product, which is bound by
-memory bandwidth (benchmarks/search_latency.py).
+at 100k passages 3.9 ms against 17.8 ms for the full product, which is bound
+by memory bandwidth, with the same top-10 (benchmarks/search_latency.py).
 
-Lexical search scores every passage its query matches, at ~2 µs each; a
+Lexical search scores every passage its query matches, at 2-3 µs each; a
 query of common words at 100k passages would score most of them. When the
 store's matches would exceed ``LEXICAL_BUDGET``, the most frequent terms are
 dropped (they carry the least IDF), and a query of only very frequent words
