@@ -66,7 +66,8 @@ def cmd_demo(mem: Memory, args: argparse.Namespace) -> int:
     uid = "demo-user"
     if mem.get_memory_agent_id(uid):
         mem.delete_user(uid)
-    print(f"engine: {mem.engine}; learner: {mem.settings.learner}; store: {mem.settings.path or config.default_path()}")
+    learner = getattr(getattr(mem._engine, "learner", None), "name", mem.settings.learner)
+    print(f"engine: {mem.engine}; learner: {learner}; store: {mem.settings.path or config.default_path()}")
     for i, batch in enumerate(DEMO_CONVERSATION, 1):
         for m in batch:
             print(f"  {m['role']:>9}: {m['content']}")
