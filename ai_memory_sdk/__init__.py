@@ -7,7 +7,6 @@ see the README for the quickstart and SPEC-level behaviour.
 from .errors import (
     AIMemoryError,
     BlockNotFoundError,
-    EmbedderMismatchError,
     LearnerError,
     RunCancelledError,
     RunFailedError,
@@ -31,7 +30,6 @@ __all__ = [
     "StoredMessage",
     "AIMemoryError",
     "BlockNotFoundError",
-    "EmbedderMismatchError",
     "LearnerError",
     "RunCancelledError",
     "RunFailedError",

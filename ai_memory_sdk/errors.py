@@ -69,7 +69,3 @@ class LearnerError(AIMemoryError):
         self.stop_reason = stop_reason
         self.stats = stats or {}  # llm_calls / prompt_tokens / completion_tokens spent before failing
         super().__init__(message)
-
-
-class EmbedderMismatchError(AIMemoryError):
-    """The store's vectors were made by a different embedder than configured."""
