@@ -97,6 +97,7 @@ class WorkerPool:
         self._stop = threading.Event()
         self._active_lock = threading.Lock()
         self._start_lock = threading.Lock()
+        self._backfill_lock = threading.Lock()
         self._active = 0
 
     # -- loops -----------------------------------------------------------------------------------

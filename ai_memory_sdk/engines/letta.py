@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
+from .._fork import Gated, gate
 from ..config import Settings
 from ..errors import (BlockNotFoundError, RunNotFoundError, RunStateError, SubjectNotFoundError,
                       UnsupportedByEngineError)
@@ -286,7 +287,8 @@ class _Hub:
     """
 
     def __init__(self, client: Any, workers: int) -> None:
-        self.client = client
+        self.raw_client = client
+        self.client = Gated(client)  # every request under the fork gate (see _fork)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.runs: dict[str, _Rec] = {}
@@ -533,6 +535,16 @@ _hubs: dict[tuple[str, str, int], _Hub] = {}
 _hubs_lock = threading.Lock()
 
 
+def _fresh_hubs_lock() -> None:
+    """A forked child gets a free lock (a parent thread may have held it at the fork)."""
+    global _hubs_lock
+    _hubs_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_hubs_lock)
+
+
 def _acquire_hub(settings: Settings) -> tuple[tuple[str, str, int], _Hub]:
     key = (settings.base_url or os.environ.get("LETTA_BASE_URL") or "", settings.api_key or "", os.getpid())
     with _hubs_lock:
@@ -543,7 +555,9 @@ def _acquire_hub(settings: Settings) -> tuple[tuple[str, str, int], _Hub]:
             kwargs: dict[str, Any] = {"api_key": settings.api_key, "max_retries": 2, "timeout": 60.0}
             if settings.base_url:
                 kwargs["base_url"] = settings.base_url
-            hub = _hubs[key] = _Hub(Letta(**kwargs), workers=max(4, settings.workers))
+            with gate:  # building a client loads CA certificates (OpenSSL's locks: see _fork)
+                client = Letta(**kwargs)
+            hub = _hubs[key] = _Hub(client, workers=max(4, settings.workers))
         hub.refs += 1
         return key, hub
 
@@ -594,7 +608,7 @@ class LettaEngine:
     @property
     def client(self) -> Any:
         """The ``letta_client.Letta`` in use (for what this package does not wrap)."""
-        return self.hub.client
+        return self.hub.raw_client
 
     def close(self) -> None:
         """Send the batches still queued and wait for their runs (bounded), then let the threads go."""

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 from ..config import Settings, default_path
 from ..errors import RunNotFoundError, SubjectNotFoundError
 from ..learners import make_learner
+from ..learners.llm import openai_client
 from ..models import TERMINAL_STATUSES, Block, BlockSpec, BlockVersion, MessageIn, Run, SearchResult, StoredMessage
 from ..search import hybrid
 from ..search.embedders import Embedder, make_embedder
@@ -69,8 +70,6 @@ class LocalEngine:
         return embedder
 
     def _openai_client(self) -> Any:
-        from ..learners.llm import openai_client
-
         return openai_client(self.settings)
 
     # -- process plumbing ------------------------------------------------------------------------

@@ -16,13 +16,13 @@ import email.utils
 import json
 import logging
 import random
-import threading
 import time
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from .._fork import PerProcess, gate
 from ..config import Settings
 from ..errors import LearnerError
 from ..formatting import escape_attr, neutralise
@@ -299,9 +299,12 @@ class LLMLearner:
     name = "llm"
 
     def __init__(self, settings: Settings, client: Any = None) -> None:
+        import openai  # noqa: F401  (imported here, not first in a worker thread: see _fork)
+
+        _templates()
         self.settings = settings
+        self._own_client = PerProcess(lambda: openai_client(settings))  # a forked child builds its own
         self._client = client
-        self._lock = threading.Lock()
         self._parallel = True  # dropped once if the endpoint refuses parallel_tool_calls
         self._strict = True  # dropped once if the endpoint refuses strict schemas
         self._bounded = True  # maxLength dropped once if the endpoint refuses it
@@ -309,10 +312,7 @@ class LLMLearner:
 
     @property
     def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = openai_client(self.settings)
-            return self._client
+        return self._client if self._client is not None else self._own_client.get()
 
     def learn(self, inp: PassInput) -> PassOutput:
         out = PassOutput()
@@ -402,7 +402,8 @@ class LLMLearner:
         while True:
             started = time.monotonic()
             try:
-                response = client.chat.completions.create(**request)
+                with gate:  # a fork waits for this call (see _fork)
+                    response = client.chat.completions.create(**request)
                 if not getattr(response, "choices", None) or getattr(response.choices[0], "message", None) is None:
                     raise _Transient(f"the LLM endpoint {self._base_url} sent a response without choices")
                 return response

@@ -12,9 +12,11 @@ import os
 import random
 import threading
 import time
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
+
+from .._fork import PerProcess, gate
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,13 @@ class OpenAIEmbedder:
     then the error is raised and the run that needed the vectors fails.
     """
 
-    def __init__(self, model: str, client: Any, *, batch_size: int = 128, batch_chars: int = 200_000,
+    def __init__(self, model: str, client: Callable[[], Any], *, batch_size: int = 128, batch_chars: int = 200_000,
                  retry_budget: float = 60.0) -> None:
+        import openai  # noqa: F401  (imported here, not first in a worker thread: see _fork)
+
         self.model = model
         self.name = f"openai:{model}"
-        self._client = client
+        self._client = PerProcess(client)  # a forked child builds its own (keep-alive sockets are not shared)
         self._batch_size = batch_size
         self._batch_chars = batch_chars
         self._retry_budget = retry_budget
@@ -79,7 +83,8 @@ class OpenAIEmbedder:
         while True:
             try:
                 # no encoding_format: the client asks for base64 and decodes it, ~10x cheaper than JSON floats
-                resp = self._client.embeddings.create(model=self.model, input=batch)
+                with gate:  # a fork waits for this call (see _fork)
+                    resp = self._client.get().embeddings.create(model=self.model, input=batch)
                 data = sorted(resp.data, key=lambda d: d.index)
                 if len(data) != len(batch):
                     raise ValueError(f"{self.name}: {len(batch)} texts sent, {len(data)} embeddings received")
@@ -132,8 +137,11 @@ class SentenceTransformerEmbedder:
             return self._st
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        with gate:  # torch (and our locks) mid-call in a thread at fork time would hang a forked child
+            return self._embed(list(texts))
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
         st = self._load()
-        texts = list(texts)
         if len(texts) > _FEW_TEXTS:
             return self._encode(st, texts)
         # A query: one torch thread. Small products gain nothing from more, and when another process keeps a
@@ -210,7 +218,7 @@ def _build(spec: str, openai_client: Any) -> Optional[Embedder]:
         return None
     kind, _, name = spec.partition(":")
     if kind == "openai" and name:
-        return OpenAIEmbedder(name, openai_client())
+        return OpenAIEmbedder(name, openai_client)
     if kind == "sentence-transformers" and name:
         if importlib.util.find_spec("sentence_transformers") is None:
             raise ValueError(f"embedder {spec!r} needs sentence-transformers: pip install 'ai-memory-sdk[local]'")

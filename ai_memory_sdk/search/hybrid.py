@@ -35,6 +35,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .._fork import gate
 from ..models import SearchResult
 from ..store.sqlite import SQLiteStore
 from .embedders import Embedder
@@ -222,20 +223,21 @@ class VectorCache:
 
     def view(self, store: SQLiteStore, subject_pk: int, embedder: Optional[str]) -> _View:
         key = (subject_pk, embedder)
-        with self._lock:
-            entry = self._entries.pop(key, None) or _SubjectIndex()
-            self._entries[key] = entry  # most recently used last
-        view = entry.refresh(store, subject_pk, embedder)
-        with self._lock:
-            total = sum(e.nbytes for e in self._entries.values())
-            for k in list(self._entries):
-                if total <= self._max or k == key:
-                    break
-                total -= self._entries.pop(k).nbytes
-        return view
+        with gate:  # the cache's locks are held only inside the fork gate, so a forked child finds them free
+            with self._lock:
+                entry = self._entries.pop(key, None) or _SubjectIndex()
+                self._entries[key] = entry  # most recently used last
+            view = entry.refresh(store, subject_pk, embedder)
+            with self._lock:
+                total = sum(e.nbytes for e in self._entries.values())
+                for k in list(self._entries):
+                    if total <= self._max or k == key:
+                        break
+                    total -= self._entries.pop(k).nbytes
+            return view
 
     def clear(self) -> None:
-        with self._lock:
+        with gate, self._lock:
             self._entries.clear()
 
 

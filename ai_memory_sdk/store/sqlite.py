@@ -5,7 +5,9 @@ passages and the run in one commit), claim a subject's queued runs, apply a
 finished pass (block edits, versions, vectors and run completion in one
 commit), delete a subject. Connections are per thread and re-opened after a
 fork; every write transaction is ``BEGIN IMMEDIATE`` with a busy timeout, so
-concurrent writers queue instead of failing.
+concurrent writers queue instead of failing. Every public method runs under
+the fork gate (``_fork.gate``), so no thread is inside SQLite when the process
+forks.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import sqlite3
 import threading
 import time
 import uuid
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
+from .._fork import gate, inherited
 from ..errors import BlockNotFoundError, RunNotFoundError, RunStateError, SubjectNotFoundError
 from ..models import Block, BlockSpec, BlockVersion, MessageIn, Run, StoredMessage
 from ..search.recipe import CONTENT_WEIGHT, CONTEXT_PASSAGES, CONTEXT_WEIGHT, passage_context
@@ -90,6 +94,25 @@ def _message(row: Sequence[Any]) -> StoredMessage:
 _MSG_COLS = "m.id, m.role, m.content, m.name, m.metadata, m.created_at, r.id"
 
 
+_C = TypeVar("_C", bound=type)
+
+
+def _fork_gated(cls: _C) -> _C:
+    """Run every public method of ``cls`` under the fork gate (see ``_fork``)."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            with gate:
+                return fn(*args, **kwargs)
+        return gated
+
+    for name, fn in list(vars(cls).items()):
+        if not name.startswith("_") and callable(fn) and name != "snapshot":  # snapshot gates its own body
+            setattr(cls, name, wrap(fn))
+    return cls
+
+
+@_fork_gated
 class SQLiteStore:
     """Durable store of subjects, blocks, block versions, messages, runs and passages."""
 
@@ -130,7 +153,8 @@ class SQLiteStore:
         """A forked child must not use its parent's SQLite connections: open new ones."""
         self._pid = os.getpid()
         self._local = threading.local()
-        self._all_conns = []  # the parent's connections are left alone, never closed here
+        inherited.extend(self._all_conns)  # the parent's connections: never used, closed or finalised here
+        self._all_conns = []
         self._lock = threading.Lock()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -151,14 +175,15 @@ class SQLiteStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the write lock up front (no deadlock on upgrade)."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with gate:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self._tx() as conn:
@@ -692,12 +717,13 @@ class SQLiteStore:
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: everything read inside sees one state of the store."""
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+        with gate:
+            conn = self._conn()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
 
     def fts(self, subject_pk: Optional[int], match: str, limit: Optional[int], *,
             min_pk: int = 0) -> list[tuple[int, float]]:
