@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional, Sequence
 
 import numpy as np
 
-from .._fork import gate
+from .._fork import PerProcess, gate
 from ..models import SearchResult
 from ..store.sqlite import SQLiteStore
 from .embedders import Embedder
@@ -357,8 +359,8 @@ def semantic(view: _View, qvec: np.ndarray, mask: Optional[np.ndarray], k: int =
     dist = np.zeros(m, np.uint16)
     for w in range(view.codes.shape[0]):
         dist += _popcount(view.codes[w] ^ qcode[w])
-    if allowed is not None:
-        np.copyto(dist, np.iinfo(np.uint16).max, where=~allowed)
+    if allowed is not None:  # top bit set: filtered out, after every allowed one (distance <= dim < 2**15)
+        dist |= np.left_shift((~allowed).astype(np.uint16), 15)  # 30x cheaper than a masked copyto
     cut = int(np.searchsorted(np.cumsum(np.bincount(dist, minlength=1)), rescore))
     cand = np.flatnonzero(dist <= cut)
     if len(cand) > 2 * rescore:  # many ties at the cut
@@ -392,6 +394,20 @@ def fuse(lexical_scores: dict[int, float], vector_scores: dict[int, float],
 
 # -- the search ----------------------------------------------------------------------------------
 
+def _vector_channel(view: _View, embedder: Embedder, query: str, mask: Optional[np.ndarray]) -> dict[int, float]:
+    qvec = np.asarray(embedder.embed([query])[0], dtype=np.float32)
+    if qvec.shape[0] != view.vectors.shape[1]:
+        log.warning("query vector from %s has dimension %d, the stored vectors %d: lexical search only",
+                    embedder.name, qvec.shape[0], view.vectors.shape[1])
+        return {}
+    return semantic(view, qvec, mask)
+
+
+# Threads for the vector channel of searches in flight (a forked child starts its own pool).
+_channel_threads = PerProcess(lambda: ThreadPoolExecutor(max(2, os.cpu_count() or 2),
+                                                         thread_name_prefix="ai-memory-search"))
+
+
 def ranked(store: SQLiteStore, cache: VectorCache, embedder: Optional[Embedder], subject_pk: int, query: str, *,
            tags: Sequence[str], tag_match_mode: str, start: Optional[datetime], end: Optional[datetime],
            channels: str = "hybrid", budget: int = LEXICAL_BUDGET) -> list[tuple[int, float]]:
@@ -399,15 +415,13 @@ def ranked(store: SQLiteStore, cache: VectorCache, embedder: Optional[Embedder],
     name = embedder.name if embedder is not None else None
     view = cache.view(store, subject_pk, name)
     mask = _mask(view, tags, tag_match_mode, start, end)
-    lex = lexical(store, view, subject_pk, query, mask, budget=budget) if channels != "vector" else {}
-    vec: dict[int, float] = {}
+    vec_later: Optional[Future[dict[int, float]]] = None
     if embedder is not None and channels != "lexical" and len(view.vec_pos):
-        qvec = np.asarray(embedder.embed([query])[0], dtype=np.float32)
-        if qvec.shape[0] != view.vectors.shape[1]:
-            log.warning("query vector from %s has dimension %d, the stored vectors %d: lexical search only",
-                        name, qvec.shape[0], view.vectors.shape[1])
-        else:
-            vec = semantic(view, qvec, mask)
+        # The channels overlap: FTS5 and numpy both release the GIL (100k passages, tags=["user"]: 11.7 -> 6.7 ms
+        # p50 in benchmarks/search_latency.py). The caller holds no gate while it waits: the helper may enter it.
+        vec_later = _channel_threads.get().submit(_vector_channel, view, embedder, query, mask)
+    lex = lexical(store, view, subject_pk, query, mask, budget=budget) if channels != "vector" else {}
+    vec = vec_later.result() if vec_later is not None else {}
     if embedder is not None and view.missing:
         if (subject_pk, name) not in cache.warned:
             cache.warned.add((subject_pk, name))
