@@ -62,13 +62,13 @@ class ForkGate:
         if depth == 0:
             with self._cond:
                 self._active -= 1
-                if self._forking and self._active == 0:
+                if self._forking:  # the fork waits for this (or for all but its own thread)
                     self._cond.notify_all()
 
     # -- the three os.register_at_fork hooks -----------------------------------------------------
 
     def before_fork(self) -> None:
-        own = self._depth()  # a fork from inside the gate waits only for the other threads
+        own = 1 if self._depth() else 0  # a fork from inside the gate waits only for the other threads
         with self._cond:
             while self._forking:  # another thread's fork is in progress
                 self._cond.wait()

@@ -118,3 +118,36 @@ def test_fork_while_threads_are_inside_sqlite_and_http(make_memory, openai_serve
     assert sorted(outcome.values()) == ["0"] * len(pids), outcome
     for k in range(len(pids)):  # what each child learned is in the shared file
         assert f"Name: C{k}" in (memory.get_user_memory(f"child{k}") or "")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_a_fork_waits_until_no_other_thread_is_inside_the_gate(depth: int) -> None:
+    """The gate's contract, also when the forking thread itself is inside it (nested store calls)."""
+    from ai_memory_sdk._fork import gate
+
+    inside, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with gate:
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert inside.wait(10)
+    timer = threading.Timer(0.3, release.set)
+    timer.start()
+    entered = [gate.__enter__() for _ in range(depth)]
+    try:
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        waited = time.monotonic() - started
+    finally:
+        for _ in entered:
+            gate.__exit__(None, None, None)
+    os.waitpid(pid, 0)
+    t.join(10)
+    assert 0.25 <= waited < 5, waited  # it waited for the other thread to leave, then went on
