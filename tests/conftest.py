@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -13,6 +14,8 @@ from ai_memory_sdk import Memory
 for _var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LETTA_API_KEY", "LETTA_BASE_URL", "AI_MEMORY_ENGINE",
              "AI_MEMORY_PATH", "AI_MEMORY_MODEL", "AI_MEMORY_LEARNER", "AI_MEMORY_EMBEDDER"):
     os.environ.pop(_var, None)
+# Default data files (the letta engine's journal, Memory() without a path) go to a scratch dir, not ~/.local/share.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ai-memory-tests-")
 
 
 @pytest.fixture

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -492,3 +495,77 @@ def test_agent_name_rules() -> None:
     assert agent_name("user", "bob@example.org") != odd
     assert re.fullmatch(r"[A-Za-z0-9 _-]+", agent_name("user", "ü" * 256))
     assert len(agent_name("user", "x" * 256)) < 128
+
+
+_CRASHING_CHILD = r"""
+import json, os, signal, sqlite3, sys, time
+from ai_memory_sdk import Memory
+cfg = json.loads(sys.argv[1])
+m = Memory(engine="letta", base_url=cfg["base_url"], api_key="test-key", letta_model=cfg["model"],
+           letta_embedding=cfg["embedding"], path=cfg["path"])
+m.initialize_user_memory(cfg["uid"])
+first = m.add_messages(cfg["uid"], [{"role": "user", "content": "I live in Rome"}], skip_vector_storage=False)
+second = m.add_messages(cfg["uid"], [{"role": "user", "content": "My name is Carol"}])
+journal = sqlite3.connect(cfg["journal"])
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:  # die once the first batch's Letta run is in flight and its passage stored
+    row = journal.execute("SELECT inflight, archived FROM pending WHERE run_id=?", (first,)).fetchone()
+    if row and row[0] and row[1] == 1:
+        break
+    time.sleep(0.05)
+print(json.dumps([first, second]), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _first_calls_with(llm: ScriptedOpenAI, text: str) -> int:
+    """LLM requests that start a Letta run (no tool call yet after the user turn) whose turn holds ``text``."""
+    n = 0
+    for req in llm.chat_requests:
+        messages = (req.json or {}).get("messages") or []
+        turns = [i for i, m in enumerate(messages)
+                 if m.get("role") == "user" and _said(_text(m.get("content"))) is not None]
+        if turns and text in _text(messages[turns[-1]].get("content")) and not any(
+                m.get("role") == "assistant" and m.get("tool_calls") for m in messages[turns[-1] + 1:]):
+            n += 1
+    return n
+
+
+def test_a_batch_queued_behind_a_busy_subject_survives_a_crash(make_memory: MakeMemory, llm: ScriptedOpenAI,
+                                                               letta_server: LettaServer, tmp_path: Path) -> None:
+    """SPEC §6 on this engine: once add_messages returns, the batch survives the process.
+
+    The child's first batch is in flight on the server (a slow model), its passage stored, and its
+    second batch waits on the lane (or rides in the same Letta run) when the child is killed. The
+    journal is then set back as if the child had died between storing the passage and recording it.
+    A new process adopts both batches: it awaits the Letta run in flight instead of sending it
+    again, finds the passage already stored, and sends what was never sent.
+    """
+    uid = _uid("crash")
+    path = tmp_path / "memory.db"
+    journal = tmp_path / "memory.letta-journal.db"
+    good = llm.responder
+    llm.responder = lambda req: Stall(4.0, then=good(req))
+    llm.clear()
+    cfg = {"base_url": letta_server.base_url, "model": MODEL, "embedding": json.dumps(letta_server.embedding_config),
+           "path": str(path), "journal": str(journal), "uid": uid}
+    child = subprocess.run([sys.executable, "-c", _CRASHING_CHILD, json.dumps(cfg)], capture_output=True, text=True,
+                           timeout=180)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    first, second = json.loads(child.stdout.strip().splitlines()[-1])
+    with sqlite3.connect(journal) as conn:
+        assert conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 2
+        conn.execute("UPDATE pending SET archived=0")
+    llm.responder = good
+    memory = make_memory(path=str(path))  # adopts what the dead process accepted
+    memory.wait_for_run(second, timeout=180)  # raises unless completed
+    memory.wait_for_run(first, timeout=60)
+    assert memory.get_run(first).status == memory.get_run(second).status == "completed"
+    human = memory.get_user_memory(uid) or ""
+    assert "Name: Carol" in human and "Location: Rome" in human
+    assert _first_calls_with(llm, "I live in Rome") == 1  # awaited, never sent twice
+    assert _first_calls_with(llm, "My name is Carol") == 1
+    assert memory.search(uid, "Rome") == ["I live in Rome"]  # stored once
+    with sqlite3.connect(journal) as conn:  # settled runs leave the journal
+        assert conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
+    memory.delete_user(uid)

@@ -11,10 +11,10 @@ As ai-memory-sdk 0.2.0 did: one ``sleeptime_agent`` per subject, Letta blocks,
   next ``create_async`` only after the previous Letta run ended. Batches that
   queue up meanwhile are coalesced into one Letta run (each of their runs
   completes with it), as the local engine does. Lanes of different subjects
-  run in parallel. The price: a batch waits in this process's memory until it
-  is sent, so a crash loses the batches not yet sent (``close()`` and
-  interpreter exit send them first, bounded); runs are known to the process
-  that made them (``get_run`` also accepts Letta's own ``run-...`` ids).
+  run in parallel. A batch waits in a local journal (``_journal``) until its
+  run ends, so it survives a crash: the next process for the same server
+  sends it. Runs are known to the process that holds them (``get_run`` also
+  accepts Letta's own ``run-...`` ids).
 - **Archival writes leave the caller's thread.** Letta 0.11.7 has no batch
   insert (``archives.passages.create_many`` is 404) and the server's SQLite
   serialises inserts, so threads do not speed them up; the lane's thread
@@ -61,10 +61,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from .._fork import Gated, gate
-from ..config import Settings
+from ..config import Settings, default_path
 from ..errors import (BlockNotFoundError, RunNotFoundError, RunStateError, SubjectNotFoundError,
                       UnsupportedByEngineError)
 from ..formatting import neutralise
+from ._journal import Journal, journal_path
 from ..models import TERMINAL_STATUSES, Block, BlockSpec, BlockVersion, MessageIn, Run, SearchResult, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,10 @@ class _Rec:
     stop_reason: Optional[str] = None
     archived: int = 0  # messages already stored as passages (a retry does not store them twice)
     letta_runs: list[str] = field(default_factory=list)
+    journal: Optional[Journal] = None  # where the batch waits durably until its run ends
+    resumed: Optional[str] = None  # adopted from a dead process: the group id its Letta pass had
+    chunks_sent: int = 0  # ... how many chunks of that pass were sent
+    inflight: Optional[str] = None  # ... and the Letta run of the last one (awaited, never re-sent)
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -385,7 +390,10 @@ class _Hub:
         group, used = [first], first.chars
         while lane.pending:
             nxt = lane.pending[0]
-            if nxt.agent_id != first.agent_id or used + nxt.chars > first.max_chars:
+            if first.resumed or nxt.resumed:  # a resumed pass is finished as it was sent, nothing added
+                if nxt.resumed != first.resumed or not first.resumed:
+                    break
+            elif nxt.agent_id != first.agent_id or used + nxt.chars > first.max_chars:
                 break
             group.append(lane.pending.popleft())
             used += nxt.chars
@@ -397,22 +405,31 @@ class _Hub:
         archive_error: Optional[str] = None
         archived = False
         final: tuple[str, Optional[str], Optional[str]] = ("completed", None, None)
-        for n, chunk in enumerate(chunks):
+        first = group[0]
+        begin = first.chunks_sent if first.resumed else 0
+        for n in range(max(begin - 1, 0), len(chunks)):
+            chunk = chunks[n]
             if lane.closed:
                 final = ("cancelled", None, "cancelled")
                 break
-            if n:
-                self._reset(agent_id)
-            sent = self.client.agents.messages.create_async(
-                agent_id, messages=[{"role": "user", "content": chunk}], max_steps=group[0].max_steps)
+            if n < begin:  # resumed: the process that died sent this chunk; await its run, never re-send it
+                sent_id = first.inflight or ""
+            else:
+                if n:
+                    self._reset(agent_id)
+                sent_id = self.client.agents.messages.create_async(
+                    agent_id, messages=[{"role": "user", "content": chunk}], max_steps=first.max_steps).id
+                if first.journal is not None:
+                    first.journal.sent([r.id for r in group], sent_id, n + 1)
             with self.lock:
-                lane.letta_run = sent.id
+                lane.letta_run = sent_id
                 for r in group:
-                    r.letta_runs.append(sent.id)
-            log.debug("letta run %s sent for %s (%d chars)", sent.id, [r.id for r in group], len(chunk))
+                    if sent_id not in r.letta_runs:
+                        r.letta_runs.append(sent_id)
+            log.debug("letta run %s sent for %s (%d chars)", sent_id, [r.id for r in group], len(chunk))
             if not archived:  # archival writes overlap the run
                 archive_error, archived = self._archive(lane, group), True
-            done = self._await(sent.id)
+            done = self._await(sent_id)
             with self.lock:
                 lane.letta_run = None
             status, error, stop, stats = _outcome(done, group[0].max_steps)
@@ -434,10 +451,12 @@ class _Hub:
                 reset_agent: Optional[str]) -> None:
         if reset_agent:  # before the runs end: a caller back from wait_for_run sees the flat history
             self._reset(reset_agent)
+        _forget(group)
         with self.lock:
             done = _now()
             for r in group:
                 r.status, r.error, r.stop_reason, r.finished_at = status, error, stop, done
+                r.resumed, r.chunks_sent, r.inflight = None, 0, None
             self.changed.notify_all()
 
     def _reset(self, agent_id: str) -> None:
@@ -468,8 +487,28 @@ class _Hub:
             time.sleep(delay)
             delay = min(delay * 1.5, _POLL_MAX)
 
+    def passages(self, agent_id: str) -> list[Any]:
+        """Every passage of the agent, oldest first (pages of 100; each carries its embedding, so this is heavy)."""
+        out: list[Any] = []
+        after: Optional[str] = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": 100, "ascending": True}
+            if after:
+                kwargs["after"] = after
+            page = self.client.agents.passages.list(agent_id, **kwargs)
+            if not page:
+                return out
+            out += page
+            if len(page) < 100:
+                return out
+            after = page[-1].id
+
     def _archive(self, lane: _Lane, group: list[_Rec]) -> Optional[str]:
-        """Store the group's archived messages as passages, one request each; the first error, if any."""
+        """Store the group's archived messages as passages, one request each; the first error, if any.
+
+        A resumed pass first looks for passages the dead process stored after its last journal write.
+        """
+        stored: Optional[set[str]] = None
         for r in group:
             if not r.archive:
                 continue
@@ -477,7 +516,13 @@ class _Hub:
                 if lane.closed:
                     return "the subject was deleted"
                 m, key = r.messages[r.archived], r.keys[r.archived]
-                if m.content:
+                if r.resumed and stored is None:
+                    try:
+                        records = (_message_record(p.tags or []) or {} for p in self.passages(r.agent_id))
+                        stored = {str(rec.get("id")) for rec in records}
+                    except Exception as exc:
+                        return f"{type(exc).__name__}: {exc}"
+                if m.content and not (r.resumed and stored is not None and key in stored):
                     try:
                         self.client.agents.passages.create(
                             r.agent_id, text=m.content, tags=_passage_tags(m, key, r.id, [r.order, r.archived]),
@@ -485,7 +530,22 @@ class _Hub:
                     except Exception as exc:
                         return f"{type(exc).__name__}: {exc}"
                 r.archived += 1
+                if r.journal is not None:
+                    r.journal.archived(r.id, r.archived)
         return None
+
+
+def _forget(recs: Sequence[_Rec]) -> None:
+    """Runs that ended (or were dropped) leave the journal; a failure there is logged, never raised."""
+    by_journal: dict[int, tuple[Journal, list[str]]] = {}
+    for r in recs:
+        if r.journal is not None:
+            by_journal.setdefault(id(r.journal), (r.journal, []))[1].append(r.id)
+    for journal, ids in by_journal.values():
+        try:
+            journal.done(ids)
+        except Exception as exc:  # the run's outcome stands; the row is adopted and settled by a later process
+            log.warning("letta engine: could not clear %d journal row(s): %s", len(ids), exc)
 
 
 class _Gone:
@@ -594,9 +654,39 @@ class LettaEngine:
         self._key, self._hub = _acquire_hub(settings)
         self._pid = os.getpid()
         self._closed = False
+        server = settings.base_url or os.environ.get("LETTA_BASE_URL") or "https://api.letta.com"
+        self._journal = Journal(journal_path(settings.path, default_path()), server=server)
+        self._resume()
         log.info("letta engine: server %s, model %s, embedding %s",
                  settings.base_url or os.environ.get("LETTA_BASE_URL") or "Letta Cloud", settings.letta_model,
                  settings.letta_embedding or "the server's default")
+
+    def _journal_add(self, rec: _Rec) -> None:
+        self._journal.add(rec.id, rec.subject_id, rec.agent_id, rec.order, rec.messages, rec.keys,
+                          archive=rec.archive, max_chars=rec.max_chars, max_steps=rec.max_steps)
+
+    def _resume(self) -> None:
+        """Adopt the batches a dead process accepted for this server: onto their lanes, oldest first."""
+        entries = self._journal.adopt()
+        if not entries:
+            return
+        hub = self.hub
+        with hub.lock:
+            for e in entries:
+                rec = _Rec(id=e.run_id, subject_id=e.subject_id, agent_id=e.agent_id, messages=e.messages,
+                           keys=e.keys, archive=e.archive, max_chars=e.max_chars, max_steps=e.max_steps,
+                           created_at=datetime.fromtimestamp(e.seq / 1e9, timezone.utc), order=e.seq,
+                           archived=e.archived, journal=self._journal, resumed=e.group_id if e.inflight else None,
+                           chunks_sent=e.chunks_sent, inflight=e.inflight)
+                if e.inflight:
+                    rec.letta_runs.append(e.inflight)
+                lane = hub.lanes.get(e.subject_id)
+                if lane is None or lane.closed:
+                    lane = hub.lanes[e.subject_id] = _Lane()
+                hub.runs[rec.id] = rec
+                lane.pending.append(rec)
+            for sid in {e.subject_id for e in entries}:
+                hub.kick(sid)
 
     @property
     def hub(self) -> _Hub:
@@ -615,7 +705,7 @@ class LettaEngine:
         if self._closed:
             return
         self._closed = True
-        _release_hub(self._key, self._hub)
+        _release_hub(self._key, self._hub)  # the journal stays open while a shared lane may still use it
 
     # -- agents ----------------------------------------------------------------------------------
 
@@ -741,10 +831,13 @@ class LettaEngine:
             with hub.lock:
                 hub.agents.pop(subject_id, None)
         with hub.lock:
+            dropped = []
             for rid in [rid for rid, r in hub.runs.items() if r.subject_id == subject_id]:
                 rec = hub.runs.pop(rid)
                 if rec.status not in TERMINAL_STATUSES:
                     rec.status, rec.stop_reason, rec.finished_at = "cancelled", "subject deleted", _now()
+                    dropped.append(rec)
+            _forget(dropped)
             if hub.lanes.get(subject_id) is lane:
                 hub.lanes.pop(subject_id, None)
             hub.agents.pop(subject_id, None)
@@ -872,7 +965,8 @@ class LettaEngine:
         agent_id = self._ensure(subject_id, kind, default_blocks)
         rec = _Rec(id=f"{RUN_PREFIX}{uuid.uuid4()}", subject_id=subject_id, agent_id=agent_id,
                    messages=list(messages), keys=[f"msg-{uuid.uuid4().hex}" for _ in messages], archive=archive,
-                   max_chars=self.settings.max_pass_chars, max_steps=self.settings.max_steps)
+                   max_chars=self.settings.max_pass_chars, max_steps=self.settings.max_steps, journal=self._journal)
+        self._journal_add(rec)  # durable before the id is returned (SPEC §6)
         hub = self.hub
         with hub.lock:
             lane = hub.lanes.get(subject_id)
@@ -882,22 +976,6 @@ class LettaEngine:
             lane.pending.append(rec)
             hub.kick(subject_id)
         return rec.id
-
-    def _passages(self, agent_id: str) -> list[Any]:
-        """Every passage of the agent, oldest first (pages of 100; each carries its embedding, so this is heavy)."""
-        out: list[Any] = []
-        after: Optional[str] = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": 100, "ascending": True}
-            if after:
-                kwargs["after"] = after
-            page = self.hub.client.agents.passages.list(agent_id, **kwargs)
-            if not page:
-                return out
-            out += page
-            if len(page) < 100:
-                return out
-            after = page[-1].id
 
     def get_messages(self, subject_id: str, *, limit: Optional[int], before: Optional[datetime],
                      after: Optional[datetime]) -> list[StoredMessage]:
@@ -913,7 +991,7 @@ class LettaEngine:
     def _messages(self, agent_id: str, limit: Optional[int], before: Optional[datetime],
                   after: Optional[datetime]) -> list[StoredMessage]:
         groups: dict[str, list[tuple[Any, Optional[dict[str, Any]]]]] = {}
-        for p in self._passages(agent_id):
+        for p in self.hub.passages(agent_id):
             tags = list(p.tags or [])
             if not _visible_tags(tags):  # 0.2.0's "Initialized memory for ..." marker
                 continue
@@ -947,7 +1025,7 @@ class LettaEngine:
             return
         client = self.hub.client
         try:
-            passages = self._passages(agent_id)
+            passages = self.hub.passages(agent_id)
         except (NotFoundError, UnprocessableEntityError):
             return
         for p in passages:
@@ -1049,6 +1127,7 @@ class LettaEngine:
                 if rec.status != "queued" or lane is None or rec not in lane.pending:
                     raise RunStateError(f"Run {run_id} is {rec.status}; only a queued run can be cancelled")
                 lane.pending.remove(rec)
+                _forget([rec])
                 rec.status, rec.stop_reason, rec.finished_at = "cancelled", "cancelled", _now()
                 hub.changed.notify_all()
                 return rec.model()
@@ -1063,6 +1142,8 @@ class LettaEngine:
                 if rec.status != "failed":
                     raise RunStateError(f"Run {run_id} is {rec.status}; only a failed run can be retried")
                 rec.agent_id = hub.agents.get(rec.subject_id) or rec.agent_id
+                if rec.journal is not None:
+                    self._journal_add(rec)
                 rec.status, rec.error, rec.stop_reason = "queued", None, None
                 rec.started_at = rec.finished_at = None
                 lane = hub.lanes.get(rec.subject_id)

@@ -636,7 +636,7 @@ class SQLiteStore:
         for (owner,) in conn.execute("SELECT DISTINCT lease_owner FROM runs WHERE status='running'"):
             o_host, _, rest = (owner or "").partition(":")
             pid = rest.partition(":")[0]
-            if owner != self.owner and o_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            if owner != self.owner and o_host == host and pid.isdigit() and not pid_alive(int(pid)):
                 dead.append(owner)
         with self._tx() as conn:
             n = 0
@@ -870,7 +870,8 @@ def _next_pk(conn: sqlite3.Connection, table: str) -> int:
                         (f"pk_floor:{table}",)).fetchone()[0]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has this pid (a zombie counts as alive until reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -1,0 +1,175 @@
+"""The ``letta`` engine's journal: batches accepted but not yet learned, in a local SQLite file.
+
+``add_messages`` must return only once the batch survives a crash (SPEC §6),
+but a batch queued behind a busy subject cannot be sent to Letta yet (runs of
+one agent must not overlap). So it is written here first, in one commit. The
+sending thread records each Letta run it starts and each passage it stores;
+a finished run's rows are removed. A process that opens the journal adopts
+the rows of dead processes (same host, pid gone) for its server: unsent
+batches are sent, a Letta run already sent is awaited instead of re-sent, and
+passages already stored are not stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .._fork import gate, inherited
+from ..models import MessageIn
+from ..store.sqlite import pid_alive
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    run_id      TEXT PRIMARY KEY,
+    server      TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    subject_id  TEXT NOT NULL,
+    agent_id    TEXT NOT NULL,
+    seq         INTEGER NOT NULL,       -- order of acceptance (time_ns)
+    payload     TEXT NOT NULL,          -- messages, keys, options (JSON)
+    group_id    TEXT,                   -- runs learned in one Letta pass share it once sent
+    chunks_sent INTEGER NOT NULL DEFAULT 0,
+    inflight    TEXT,                   -- the Letta run of the last chunk sent
+    archived    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS pending_server ON pending(server, owner);
+"""
+
+
+@dataclass
+class Entry:
+    """One journalled batch, as a process that adopts it needs it."""
+
+    run_id: str
+    subject_id: str
+    agent_id: str
+    seq: int
+    messages: list[MessageIn]
+    keys: list[str]
+    archive: bool
+    max_chars: int
+    max_steps: int
+    group_id: Optional[str]
+    chunks_sent: int
+    inflight: Optional[str]
+    archived: int
+
+
+class Journal:
+    """One SQLite file (WAL), shared by the processes of one machine; every write is one short commit."""
+
+    def __init__(self, path: str | os.PathLike[str], server: str) -> None:
+        self.path = str(path)
+        self.server = server
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def _checked(self) -> sqlite3.Connection:
+        """The connection (call inside the gate); a forked child opens its own and takes a new owner name."""
+        if os.getpid() != self._pid:
+            inherited.append(self._conn)  # the parent's: never touched here
+            self._pid, self._lock = os.getpid(), threading.Lock()
+            self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            self._conn = self._connect()
+        return self._conn
+
+    def _write(self, sql: str, args: Sequence[object]) -> None:
+        with gate:
+            conn = self._checked()
+            with self._lock:
+                conn.execute(sql, args)
+
+    def add(self, run_id: str, subject_id: str, agent_id: str, seq: int, messages: Sequence[MessageIn],
+            keys: Sequence[str], *, archive: bool, max_chars: int, max_steps: int) -> None:
+        payload = json.dumps({"messages": [m.model_dump(mode="json") for m in messages], "keys": list(keys),
+                              "archive": archive, "max_chars": max_chars, "max_steps": max_steps})
+        self._write("INSERT INTO pending (run_id, server, owner, subject_id, agent_id, seq, payload)"
+                    " VALUES (?,?,?,?,?,?,?)", (run_id, self.server, self.owner, subject_id, agent_id, seq, payload))
+
+    def sent(self, run_ids: Sequence[str], letta_run: str, chunks_sent: int) -> None:
+        """A Letta run was started for these batches (progress: a failure to record it is logged, not raised)."""
+        marks = ",".join("?" * len(run_ids))
+        self._progress(f"UPDATE pending SET group_id=?, inflight=?, chunks_sent=? WHERE run_id IN ({marks})",
+                       (run_ids[0], letta_run, chunks_sent, *run_ids))
+
+    def archived(self, run_id: str, count: int) -> None:
+        """The batch's first ``count`` messages are stored as passages (progress, as above)."""
+        self._progress("UPDATE pending SET archived=? WHERE run_id=?", (count, run_id))
+
+    def _progress(self, sql: str, args: Sequence[object]) -> None:
+        # Raising here would abandon a Letta run in flight; unrecorded, a crash only re-does this step.
+        try:
+            self._write(sql, args)
+        except sqlite3.Error as exc:
+            log.warning("letta engine: could not record progress in %s: %s", self.path, exc)
+
+    def done(self, run_ids: Sequence[str]) -> None:
+        if run_ids:
+            self._write(f"DELETE FROM pending WHERE run_id IN ({','.join('?' * len(run_ids))})", tuple(run_ids))
+
+    def adopt(self) -> list[Entry]:
+        """Take over this server's rows whose process died; oldest first."""
+        host = socket.gethostname()
+        with gate:
+            conn = self._checked()
+            with self._lock:
+                owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM pending WHERE server=?",
+                                                     (self.server,))]
+                dead = [o for o in owners if _dead(o, host)]
+                if not dead:
+                    return []
+                marks = ",".join("?" * len(dead))
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = conn.execute(
+                        f"SELECT run_id, subject_id, agent_id, seq, payload, group_id, chunks_sent, inflight, archived"
+                        f" FROM pending WHERE server=? AND owner IN ({marks}) ORDER BY seq",
+                        (self.server, *dead)).fetchall()
+                    conn.execute(f"UPDATE pending SET owner=? WHERE server=? AND owner IN ({marks})",
+                                 (self.owner, self.server, *dead))
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+        out = []
+        for run_id, sid, agent_id, seq, payload, group_id, chunks_sent, inflight, archived in rows:
+            p = json.loads(payload)
+            out.append(Entry(run_id, sid, agent_id, seq, [MessageIn.model_validate(m) for m in p["messages"]],
+                             p["keys"], p["archive"], p["max_chars"], p["max_steps"], group_id, chunks_sent, inflight,
+                             archived))
+        if out:
+            log.warning("letta engine: resuming %d batch(es) accepted by a process that died", len(out))
+        return out
+
+
+def _dead(owner: str, host: str) -> bool:
+    o_host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return o_host == host and pid.isdigit() and not pid_alive(int(pid))
+
+
+def journal_path(store_path: Optional[str], default: Path) -> Path:
+    """Beside the configured store file (or the default one): ``memory.db`` -> ``memory.letta-journal.db``."""
+    base = Path(store_path) if store_path and store_path != ":memory:" else default
+    return base.with_name(base.stem + ".letta-journal.db")
