@@ -80,15 +80,19 @@ def measure(add: Callable[[str, list, bool], str], wait: Callable[[str], None], 
     uid = f"bench_{uuid.uuid4().hex[:10]}"
     wait(add(uid, batch(0), True))  # creates the user's agent and blocks: not timed
     out: dict[str, list[float]] = {"add": [], "add_wait": [], "get": [], "add_archive": [], "add_archive_wait": []}
+
+    def add_and_wait(reps_: range, skip_vectors: bool, key: str) -> None:
+        for rep in reps_:
+            t0 = clock()
+            run = add(uid, batch(rep), skip_vectors)
+            t1 = clock()
+            wait(run)
+            t2 = clock()
+            out[key].append(t1 - t0)
+            out[key + "_wait"].append(t2 - t0)
+
     mark("learn")
-    for rep in range(1, reps + 1):
-        t0 = clock()
-        run = add(uid, batch(rep), True)
-        t1 = clock()
-        wait(run)
-        t2 = clock()
-        out["add"].append(t1 - t0)
-        out["add_wait"].append(t2 - t0)
+    add_and_wait(range(1, reps + 1), True, "add")
     mark("get")
     for _ in range(reps):
         for _ in range(GET_CALLS):
@@ -97,14 +101,7 @@ def measure(add: Callable[[str, list, bool], str], wait: Callable[[str], None], 
             out["get"].append(clock() - t0)
         assert value and value.startswith("<human"), value
     mark("archive")
-    for rep in range(reps + 1, reps + 1 + archive_reps):
-        t0 = clock()
-        run = add(uid, batch(rep), False)
-        t1 = clock()
-        wait(run)
-        t2 = clock()
-        out["add_archive"].append(t1 - t0)
-        out["add_archive_wait"].append(t2 - t0)
+    add_and_wait(range(reps + 1, reps + 1 + archive_reps), False, "add_archive")
     mark("done")
     out["final_memory"] = [get(uid)]  # type: ignore[list-item]
     return out

@@ -18,14 +18,13 @@ import os
 import socket
 import sqlite3
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .._fork import gate, inherited
 from ..models import MessageIn
-from ..store.sqlite import pid_alive
+from ..store.sqlite import owner_dead, process_owner
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike[str], server: str) -> None:
         self.path = str(path)
         self.server = server
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = process_owner()
         self._pid = os.getpid()
         self._lock = threading.Lock()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +89,7 @@ class Journal:
         if os.getpid() != self._pid:
             inherited.append(self._conn)  # the parent's: never touched here
             self._pid, self._lock = os.getpid(), threading.Lock()
-            self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            self.owner = process_owner()
             self._conn = self._connect()
         return self._conn
 
@@ -136,7 +135,7 @@ class Journal:
             with self._lock:
                 owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM pending WHERE server=?",
                                                      (self.server,))]
-                dead = [o for o in owners if _dead(o, host)]
+                dead = [o for o in owners if owner_dead(o, host)]
                 if not dead:
                     return []
                 marks = ",".join("?" * len(dead))
@@ -161,12 +160,6 @@ class Journal:
         if out:
             log.warning("letta engine: resuming %d batch(es) accepted by a process that died", len(out))
         return out
-
-
-def _dead(owner: str, host: str) -> bool:
-    o_host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    return o_host == host and pid.isdigit() and not pid_alive(int(pid))
 
 
 def journal_path(store_path: Optional[str], default: Path) -> Path:

@@ -391,7 +391,7 @@ class _Hub:
         while lane.pending:
             nxt = lane.pending[0]
             if first.resumed or nxt.resumed:  # a resumed pass is finished as it was sent, nothing added
-                if nxt.resumed != first.resumed or not first.resumed:
+                if nxt.resumed != first.resumed:
                     break
             elif nxt.agent_id != first.agent_id or used + nxt.chars > first.max_chars:
                 break

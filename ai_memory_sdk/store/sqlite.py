@@ -122,7 +122,7 @@ class SQLiteStore:
         self.history_limit = history_limit
         self.busy_timeout = busy_timeout
         self.secure_delete = secure_delete
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = process_owner()
         self._pid = os.getpid()
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
@@ -156,7 +156,7 @@ class SQLiteStore:
         inherited.extend(self._all_conns)  # the parent's connections: never used, closed or finalised here
         self._all_conns = []
         self._lock = threading.Lock()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = process_owner()
 
     def close(self) -> None:
         try:  # a purge deferred by a reader gets one more (non-blocking) try
@@ -634,9 +634,7 @@ class SQLiteStore:
         host = socket.gethostname()
         dead: list[str] = []
         for (owner,) in conn.execute("SELECT DISTINCT lease_owner FROM runs WHERE status='running'"):
-            o_host, _, rest = (owner or "").partition(":")
-            pid = rest.partition(":")[0]
-            if owner != self.owner and o_host == host and pid.isdigit() and not pid_alive(int(pid)):
+            if owner != self.owner and owner_dead(owner or "", host):
                 dead.append(owner)
         with self._tx() as conn:
             n = 0
@@ -868,6 +866,18 @@ def _next_pk(conn: sqlite3.Connection, table: str) -> int:
     return conn.execute(f"SELECT max(coalesce((SELECT max(pk) FROM {table}), 0),"
                         " coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key=?), 0)) + 1",
                         (f"pk_floor:{table}",)).fetchone()[0]
+
+
+def process_owner() -> str:
+    """``host:pid:nonce``: who holds a claim (or a journal row), so others can tell when it died."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_dead(owner: str, host: str) -> bool:
+    """An owner of this host whose process is gone (another host's owner is never judged dead here)."""
+    o_host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return o_host == host and pid.isdigit() and not pid_alive(int(pid))
 
 
 def pid_alive(pid: int) -> bool:

@@ -170,17 +170,7 @@ def embed_text(turns: Sequence[Turn], i: int, r: TextRecipe) -> str:
 # (b) FTS5 query normalisation
 # --------------------------------------------------------------------------
 
-# A short English function-word list, written for this harness.
-STOPWORDS = frozenset(
-    """a an the and or but if then so of to in on at by for with from about as
-    into onto over under up down out off than too very is am are was were be been
-    being do does did done doing have has had having i me my mine you your yours
-    he him his she her hers it its we us our ours they them their theirs this that
-    these those what which who whom whose when where why how there here not no
-    nor can could would should will shall may might must s t d ll re ve m
-    just also any some such own same other each few more most all both only
-    """.split()
-)
+from ai_memory_sdk.search.recipe import STOPWORDS  # noqa: E402  (the list this harness found, shipped)
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
