@@ -21,20 +21,20 @@ from .models import Block, BlockVersion, Run, SearchResult, StoredMessage
 __version__ = "0.3.0"
 
 __all__ = [
-    "Memory",
+    "AIMemoryError",
     "AsyncMemory",
     "Block",
-    "BlockVersion",
-    "Run",
-    "SearchResult",
-    "StoredMessage",
-    "AIMemoryError",
     "BlockNotFoundError",
+    "BlockVersion",
     "LearnerError",
+    "Memory",
+    "Run",
     "RunCancelledError",
     "RunFailedError",
     "RunNotFoundError",
     "RunStateError",
+    "SearchResult",
+    "StoredMessage",
     "SubjectNotFoundError",
     "UnsupportedByEngineError",
 ]

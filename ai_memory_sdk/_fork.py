@@ -20,7 +20,8 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from typing import Any, Callable, Generic, Optional, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -46,7 +47,7 @@ class ForkGate:
     def _depth(self) -> int:
         return getattr(self._local, "depth", 0)
 
-    def __enter__(self) -> "ForkGate":
+    def __enter__(self) -> ForkGate:
         depth = self._depth()
         if depth == 0:
             with self._cond:
@@ -89,8 +90,9 @@ class ForkGate:
 
 gate = ForkGate()
 if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
-    os.register_at_fork(before=gate.before_fork, after_in_parent=gate.after_fork_in_parent,
-                        after_in_child=gate.after_fork_in_child)
+    os.register_at_fork(
+        before=gate.before_fork, after_in_parent=gate.after_fork_in_parent, after_in_child=gate.after_fork_in_child
+    )
 
 # Objects a child inherited and must never touch: closing or finalising them would run SQLite code
 # on its parent's connection state. They are kept referenced, so the garbage collector never does.
@@ -109,10 +111,12 @@ class Gated:
         with gate:  # a namespace may be a cached_property that imports on first use
             value = getattr(self._target, name)
         if callable(value):
+
             @functools.wraps(value)
             def gated(*args: Any, **kwargs: Any) -> Any:
                 with gate:
                     return value(*args, **kwargs)
+
             return gated
         if isinstance(value, (str, bytes, int, float, bool, type(None))):
             return value
@@ -124,7 +128,7 @@ class PerProcess(Generic[T]):
 
     def __init__(self, factory: Callable[[], T]) -> None:
         self._factory = factory
-        self._value: Optional[T] = None
+        self._value: T | None = None
         self._pid = 0
 
     def get(self) -> T:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from .models import MessageIn
 
@@ -38,9 +39,7 @@ def label(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"label must be a string, got {type(value).__name__}")
     if not 1 <= len(value) <= 64 or not _LABEL_RE.match(value):
-        raise ValueError(
-            f"label must be 1-64 characters matching [A-Za-z_][A-Za-z0-9_.-]*, got {value!r}"
-        )
+        raise ValueError(f"label must be 1-64 characters matching [A-Za-z_][A-Za-z0-9_.-]*, got {value!r}")
     return value
 
 
@@ -113,7 +112,7 @@ def timestamp(value: Any, what: str) -> datetime:
     return dt.astimezone(timezone.utc)
 
 
-def optional_timestamp(value: Any, what: str) -> Optional[datetime]:
+def optional_timestamp(value: Any, what: str) -> datetime | None:
     return None if value is None else timestamp(value, what)
 
 
@@ -150,7 +149,7 @@ def _json_object(value: Any, where: str) -> dict[str, Any]:
         raise TypeError(f"{where} must be JSON-serialisable: {exc}") from None
 
 
-def messages(batch: Any, *, now: Optional[datetime] = None) -> list[MessageIn]:
+def messages(batch: Any, *, now: datetime | None = None) -> list[MessageIn]:
     """Validate a whole batch; refuse it whole on the first problem."""
     if isinstance(batch, (str, bytes, dict)) or not isinstance(batch, (list, tuple)):
         raise TypeError(f"messages must be a list of message dicts, got {type(batch).__name__}")
@@ -181,7 +180,9 @@ def messages(batch: Any, *, now: Optional[datetime] = None) -> list[MessageIn]:
             raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         created = timestamp(msg["created_at"], f"{where}.created_at") if msg.get("created_at") is not None else now
         msg_tags = tags(msg["tags"], f"{where}.tags") if msg.get("tags") is not None else []
-        out.append(MessageIn(role=role, content=content, name=name, metadata=metadata, created_at=created, tags=msg_tags))
+        out.append(
+            MessageIn(role=role, content=content, name=name, metadata=metadata, created_at=created, tags=msg_tags)
+        )
     return out
 
 

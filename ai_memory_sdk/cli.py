@@ -12,8 +12,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 from . import config
 from .memory import Memory
@@ -115,9 +116,11 @@ def cmd_search(mem: Memory, args: argparse.Namespace) -> int:
 def cmd_runs(mem: Memory, args: argparse.Namespace) -> int:
     for r in mem.list_runs(args.subject, status=args.status):
         took = f"{(r.finished_at - r.started_at).total_seconds():.2f}s" if r.finished_at and r.started_at else "-"
-        print(f"{r.id}  {r.status:<9}  {r.created_at:%Y-%m-%d %H:%M:%S}  {took:>7}  learner={r.learner or '-'}"
-              f"  calls={r.llm_calls}  tokens={r.prompt_tokens}+{r.completion_tokens}"
-              + (f"  error={r.error}" if r.error else ""))
+        print(
+            f"{r.id}  {r.status:<9}  {r.created_at:%Y-%m-%d %H:%M:%S}  {took:>7}  learner={r.learner or '-'}"
+            f"  calls={r.llm_calls}  tokens={r.prompt_tokens}+{r.completion_tokens}"
+            + (f"  error={r.error}" if r.error else "")
+        )
     return 0
 
 
@@ -161,8 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file")
     i.add_argument("--subject", required=True)
     i.add_argument("--batch", type=int, default=20, help="messages per add_messages call")
-    i.add_argument("--archive", action=argparse.BooleanOptionalAction, default=True,
-                   help="also archive messages for search (default: yes)")
+    i.add_argument(
+        "--archive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also archive messages for search (default: yes)",
+    )
     i.add_argument("--no-wait", action="store_true", help="return once stored")
     i.add_argument("--timeout", type=float, default=600)
     s = sub.add_parser("show", help="print a subject's blocks as prompt-formatted XML")
@@ -182,17 +189,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     options = {k: v for k, v in (("path", args.path), ("learner", args.learner), ("embedder", args.embedder)) if v}
     if args.command == "demo" and "path" not in options:
         options["path"] = ":memory:"
     if args.command == "worker":
         return cmd_worker(args, options)
-    handlers = {"demo": cmd_demo, "ingest": cmd_ingest, "show": cmd_show, "search": cmd_search,
-                "runs": cmd_runs, "delete": cmd_delete}
+    handlers = {
+        "demo": cmd_demo,
+        "ingest": cmd_ingest,
+        "show": cmd_show,
+        "search": cmd_search,
+        "runs": cmd_runs,
+        "delete": cmd_delete,
+    }
     with Memory(**options) as mem:
         return handlers[args.command](mem, args)
 

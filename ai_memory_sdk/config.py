@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,17 +22,17 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    engine: Optional[str] = None
-    path: Optional[str] = None
-    llm_api_key: Optional[str] = None
-    llm_base_url: Optional[str] = None
+    engine: str | None = None
+    path: str | None = None
+    llm_api_key: str | None = None
+    llm_base_url: str | None = None
     model: str = DEFAULT_MODEL
     learner: str = "auto"
     embedder: str = "auto"
-    api_key: Optional[str] = None  # Letta
-    base_url: Optional[str] = None  # Letta
+    api_key: str | None = None  # Letta
+    base_url: str | None = None  # Letta
     letta_model: str = DEFAULT_LETTA_MODEL
-    letta_embedding: Optional[str] = None
+    letta_embedding: str | None = None
     background: bool = True
     workers: int = Field(default=4, ge=1, le=256)
     max_pass_chars: int = Field(default=24_000, ge=1000)
@@ -65,7 +65,7 @@ _ENV = {
 }
 
 
-def resolve(api_key: Optional[str] = None, **options: Any) -> Settings:
+def resolve(api_key: str | None = None, **options: Any) -> Settings:
     """Merge arguments over environment variables; unknown options are a TypeError naming them."""
     unknown = set(options) - set(Settings.model_fields)
     if unknown:
@@ -81,7 +81,9 @@ def resolve(api_key: Optional[str] = None, **options: Any) -> Settings:
     settings = Settings(**values)
     for field, allowed in (("learner", ("auto", "llm", "offline")), ("engine", (None, "local", "letta"))):
         if getattr(settings, field) not in allowed:
-            raise ValueError(f"{field} must be one of {', '.join(str(a) for a in allowed if a)}, got {getattr(settings, field)!r}")
+            raise ValueError(
+                f"{field} must be one of {', '.join(str(a) for a in allowed if a)}, got {getattr(settings, field)!r}"
+            )
     return settings
 
 

@@ -23,7 +23,7 @@ class RunNotFoundError(AIMemoryError, LookupError):
 class RunFailedError(AIMemoryError):
     """The run ended ``failed``; ``run.error`` and ``run.stop_reason`` say why."""
 
-    def __init__(self, run: "Run") -> None:
+    def __init__(self, run: Run) -> None:
         self.run = run
         reason = f" (stop_reason={run.stop_reason})" if run.stop_reason else ""
         super().__init__(f"Run {run.id} failed{reason}: {run.error or 'no error recorded'}")
@@ -32,7 +32,7 @@ class RunFailedError(AIMemoryError):
 class RunCancelledError(AIMemoryError):
     """The run was cancelled before it was learned."""
 
-    def __init__(self, run: "Run") -> None:
+    def __init__(self, run: Run) -> None:
         self.run = run
         super().__init__(f"Run {run.id} was cancelled")
 
@@ -64,8 +64,7 @@ class UnsupportedByEngineError(AIMemoryError):
 class LearnerError(AIMemoryError):
     """A learner pass could not finish; the run is marked ``failed`` with it."""
 
-    def __init__(self, message: str, *, stop_reason: str | None = None,
-                 stats: dict[str, int] | None = None) -> None:
+    def __init__(self, message: str, *, stop_reason: str | None = None, stats: dict[str, int] | None = None) -> None:
         self.stop_reason = stop_reason
         self.stats = stats or {}  # llm_calls / prompt_tokens / completion_tokens spent before failing
         super().__init__(message)

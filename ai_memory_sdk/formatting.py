@@ -7,8 +7,9 @@ a value can never close its own block early (its own tag is neutralised).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from .models import Block
 

@@ -11,10 +11,9 @@ import asyncio
 import functools
 import inspect
 import logging
-import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from . import _validation as check
 from . import config, formatting
@@ -47,7 +46,7 @@ class Memory:
     or the README (``path``, ``learner``, ``model``, ``embedder``, ...).
     """
 
-    def __init__(self, api_key: Optional[str] = None, subject_id: Optional[str] = None, **options: Any) -> None:
+    def __init__(self, api_key: str | None = None, subject_id: str | None = None, **options: Any) -> None:
         self.settings = config.resolve(api_key, **options)
         self.subject_id = check.subject_id(subject_id) if subject_id is not None else None
         self._engine: Engine = _make_engine(self.settings)
@@ -62,7 +61,7 @@ class Memory:
         """Finish the pass in progress and stop the workers; queued runs stay stored."""
         self._engine.close()
 
-    def __enter__(self) -> "Memory":
+    def __enter__(self) -> Memory:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -70,20 +69,30 @@ class Memory:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _get_effective_subject(self, subject_id: Optional[str]) -> str:
+    def _get_effective_subject(self, subject_id: str | None) -> str:
         sid = subject_id or self.subject_id
         if not sid:
-            raise ValueError("No subject_id provided and instance is not bound to a subject. "
-                             "Pass subject_id=... or initialize Memory(subject_id=...).")
+            raise ValueError(
+                "No subject_id provided and instance is not bound to a subject. "
+                "Pass subject_id=... or initialize Memory(subject_id=...)."
+            )
         return check.subject_id(sid)
 
     @staticmethod
     def _user_blocks(prompt: str, limit: int, value: str, summary_prompt: str, summary_limit: int) -> list[BlockSpec]:
         return [
-            BlockSpec(label="human", description=check.description(prompt), limit=check.char_limit(limit),
-                      value=check.block_value(value, limit, "user_context_block_value")),
-            BlockSpec(label="summary", description=check.description(summary_prompt),
-                      limit=check.char_limit(summary_limit, "summary_block_char_limit"), value=""),
+            BlockSpec(
+                label="human",
+                description=check.description(prompt),
+                limit=check.char_limit(limit),
+                value=check.block_value(value, limit, "user_context_block_value"),
+            ),
+            BlockSpec(
+                label="summary",
+                description=check.description(summary_prompt),
+                limit=check.char_limit(summary_limit, "summary_block_char_limit"),
+                value="",
+            ),
         ]
 
     # -- user helpers (0.2.0) --------------------------------------------------------------------
@@ -103,12 +112,18 @@ class Memory:
         Raises ``ValueError`` when the user exists and ``reset`` is false.
         """
         uid = check.subject_id(user_id, "user_id")
-        blocks = self._user_blocks(user_context_block_prompt, user_context_block_char_limit,
-                                   user_context_block_value, summary_block_prompt, summary_block_char_limit)
+        blocks = self._user_blocks(
+            user_context_block_prompt,
+            user_context_block_char_limit,
+            user_context_block_value,
+            summary_block_prompt,
+            summary_block_char_limit,
+        )
         return self._engine.create_subject(uid, reset=reset, blocks=blocks, kind="user")
 
-    def add_messages(self, user_or_messages: Any, messages: Optional[List[Dict[str, Any]]] = None,
-                     skip_vector_storage: bool = True) -> str:
+    def add_messages(
+        self, user_or_messages: Any, messages: list[dict[str, Any]] | None = None, skip_vector_storage: bool = True
+    ) -> str:
         """Store a batch and queue it for learning; returns the run id once the batch is durable.
 
         ``add_messages(user_id, messages)`` creates the user's memory if missing;
@@ -119,35 +134,43 @@ class Memory:
                 raise ValueError("messages must be provided when calling add_messages(user_id, messages, ...)")
             uid = check.subject_id(user_or_messages, "user_id")
             batch = check.messages(messages)
-            defaults = self._user_blocks("Details about the human user you are speaking to.", 10000, "",
-                                         "A short (1-2 sentences) running summary of the conversation.", 1000)
+            defaults = self._user_blocks(
+                "Details about the human user you are speaking to.",
+                10000,
+                "",
+                "A short (1-2 sentences) running summary of the conversation.",
+                1000,
+            )
             return self._engine.add_messages(uid, batch, archive=not skip_vector_storage, default_blocks=defaults)
         if not isinstance(user_or_messages, (list, tuple)):
             raise ValueError("First argument must be a user_id (str) or a messages list (List[Dict]).")
         if messages is not None:
             raise TypeError("add_messages(messages, ...) takes no second messages list")
-        return self.add_messages_for_subject(self._get_effective_subject(None), list(user_or_messages),
-                                             skip_vector_storage=skip_vector_storage)
+        return self.add_messages_for_subject(
+            self._get_effective_subject(None), list(user_or_messages), skip_vector_storage=skip_vector_storage
+        )
 
-    def get_user_memory(self, user_id: str, prompt_formatted: bool = False) -> Optional[str]:
+    def get_user_memory(self, user_id: str, prompt_formatted: bool = False) -> str | None:
         """The ``human`` block (raw, or as ``<human description="...">...</human>``); None if unknown."""
-        return self.get_memory("human", prompt_formatted=prompt_formatted, subject_id=check.subject_id(user_id, "user_id"))
+        return self.get_memory(
+            "human", prompt_formatted=prompt_formatted, subject_id=check.subject_id(user_id, "user_id")
+        )
 
-    def get_summary(self, user_id: str, prompt_formatted: bool = False) -> Optional[str]:
+    def get_summary(self, user_id: str, prompt_formatted: bool = False) -> str | None:
         """The ``summary`` block (raw, or as ``<conversation_summary>...</conversation_summary>``)."""
         text = self._engine.block_text(check.subject_id(user_id, "user_id"), "summary")
         if text is None:
             return None
         return formatting.format_summary(text[1]) if prompt_formatted else text[1]
 
-    def get_memory_agent_id(self, user_id: str) -> Optional[str]:
+    def get_memory_agent_id(self, user_id: str) -> str | None:
         return self._engine.agent_id(check.subject_id(user_id, "user_id"))
 
     def delete_user(self, user_id: str) -> None:
         """Erase everything stored about the user (blocks, history, messages, passages, runs)."""
         self._engine.delete_subject(check.subject_id(user_id, "user_id"))
 
-    def search(self, user_id: str, query: str, tags: Optional[List[str]] = None, limit: int = 10) -> List[str]:
+    def search(self, user_id: str, query: str, tags: list[str] | None = None, limit: int = 10) -> list[str]:
         """Archived passage texts, best first; ``tags=None`` means user messages, ``[]`` every role."""
         return [r.content for r in self.search_passages(user_id, query, tags=tags, limit=limit)]
 
@@ -157,39 +180,53 @@ class Memory:
         """Create a subject (no blocks); raises ``ValueError`` if it exists and ``reset`` is false."""
         return self._engine.create_subject(check.subject_id(subject_id), reset=reset, blocks=[], kind="subject")
 
-    def list_blocks(self, subject_id: Optional[str] = None) -> List[Block]:
+    def list_blocks(self, subject_id: str | None = None) -> list[Block]:
         return self._engine.list_blocks(self._get_effective_subject(subject_id))
 
-    def initialize_memory(self, label: str, description: str, value: str = "", char_limit: int = 10000,
-                          reset: bool = False, subject_id: Optional[str] = None) -> str:
+    def initialize_memory(
+        self,
+        label: str,
+        description: str,
+        value: str = "",
+        char_limit: int = 10000,
+        reset: bool = False,
+        subject_id: str | None = None,
+    ) -> str:
         """Create a labelled block; an existing label is kept as it is (its id returned) unless ``reset``."""
         sid = self._get_effective_subject(subject_id)
         limit = check.char_limit(char_limit)
-        spec = BlockSpec(label=check.label(label), description=check.description(description),
-                         value=check.block_value(value, limit), limit=limit)
+        spec = BlockSpec(
+            label=check.label(label),
+            description=check.description(description),
+            value=check.block_value(value, limit),
+            limit=limit,
+        )
         return self._engine.create_block(sid, spec, reset=reset)
 
-    def get_memory(self, label: str, prompt_formatted: bool = False, subject_id: Optional[str] = None) -> Optional[str]:
+    def get_memory(self, label: str, prompt_formatted: bool = False, subject_id: str | None = None) -> str | None:
         sid = self._get_effective_subject(subject_id)
         text = self._engine.block_text(sid, check.label(label))
         if text is None:
             return None
         return formatting.format_block(label, text[0], text[1]) if prompt_formatted else text[1]
 
-    def delete_block(self, label: str, subject_id: Optional[str] = None) -> None:
+    def delete_block(self, label: str, subject_id: str | None = None) -> None:
         self._engine.delete_block(self._get_effective_subject(subject_id), check.label(label))
 
-    def add_messages_for_subject(self, subject_id: str, messages: List[Dict[str, Any]],
-                                 skip_vector_storage: bool = True) -> str:
+    def add_messages_for_subject(
+        self, subject_id: str, messages: list[dict[str, Any]], skip_vector_storage: bool = True
+    ) -> str:
         sid = check.subject_id(subject_id)
-        return self._engine.add_messages(sid, check.messages(messages), archive=not skip_vector_storage,
-                                         default_blocks=[])
+        return self._engine.add_messages(
+            sid, check.messages(messages), archive=not skip_vector_storage, default_blocks=[]
+        )
 
-    def add_messages_here(self, messages: List[Dict[str, Any]], skip_vector_storage: bool = True) -> str:
-        return self.add_messages_for_subject(self._get_effective_subject(None), messages,
-                                             skip_vector_storage=skip_vector_storage)
+    def add_messages_here(self, messages: list[dict[str, Any]], skip_vector_storage: bool = True) -> str:
+        return self.add_messages_for_subject(
+            self._get_effective_subject(None), messages, skip_vector_storage=skip_vector_storage
+        )
 
-    def add_files(self, files: List[Dict[str, Any]]) -> List[str]:
+    def add_files(self, files: list[dict[str, Any]]) -> list[str]:
         """Learn text files: each is split into parts, archived for search and learned like messages.
 
         ``files``: dicts with ``file_path`` and optional ``label``/``description``
@@ -198,7 +235,9 @@ class Memory:
         specs = check.file_specs(files)
         jobs = []
         for i, spec in enumerate(specs):
-            sid = check.subject_id(spec.get("subject_id") or self._get_effective_subject(None), f"files[{i}].subject_id")
+            sid = check.subject_id(
+                spec.get("subject_id") or self._get_effective_subject(None), f"files[{i}].subject_id"
+            )
             path = Path(spec["file_path"])
             try:
                 text = path.read_text(encoding="utf-8")
@@ -212,12 +251,21 @@ class Memory:
             if label:
                 self._engine.create_block(sid, BlockSpec(label=label, description=desc), reset=False)
             parts = _split_text(text, FILE_PART_CHARS) or [""]
-            batch = [{"role": "user", "name": path.name,
-                      "content": f"File {path.name} (part {n}/{len(parts)}):\n{part}",
-                      "metadata": {"file_path": str(path), "part": n, "parts": len(parts),
-                                   **({"label": label} if label else {})},
-                      "tags": ["file"]}
-                     for n, part in enumerate(parts, 1)]
+            batch = [
+                {
+                    "role": "user",
+                    "name": path.name,
+                    "content": f"File {path.name} (part {n}/{len(parts)}):\n{part}",
+                    "metadata": {
+                        "file_path": str(path),
+                        "part": n,
+                        "parts": len(parts),
+                        **({"label": label} if label else {}),
+                    },
+                    "tags": ["file"],
+                }
+                for n, part in enumerate(parts, 1)
+            ]
             runs.append(self.add_messages_for_subject(sid, batch, skip_vector_storage=False))
         return runs
 
@@ -248,7 +296,7 @@ class Memory:
             raise RunNotFoundError(f"Run {run_id} not found")
         return run
 
-    def list_runs(self, subject_id: str, status: Optional[str] = None) -> List[Run]:
+    def list_runs(self, subject_id: str, status: str | None = None) -> list[Run]:
         if status is not None and status not in ("queued", "running", "completed", "failed", "cancelled"):
             raise ValueError(f"status must be queued, running, completed, failed or cancelled; got {status!r}")
         return self._engine.list_runs(check.subject_id(subject_id), status)
@@ -263,29 +311,51 @@ class Memory:
 
     # -- new in this project ---------------------------------------------------------------------
 
-    def search_passages(self, subject_id: str, query: str, *, tags: Optional[List[str]] = None,
-                        tag_match_mode: str = "any", limit: int = 10, start: Optional[datetime | str] = None,
-                        end: Optional[datetime | str] = None) -> List[SearchResult]:
+    def search_passages(
+        self,
+        subject_id: str,
+        query: str,
+        *,
+        tags: list[str] | None = None,
+        tag_match_mode: str = "any",
+        limit: int = 10,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+    ) -> list[SearchResult]:
         sid = check.subject_id(subject_id)
         q = check.query(query)
         tag_list = ["user"] if tags is None else check.tags(tags)
         if tag_match_mode not in ("any", "all"):
             raise ValueError(f"tag_match_mode must be 'any' or 'all', got {tag_match_mode!r}")
-        return self._engine.search(sid, q, tags=tag_list, tag_match_mode=tag_match_mode, limit=check.limit(limit),
-                                   start=check.optional_timestamp(start, "start"),
-                                   end=check.optional_timestamp(end, "end"))
+        return self._engine.search(
+            sid,
+            q,
+            tags=tag_list,
+            tag_match_mode=tag_match_mode,
+            limit=check.limit(limit),
+            start=check.optional_timestamp(start, "start"),
+            end=check.optional_timestamp(end, "end"),
+        )
 
-    def get_messages(self, subject_id: str, *, limit: Optional[int] = None, before: Optional[datetime | str] = None,
-                     after: Optional[datetime | str] = None) -> List[StoredMessage]:
+    def get_messages(
+        self,
+        subject_id: str,
+        *,
+        limit: int | None = None,
+        before: datetime | str | None = None,
+        after: datetime | str | None = None,
+    ) -> list[StoredMessage]:
         """Stored messages of a subject, oldest first (``limit``: the newest ones in the window).
 
         On the ``letta`` engine only archived messages (``skip_vector_storage=False``,
         file parts) are listed: Letta keeps no other copy.
         """
-        return self._engine.get_messages(check.subject_id(subject_id),
-                                         limit=None if limit is None else check.limit(limit),
-                                         before=check.optional_timestamp(before, "before"),
-                                         after=check.optional_timestamp(after, "after"))
+        return self._engine.get_messages(
+            check.subject_id(subject_id),
+            limit=None if limit is None else check.limit(limit),
+            before=check.optional_timestamp(before, "before"),
+            after=check.optional_timestamp(after, "after"),
+        )
 
     def delete_message(self, message_id: str) -> None:
         """Remove a stored message and its passage everywhere."""
@@ -293,20 +363,20 @@ class Memory:
             raise TypeError("message_id must be a non-empty string")
         self._engine.delete_message(message_id)
 
-    def get_context(self, subject_id: Optional[str] = None) -> str:
+    def get_context(self, subject_id: str | None = None) -> str:
         """Every block of the subject in creation order, prompt-formatted, one per line."""
         return formatting.format_context(self._engine.list_blocks(self._get_effective_subject(subject_id)))
 
-    def set_memory(self, label: str, value: str, subject_id: Optional[str] = None) -> None:
+    def set_memory(self, label: str, value: str, subject_id: str | None = None) -> None:
         """Set a block's value directly (same limit check; recorded in history)."""
         if not isinstance(value, str):
             raise TypeError(f"value must be a string, got {type(value).__name__}")
         self._engine.set_block_value(self._get_effective_subject(subject_id), check.label(label), value)
 
-    def block_history(self, label: str, subject_id: Optional[str] = None) -> List[BlockVersion]:
+    def block_history(self, label: str, subject_id: str | None = None) -> list[BlockVersion]:
         return self._engine.block_history(self._get_effective_subject(subject_id), check.label(label))
 
-    def restore_block(self, label: str, version: int, subject_id: Optional[str] = None) -> str:
+    def restore_block(self, label: str, version: int, subject_id: str | None = None) -> str:
         """Make an earlier version the block's current value (a new version); returns it."""
         if isinstance(version, bool) or not isinstance(version, int):
             raise TypeError(f"version must be an integer, got {type(version).__name__}")
@@ -333,18 +403,18 @@ class AsyncMemory:
     so the event loop is never blocked by SQLite or HTTP.
     """
 
-    def __init__(self, api_key: Optional[str] = None, subject_id: Optional[str] = None, **options: Any) -> None:
+    def __init__(self, api_key: str | None = None, subject_id: str | None = None, **options: Any) -> None:
         self._sync = Memory(api_key, subject_id, **options)
 
     @property
-    def subject_id(self) -> Optional[str]:
+    def subject_id(self) -> str | None:
         return self._sync.subject_id
 
     @property
     def engine(self) -> str:
         return self._sync.engine
 
-    async def __aenter__(self) -> "AsyncMemory":
+    async def __aenter__(self) -> AsyncMemory:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -361,9 +431,6 @@ def _async_twin(name: str) -> Any:
     return twin
 
 
-PUBLIC_METHODS = [
-    name for name, member in inspect.getmembers(Memory, inspect.isfunction)
-    if not name.startswith("_")
-]
+PUBLIC_METHODS = [name for name, member in inspect.getmembers(Memory, inspect.isfunction) if not name.startswith("_")]
 for _name in PUBLIC_METHODS:
     setattr(AsyncMemory, _name, _async_twin(_name))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,8 +28,8 @@ class Block(_Model):
     value: str
     limit: int
     subject_id: str
-    created_at: Optional[datetime] = None
-    updated_at: Optional[datetime] = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
     @property
     def char_limit(self) -> int:
@@ -41,7 +41,7 @@ class BlockVersion(_Model):
 
     version: int
     value: str
-    run_id: Optional[str] = None
+    run_id: str | None = None
     created_at: datetime
 
 
@@ -51,12 +51,12 @@ class Run(_Model):
     id: str
     subject_id: str
     status: RunStatus
-    error: Optional[str] = None
-    stop_reason: Optional[str] = None
+    error: str | None = None
+    stop_reason: str | None = None
     created_at: datetime
-    started_at: Optional[datetime] = None
-    finished_at: Optional[datetime] = None
-    learner: Optional[str] = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    learner: str | None = None
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -68,10 +68,10 @@ class StoredMessage(_Model):
     id: str
     role: str
     content: str
-    name: Optional[str] = None
+    name: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
-    run_id: Optional[str] = None
+    run_id: str | None = None
 
 
 class SearchResult(_Model):
@@ -79,10 +79,10 @@ class SearchResult(_Model):
 
     content: str
     score: float
-    role: Optional[str] = None
+    role: str | None = None
     tags: list[str] = Field(default_factory=list)
     created_at: datetime
-    message_id: Optional[str] = None
+    message_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -91,7 +91,7 @@ class MessageIn(BaseModel):
 
     role: str
     content: str
-    name: Optional[str] = None
+    name: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     tags: list[str] = Field(default_factory=list)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,17 @@ BACKFILL_RETRY = 60.0  # seconds before re-embedding is tried again after the em
 class WorkerPool:
     """A bounded set of worker threads over one store; ``completed`` wakes ``wait_for_run``."""
 
-    def __init__(self, store: SQLiteStore, learner: Learner, embedder: Optional[Embedder], *, concurrency: int = 4,
-                 lease_seconds: float = 60.0, poll_interval: float = 0.5, max_pass_chars: int = 24_000) -> None:
+    def __init__(
+        self,
+        store: SQLiteStore,
+        learner: Learner,
+        embedder: Embedder | None,
+        *,
+        concurrency: int = 4,
+        lease_seconds: float = 60.0,
+        poll_interval: float = 0.5,
+        max_pass_chars: int = 24_000,
+    ) -> None:
         self.store = store
         self.learner = learner
         self.embedder = embedder
@@ -69,13 +79,15 @@ class WorkerPool:
                 return
             self._stop.clear()
             self.store.recover()
-            self._threads = [threading.Thread(target=self._loop, name=f"ai-memory-worker-{i}", daemon=True)
-                             for i in range(self.concurrency)]
+            self._threads = [
+                threading.Thread(target=self._loop, name=f"ai-memory-worker-{i}", daemon=True)
+                for i in range(self.concurrency)
+            ]
             self._threads.append(threading.Thread(target=self._heartbeat, name="ai-memory-heartbeat", daemon=True))
             for t in self._threads:
                 t.start()
 
-    def stop(self, timeout: Optional[float] = None) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Let passes in progress finish, then stop; queued runs stay in the store."""
         self._stop.set()
         with self._wake:
@@ -120,7 +132,7 @@ class WorkerPool:
                     if not self._stop.is_set():
                         self._wake.wait(self.poll_interval)
 
-    def _heartbeat(self, stop: Optional[threading.Event] = None) -> None:
+    def _heartbeat(self, stop: threading.Event | None = None) -> None:
         stop = stop or self._stop
         interval = self.lease_seconds / 3
         last_recover = time.monotonic()
@@ -136,7 +148,7 @@ class WorkerPool:
             except Exception:
                 log.exception("lease heartbeat failed")
 
-    def drain(self, *, stop: Optional[Callable[[], bool]] = None) -> int:
+    def drain(self, *, stop: Callable[[], bool] | None = None) -> int:
         """Process passes in the calling thread until the queue is empty; returns passes run.
 
         A heartbeat renews the leases meanwhile: without it, a pass longer than
@@ -187,17 +199,19 @@ class WorkerPool:
             for single in self.store.split_claim(claim):
                 failure = self._learn(single)
                 if failure is not None:
-                    self.store.fail(single, learner=self._learner_name, error=failure[0], stop_reason=failure[1],
-                                    stats=failure[2])
+                    self.store.fail(
+                        single, learner=self._learner_name, error=failure[0], stop_reason=failure[1], stats=failure[2]
+                    )
         elif failure is not None:
-            self.store.fail(claim, learner=self._learner_name, error=failure[0], stop_reason=failure[1],
-                            stats=failure[2])
+            self.store.fail(
+                claim, learner=self._learner_name, error=failure[0], stop_reason=failure[1], stats=failure[2]
+            )
 
     @property
     def _learner_name(self) -> str:
         return getattr(self.learner, "name", type(self.learner).__name__)
 
-    def _learn(self, claim: Claim) -> Optional[tuple[str, Optional[str], dict[str, Any]]]:
+    def _learn(self, claim: Claim) -> tuple[str, str | None, dict[str, Any]] | None:
         """Run the learner over the claim's messages and apply the result; (error, stop_reason, stats) on failure."""
         stats: dict[str, Any] = {}
         try:
@@ -209,8 +223,9 @@ class WorkerPool:
                 part = self.learner.learn(PassInput(claim.subject_id, current, chunk, datetime.now(timezone.utc)))
                 _merge(out, part)
                 stats = _stats(out)
-                current = [b.model_copy(update={"value": out.values[b.label]}) if b.label in out.values else b
-                           for b in blocks]
+                current = [
+                    b.model_copy(update={"value": out.values[b.label]}) if b.label in out.values else b for b in blocks
+                ]
             vectors = self._embed(claim)
         except LearnerError as exc:
             log.warning("run(s) %s of subject %r failed: %s", claim.run_ids, claim.subject_id, exc)
@@ -222,7 +237,7 @@ class WorkerPool:
             return f"{type(exc).__name__}: {exc}", "error", stats
         values = {label: (value, versions[label]) for label, value in out.values.items() if label in versions}
 
-        def replay(label: str, value: str, limit: int) -> Optional[str]:
+        def replay(label: str, value: str, limit: int) -> str | None:
             """The block changed during the pass: apply this pass's edits on top of the newer value."""
             for op in out.ops:
                 if op.args.get("label") == label:
@@ -232,11 +247,20 @@ class WorkerPool:
                         log.warning("edit of %r skipped: the block changed during the pass (%s)", label, exc)
             return value
 
-        if not self.store.complete(claim, learner=self._learner_name, values=values, vectors=vectors,
-                                   embedder=self.embedder.name if self.embedder else None,
-                                   stats=_stats(out), replay=replay):
-            log.warning("claim on run(s) %s was lost (recovered by another process, or subject deleted);"
-                        " its pass was discarded", claim.run_ids)
+        if not self.store.complete(
+            claim,
+            learner=self._learner_name,
+            values=values,
+            vectors=vectors,
+            embedder=self.embedder.name if self.embedder else None,
+            stats=_stats(out),
+            replay=replay,
+        ):
+            log.warning(
+                "claim on run(s) %s was lost (recovered by another process, or subject deleted);"
+                " its pass was discarded",
+                claim.run_ids,
+            )
         return None
 
     def _embed(self, claim: Claim) -> list[tuple[int, bytes]]:
@@ -259,8 +283,13 @@ class WorkerPool:
             name = self.embedder.name
             recorded = self.store.get_meta(f"embedder_dim:{name}")
             if recorded is not None and int(recorded) != matrix.shape[1]:
-                log.warning("%s now gives %d-dimensional vectors, the store's are %d-dimensional: they are dropped"
-                            " and the passages re-embedded in the background", name, matrix.shape[1], int(recorded))
+                log.warning(
+                    "%s now gives %d-dimensional vectors, the store's are %d-dimensional: they are dropped"
+                    " and the passages re-embedded in the background",
+                    name,
+                    matrix.shape[1],
+                    int(recorded),
+                )
                 self.store.drop_vectors(embedder=name)
                 self._backfill_pending, self._backfill_after, self._dim_reset = True, 0, True
         return matrix
@@ -280,8 +309,12 @@ class WorkerPool:
             name = self.embedder.name
             recorded = self.store.get_meta("embedder")
             if recorded is not None and recorded != name:
-                log.warning("the store's embedder is now %s (set by another process); this process embeds with %s"
-                            " and does not re-embed old passages", recorded, name)
+                log.warning(
+                    "the store's embedder is now %s (set by another process); this process embeds with %s"
+                    " and does not re-embed old passages",
+                    recorded,
+                    name,
+                )
                 self._backfill_pending = False
                 return False
             rows = self.store.passages_without_vectors(name, limit=BACKFILL_BATCH, after_pk=self._backfill_after)
@@ -301,8 +334,13 @@ class WorkerPool:
                 return False
             if not self._backfill_done:
                 log.info("re-embedding stored passages with %s in the background", name)
-            self.store.put_vectors([(pk, spk, np.ascontiguousarray(v, dtype=np.float32).tobytes())
-                                    for (pk, spk, _), v in zip(rows, matrix)], name)
+            self.store.put_vectors(
+                [
+                    (pk, spk, np.ascontiguousarray(v, dtype=np.float32).tobytes())
+                    for (pk, spk, _), v in zip(rows, matrix)
+                ],
+                name,
+            )
             self._backfill_after = 0 if self._dim_reset else rows[-1][0]
             self._dim_reset = False
             self._backfill_done += len(rows)
@@ -321,5 +359,9 @@ def _merge(total: PassOutput, part: PassOutput) -> None:
 
 
 def _stats(out: PassOutput) -> dict[str, Any]:
-    return {"llm_calls": out.llm_calls, "prompt_tokens": out.prompt_tokens,
-            "completion_tokens": out.completion_tokens, "stop_reason": out.stop_reason}
+    return {
+        "llm_calls": out.llm_calls,
+        "prompt_tokens": out.prompt_tokens,
+        "completion_tokens": out.completion_tokens,
+        "stop_reason": out.stop_reason,
+    }

@@ -47,8 +47,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 10
@@ -73,8 +74,14 @@ def batch(rep: int) -> list[dict[str, Any]]:
     return [{"role": role, "content": text} for role, text in lines]
 
 
-def measure(add: Callable[[str, list, bool], str], wait: Callable[[str], None], get: Callable[[str], Any],
-            reps: int, archive_reps: int, mark: Callable[[str], None] = lambda phase: None) -> dict[str, list[float]]:
+def measure(
+    add: Callable[[str, list, bool], str],
+    wait: Callable[[str], None],
+    get: Callable[[str], Any],
+    reps: int,
+    archive_reps: int,
+    mark: Callable[[str], None] = lambda phase: None,
+) -> dict[str, list[float]]:
     """Time one system (seconds). Stdlib only: the original SDK's venv runs this same function."""
     clock = time.perf_counter
     uid = f"bench_{uuid.uuid4().hex[:10]}"
@@ -110,8 +117,9 @@ def measure(add: Callable[[str, list, bool], str], wait: Callable[[str], None], 
 # ----------------------------------------------------------------------------- the original SDK (child process)
 def _original_child(cfg: dict[str, Any]) -> None:
     """Runs inside the ai-memory-sdk 0.2.0 venv: measure its Memory against the local Letta server."""
-    from ai_memory_sdk import Memory  # 0.2.0 (a top-level module in its own venv)
     from letta_client import Letta  # 0.1.307
+
+    from ai_memory_sdk import Memory  # 0.2.0 (a top-level module in its own venv)
 
     memory = Memory(api_key="bench-key")
     memory.letta_client = Letta(base_url=cfg["base_url"], token="bench-key")  # the benchmark-only shim
@@ -123,8 +131,14 @@ def _original_child(cfg: dict[str, Any]) -> None:
         print(json.dumps({"phase": phase}), flush=True)
         sys.stdin.readline()  # the parent snapshots the LLM's request log between phases
 
-    out = measure(add, lambda run: memory.wait_for_run(run, timeout=600),
-                  lambda uid: memory.get_user_memory(uid, prompt_formatted=True), cfg["reps"], cfg["archive_reps"], mark)
+    out = measure(
+        add,
+        lambda run: memory.wait_for_run(run, timeout=600),
+        lambda uid: memory.get_user_memory(uid, prompt_formatted=True),
+        cfg["reps"],
+        cfg["archive_reps"],
+        mark,
+    )
     print(json.dumps({"result": out}), flush=True)
 
 
@@ -146,23 +160,40 @@ class _Phases:
         if phase == "learn":
             self.start = n
         elif phase == "get":
-            self.learn = self.llm.chat_requests[self.start:n]
+            self.learn = self.llm.chat_requests[self.start : n]
 
 
 def _run_ours(engine: str, llm: Any, letta: Any, reps: int, archive_reps: int, tmp: str) -> tuple[dict, _Phases]:
     from ai_memory_sdk import Memory
 
     if engine == "local":
-        memory = Memory(engine="local", path=os.path.join(tmp, "local.db"), learner="llm", llm_base_url=llm.base_url,
-                        llm_api_key="sk-bench", model="gpt-4.1", embedder="none")
+        memory = Memory(
+            engine="local",
+            path=os.path.join(tmp, "local.db"),
+            learner="llm",
+            llm_base_url=llm.base_url,
+            llm_api_key="sk-bench",
+            model="gpt-4.1",
+            embedder="none",
+        )
     else:
-        memory = Memory(engine="letta", base_url=letta.base_url, api_key="bench-key", letta_model="openai/gpt-4.1",
-                        letta_embedding=json.dumps(letta.embedding_config))
+        memory = Memory(
+            engine="letta",
+            base_url=letta.base_url,
+            api_key="bench-key",
+            letta_model="openai/gpt-4.1",
+            letta_embedding=json.dumps(letta.embedding_config),
+        )
     phases = _Phases(llm)
     try:
-        out = measure(lambda uid, m, skip: memory.add_messages(uid, m, skip_vector_storage=skip),
-                      lambda run: memory.wait_for_run(run, timeout=600),
-                      lambda uid: memory.get_user_memory(uid, prompt_formatted=True), reps, archive_reps, phases)
+        out = measure(
+            lambda uid, m, skip: memory.add_messages(uid, m, skip_vector_storage=skip),
+            lambda run: memory.wait_for_run(run, timeout=600),
+            lambda uid: memory.get_user_memory(uid, prompt_formatted=True),
+            reps,
+            archive_reps,
+            phases,
+        )
     finally:
         memory.close()
     return out, phases
@@ -178,8 +209,14 @@ def _run_original(llm: Any, letta: Any, reps: int, archive_reps: int) -> tuple[d
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LETTA_API_KEY", "LETTA_BASE_URL")}
     env["NO_PROXY"] = "127.0.0.1,localhost"
     cfg = {"base_url": letta.base_url, "reps": reps, "archive_reps": archive_reps}
-    proc = subprocess.Popen([str(python), str(Path(__file__).resolve()), "--original-child", json.dumps(cfg)],
-                            cwd=tempfile.gettempdir(), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(python), str(Path(__file__).resolve()), "--original-child", json.dumps(cfg)],
+        cwd=tempfile.gettempdir(),
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     phases = _Phases(llm)
     result = None
     assert proc.stdin is not None and proc.stdout is not None
@@ -202,7 +239,7 @@ def _llm_figures(phases: _Phases, reps: int) -> tuple[float, float]:
     return calls, (statistics.fmean(sizes) if sizes else float("nan"))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each measurement (p50 over them)")
     parser.add_argument("--archive-reps", type=int, default=3, help="repetitions with skip_vector_storage=False")
@@ -226,8 +263,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     results: dict[str, dict] = {}
     llm_stats: dict[str, tuple[float, float]] = {}
     t_start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, ScriptedOpenAI(latency=args.latency) as llm, \
-            LettaServer(llm.base_url, default_embedding=True) as letta:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ScriptedOpenAI(latency=args.latency) as llm,
+        LettaServer(llm.base_url, default_embedding=True) as letta,
+    ):
         llm.responder = SleeptimeResponder()
         for name in systems:
             t0 = time.perf_counter()
@@ -237,21 +277,30 @@ def main(argv: Optional[list[str]] = None) -> int:
                 out, phases = _run_ours(name, llm, letta, args.reps, args.archive_reps, tmp)
             results[name] = out
             llm_stats[name] = _llm_figures(phases, args.reps)
-            print(f"# {name}: measured in {time.perf_counter() - t0:.1f} s; memory now {out['final_memory'][0]!r}",
-                  file=sys.stderr)
+            print(
+                f"# {name}: measured in {time.perf_counter() - t0:.1f} s; memory now {out['final_memory'][0]!r}",
+                file=sys.stderr,
+            )
         startup = letta.startup_seconds
 
-    rows = [("add_messages (10 msgs)", "add"), ("add -> wait_for_run", "add_wait"),
-            ("get_user_memory(prompt_formatted=True)", "get"),
-            ("add_messages, skip_vector_storage=False", "add_archive"),
-            ("  ... -> wait_for_run", "add_archive_wait")]
-    print(f"\nbench_engines: {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.1f}; Letta 0.11.7 server (start {startup or 0:.0f} s); scripted LLM "
-          f"{args.latency * 1000:.0f} ms per call; p50 over {args.reps} reps ({args.archive_reps} with archival, "
-          f"{args.reps * GET_CALLS} get calls); total {time.perf_counter() - t_start:.0f} s")
+    rows = [
+        ("add_messages (10 msgs)", "add"),
+        ("add -> wait_for_run", "add_wait"),
+        ("get_user_memory(prompt_formatted=True)", "get"),
+        ("add_messages, skip_vector_storage=False", "add_archive"),
+        ("  ... -> wait_for_run", "add_archive_wait"),
+    ]
+    print(
+        f"\nbench_engines: {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
+        f"load {os.getloadavg()[0]:.1f}; Letta 0.11.7 server (start {startup or 0:.0f} s); scripted LLM "
+        f"{args.latency * 1000:.0f} ms per call; p50 over {args.reps} reps ({args.archive_reps} with archival, "
+        f"{args.reps * GET_CALLS} get calls); total {time.perf_counter() - t_start:.0f} s"
+    )
     if "original" in systems:
-        print("original = ai-memory-sdk 0.2.0 (letta-client 0.1.307, own venv, subprocess) with a benchmark-only shim: "
-              "its letta_client replaced by Letta(base_url=<local server>) (0.1.307 reads no base URL)")
+        print(
+            "original = ai-memory-sdk 0.2.0 (letta-client 0.1.307, own venv, subprocess) with a benchmark-only shim: "
+            "its letta_client replaced by Letta(base_url=<local server>) (0.1.307 reads no base URL)"
+        )
     head = f"{'p50 ms':42s}" + "".join(f"{s:>11s}" for s in systems)
     if "original" in systems:
         head += f"{'letta/orig':>12s}{'local/orig':>12s}"
@@ -265,9 +314,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"{'LLM calls per run (learning phase)':42s}" + "".join(f"{llm_stats[s][0]:11.1f}" for s in systems))
     print(f"{'mean LLM request bytes':42s}" + "".join(f"{llm_stats[s][1]:11.0f}" for s in systems))
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results,
-                                               "llm": {s: {"calls_per_run": c, "mean_request_bytes": b}
-                                                       for s, (c, b) in llm_stats.items()}}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "args": vars(args),
+                    "results": results,
+                    "llm": {s: {"calls_per_run": c, "mean_request_bytes": b} for s, (c, b) in llm_stats.items()},
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

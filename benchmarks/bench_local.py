@@ -31,9 +31,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ai_memory_sdk import Memory, __version__
 
@@ -50,7 +51,7 @@ class Figure:
     p99: float
     mean: float
     unit: str
-    goal: Optional[float]
+    goal: float | None
 
     @property
     def verdict(self) -> str:
@@ -76,11 +77,12 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def _figure(name: str, samples_ns: list[int], unit: str, goal: Optional[float]) -> Figure:
+def _figure(name: str, samples_ns: list[int], unit: str, goal: float | None) -> Figure:
     scale = {"ms": 1e6, "us": 1e3}[unit]
     values = sorted(s / scale for s in samples_ns)
-    return Figure(name, len(values), _percentile(values, 0.50), _percentile(values, 0.99), statistics.fmean(values),
-                  unit, goal)
+    return Figure(
+        name, len(values), _percentile(values, 0.50), _percentile(values, 0.99), statistics.fmean(values), unit, goal
+    )
 
 
 def _batch(i: int) -> list[dict[str, Any]]:
@@ -88,8 +90,13 @@ def _batch(i: int) -> list[dict[str, Any]]:
     out = []
     for j in range(BATCH):
         role = "user" if j % 2 == 0 else "assistant"
-        out.append({"role": role, "content": f"Message {j} of exchange {i}: I was thinking about the trip to "
-                                             f"Lisbon next month and what to pack."})
+        out.append(
+            {
+                "role": role,
+                "content": f"Message {j} of exchange {i}: I was thinking about the trip to "
+                f"Lisbon next month and what to pack.",
+            }
+        )
     return out
 
 
@@ -127,8 +134,13 @@ def bench_get(path: str, n: int) -> list[int]:
     memory = Memory(path=path, learner="offline", embedder="none", background=False)
     try:
         uid = "bench-reader"
-        memory.initialize_user_memory(uid, reset=True, user_context_block_value=(
-            "Name: Alice Walker\nLocation: Lisbon\nJob: nurse\nLikes: jazz; hiking; cats\nDislikes: mornings"))
+        memory.initialize_user_memory(
+            uid,
+            reset=True,
+            user_context_block_value=(
+                "Name: Alice Walker\nLocation: Lisbon\nJob: nurse\nLikes: jazz; hiking; cats\nDislikes: mornings"
+            ),
+        )
 
         def call(_: int) -> None:
             memory.get_memory("human", prompt_formatted=True, subject_id=uid)
@@ -152,16 +164,29 @@ def _settings(path: str) -> dict[str, Any]:
         workers = probe.settings.workers
     finally:
         probe.close()
-    return {"journal_mode": journal, "synchronous": sync, "learner": "offline", "embedder": "none",
-            "workers (background on)": workers, "batch": f"{BATCH} messages, ~80 chars each",
-            "subjects": 50, "path": path}
+    return {
+        "journal_mode": journal,
+        "synchronous": sync,
+        "learner": "offline",
+        "embedder": "none",
+        "workers (background on)": workers,
+        "batch": f"{BATCH} messages, ~80 chars each",
+        "subjects": 50,
+        "path": path,
+    }
 
 
 def _machine() -> dict[str, Any]:
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "implementation": platform.python_implementation(), "sqlite": sqlite3.sqlite_version,
-            "os": platform.platform(), "ai_memory_sdk": __version__,
-            "load average (1 min)": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "sqlite": sqlite3.sqlite_version,
+        "os": platform.platform(),
+        "ai_memory_sdk": __version__,
+        "load average (1 min)": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
 
 
 def _profile(label: str, fn: Callable[[], Any]) -> str:
@@ -175,7 +200,7 @@ def _profile(label: str, fn: Callable[[], Any]) -> str:
     return f"--- cProfile: {label} (sorted by own time) ---\n" + out.getvalue()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="timed calls per add_messages measurement")
     ap.add_argument("--n-get", type=int, default=20000, help="timed get_memory calls")
@@ -188,40 +213,68 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-local-", dir=args.path) as tmp:
         paths = {k: str(Path(tmp) / f"{k}.db") for k in ("off", "on", "archive", "get")}
         figures = [
-            _figure("add_messages, 10 msgs, background off", bench_add(paths["off"], args.n, background=False,
-                                                                       archive=False), "ms", GOAL_ADD_P50_MS),
-            _figure("add_messages, 10 msgs, background on", bench_add(paths["on"], args.n, background=True,
-                                                                      archive=False), "ms", GOAL_ADD_P50_MS),
-            _figure("add_messages, 10 msgs, archived (FTS), bg off",
-                    bench_add(paths["archive"], args.n, background=False, archive=True), "ms", None),
-            _figure("get_memory(prompt_formatted=True)", bench_get(paths["get"], args.n_get), "us",
-                    GOAL_GET_P50_US),
+            _figure(
+                "add_messages, 10 msgs, background off",
+                bench_add(paths["off"], args.n, background=False, archive=False),
+                "ms",
+                GOAL_ADD_P50_MS,
+            ),
+            _figure(
+                "add_messages, 10 msgs, background on",
+                bench_add(paths["on"], args.n, background=True, archive=False),
+                "ms",
+                GOAL_ADD_P50_MS,
+            ),
+            _figure(
+                "add_messages, 10 msgs, archived (FTS), bg off",
+                bench_add(paths["archive"], args.n, background=False, archive=True),
+                "ms",
+                None,
+            ),
+            _figure("get_memory(prompt_formatted=True)", bench_get(paths["get"], args.n_get), "us", GOAL_GET_P50_US),
         ]
         settings = _settings(paths["off"])
         machine = _machine()
 
         print("machine:  " + ", ".join(f"{k}={v}" for k, v in machine.items()))
         print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if k != "path"))
-        print(f"database: {Path(tmp)} (durable commit: journal_mode={settings['journal_mode']}, "
-              f"synchronous={settings['synchronous']})")
+        print(
+            f"database: {Path(tmp)} (durable commit: journal_mode={settings['journal_mode']}, "
+            f"synchronous={settings['synchronous']})"
+        )
         print()
         print(f"{'measurement':48} {'n':>6} {'p50':>9} {'p99':>9} {'mean':>9}  {'goal (p50)':>11}  verdict")
         for f in figures:
             goal = f"<= {f.goal:g} {f.unit}" if f.goal is not None else "-"
-            print(f"{f.name:48} {f.n:>6} {f.p50:>7.3f}{f.unit:>2} {f.p99:>7.3f}{f.unit:>2} {f.mean:>7.3f}{f.unit:>2}"
-                  f"  {goal:>11}  {f.verdict}")
+            print(
+                f"{f.name:48} {f.n:>6} {f.p50:>7.3f}{f.unit:>2} {f.p99:>7.3f}{f.unit:>2} {f.mean:>7.3f}{f.unit:>2}"
+                f"  {goal:>11}  {f.verdict}"
+            )
 
         if args.json:
-            Path(args.json).write_text(json.dumps({"machine": machine, "settings": settings,
-                                                   "figures": [dict(asdict(f), verdict=f.verdict) for f in figures]},
-                                                  indent=2))
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "machine": machine,
+                        "settings": settings,
+                        "figures": [dict(asdict(f), verdict=f.verdict) for f in figures],
+                    },
+                    indent=2,
+                )
+            )
         missed = [f for f in figures if f.verdict == "MISS"]
         if args.profile:
             for f in missed:
                 if f.name.startswith("add_messages"):
                     bg = "background on" in f.name
-                    print(_profile(f.name, lambda: bench_add(str(Path(tmp) / "prof.db"), min(args.n, 1000),
-                                                             background=bg, archive=False)))
+                    print(
+                        _profile(
+                            f.name,
+                            lambda bg=bg: bench_add(
+                                str(Path(tmp) / "prof.db"), min(args.n, 1000), background=bg, archive=False
+                            ),
+                        )
+                    )
                 else:
                     print(_profile(f.name, lambda: bench_get(str(Path(tmp) / "prof-get.db"), args.n_get)))
     return 1 if missed else 0

@@ -18,7 +18,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -50,22 +50,38 @@ LETTA_GROWTH = 6_400  # measured growth per run: its message history is never cl
 
 def _batch(day: int) -> list[dict[str, Any]]:
     start = datetime(2025, 3, 14, 18, 0, tzinfo=timezone.utc) + timedelta(days=day)
-    return [{"role": r, "content": c, "created_at": (start + timedelta(minutes=2 * i)).isoformat()}
-            for i, (r, c) in enumerate(STANDARD_BATCH)]
+    return [
+        {"role": r, "content": c, "created_at": (start + timedelta(minutes=2 * i)).isoformat()}
+        for i, (r, c) in enumerate(STANDARD_BATCH)
+    ]
 
 
 def _well_behaved(req: dict[str, Any]) -> Any:
     """All edits and memory_finish_edits in one response, as a good model does."""
     user = req["messages"][1]["content"]
     day = user.split("[", 1)[1][:10]
-    return reply(tool_calls=[
-        ("memory_insert", {"label": "human", "new_str": f"Priya; moved Toronto -> Lisbon ({day}); backend engineer"
-                                                        " (Go, Postgres) at a fintech; cycles to work; vegetarian."}),
-        ("memory_insert", {"label": "human", "new_str": "Sister Anika visits Lisbon on 2025-03-21; wants fado."}),
-        ("memory_rethink", {"label": "summary", "new_memory": f"{day}: Priya settling into Lisbon and her new job;"
-                                                              " planning fado in Alfama with her sister."}),
-        ("memory_finish_edits", {}),
-    ])
+    return reply(
+        tool_calls=[
+            (
+                "memory_insert",
+                {
+                    "label": "human",
+                    "new_str": f"Priya; moved Toronto -> Lisbon ({day}); backend engineer"
+                    " (Go, Postgres) at a fintech; cycles to work; vegetarian.",
+                },
+            ),
+            ("memory_insert", {"label": "human", "new_str": "Sister Anika visits Lisbon on 2025-03-21; wants fado."}),
+            (
+                "memory_rethink",
+                {
+                    "label": "summary",
+                    "new_memory": f"{day}: Priya settling into Lisbon and her new job;"
+                    " planning fado in Alfama with her sister.",
+                },
+            ),
+            ("memory_finish_edits", {}),
+        ]
+    )
 
 
 def _tokens(text: str) -> str:
@@ -82,12 +98,17 @@ def _tokens(text: str) -> str:
 def main() -> None:
     with ScriptedOpenAI() as server, tempfile.TemporaryDirectory() as tmp:
         server.responder = _well_behaved
-        mem = Memory(path=str(Path(tmp) / "bench.db"), learner="llm", llm_base_url=server.base_url,
-                     llm_api_key="sk-bench", embedder="none")
+        mem = Memory(
+            path=str(Path(tmp) / "bench.db"),
+            learner="llm",
+            llm_base_url=server.base_url,
+            llm_api_key="sk-bench",
+            embedder="none",
+        )
         try:
             mem.initialize_user_memory("priya")
             per_pass: list[tuple[int, int, float]] = []  # (calls, request bytes, ms)
-            first_body: Optional[bytes] = None
+            first_body: bytes | None = None
             for day in range(PASSES):
                 seen = len(server.chat_requests)
                 t0 = time.perf_counter()
@@ -114,11 +135,15 @@ def main() -> None:
     print(f"tool schemas (4 tools):          {tools_bytes:,} bytes, tokens {_tokens(json.dumps(sample['tools']))}")
     print(f"user turn (transcript):          {len(user):,} chars")
     print(f"request tokens (pass 1):         {_tokens(first_body.decode())}")
-    print(f"run 1 usage (scripted server):   {run.llm_calls} call(s), {run.prompt_tokens} prompt +"
-          f" {run.completion_tokens} completion tokens")
+    print(
+        f"run 1 usage (scripted server):   {run.llm_calls} call(s), {run.prompt_tokens} prompt +"
+        f" {run.completion_tokens} completion tokens"
+    )
     print(f"LLM calls per pass ({PASSES} passes):   {calls} -> mean {sum(calls) / len(calls):.2f}")
     print(f"request bytes per pass:          {[b for _, b, _ in per_pass]} (blocks grow, history is never sent)")
-    print(f"add -> wait_for_run, ms:         {[round(ms) for _, _, ms in per_pass]} (scripted server, no model time; pass 1 includes imports)")
+    print(
+        f"add -> wait_for_run, ms:         {[round(ms) for _, _, ms in per_pass]} (scripted server, no model time; pass 1 includes imports)"
+    )
 
     transcript = len(user.encode())
     framing = first_bytes - len(system.encode()) - transcript - tools_bytes  # JSON keys, model, tool_choice...
@@ -128,22 +153,32 @@ def main() -> None:
     ours_pass = first_bytes * (sum(calls) / len(calls))
     print()
     print("== Letta sleeptime pass, reconstructed (issue 3 figures) ==")
-    print(f"per call: system {LETTA_SYSTEM:,} + tools {LETTA_TOOLS:,} + same transcript {transcript:,} + framing"
-          f" {framing:,} = {letta_call1:,} bytes; call 2 adds call 1's tool calls and returns (~{step:,} bytes)")
+    print(
+        f"per call: system {LETTA_SYSTEM:,} + tools {LETTA_TOOLS:,} + same transcript {transcript:,} + framing"
+        f" {framing:,} = {letta_call1:,} bytes; call 2 adds call 1's tool calls and returns (~{step:,} bytes)"
+    )
     print(f"per pass: {LETTA_CALLS} calls, {letta_pass:,} bytes, tokens ~{letta_pass / 4:,.0f} (bytes/4)")
-    print(f"fixed prompt (system + tools):   Letta {LETTA_SYSTEM + LETTA_TOOLS:,} B vs ours"
-          f" {len(system.encode()) + tools_bytes:,} B -> {(LETTA_SYSTEM + LETTA_TOOLS) / (len(system.encode()) + tools_bytes):.1f}x")
-    print(f"first pass, request bytes:       Letta {letta_pass:,} vs ours {ours_pass:,.0f} ->"
-          f" {letta_pass / ours_pass:.1f}x;  calls {LETTA_CALLS} vs {sum(calls) / len(calls):.2f}")
+    print(
+        f"fixed prompt (system + tools):   Letta {LETTA_SYSTEM + LETTA_TOOLS:,} B vs ours"
+        f" {len(system.encode()) + tools_bytes:,} B -> {(LETTA_SYSTEM + LETTA_TOOLS) / (len(system.encode()) + tools_bytes):.1f}x"
+    )
+    print(
+        f"first pass, request bytes:       Letta {letta_pass:,} vs ours {ours_pass:,.0f} ->"
+        f" {letta_pass / ours_pass:.1f}x;  calls {LETTA_CALLS} vs {sum(calls) / len(calls):.2f}"
+    )
     full = first_bytes + 10_000 + 1_000  # both default blocks full: the most a pass of this batch can cost
     last = per_pass[-1][1] * (sum(calls) / len(calls))
-    print("with Letta's history growth (measured on a real Letta server, requests of one run); ours never grows"
-          f" with history: {last:,.0f} B at pass {PASSES} (blocks grew), at most ~{full:,} B with both blocks full:")
+    print(
+        "with Letta's history growth (measured on a real Letta server, requests of one run); ours never grows"
+        f" with history: {last:,.0f} B at pass {PASSES} (blocks grew), at most ~{full:,} B with both blocks full:"
+    )
     for n in (1, 10, 26):
         letta_n = LETTA_FIRST_RUN + LETTA_GROWTH * (n - 1)
         ours_n = ours_pass if n == 1 else last
-        print(f"  run {n:>2}: Letta ~{letta_n:,} B (~{letta_n / 4:,.0f} tokens) vs ours ~{ours_n:,.0f} B"
-              f" (~{ours_n / 4:,.0f} tokens) -> {letta_n / ours_n:.1f}x (blocks full: {letta_n / full:.1f}x)")
+        print(
+            f"  run {n:>2}: Letta ~{letta_n:,} B (~{letta_n / 4:,.0f} tokens) vs ours ~{ours_n:,.0f} B"
+            f" (~{ours_n / 4:,.0f} tokens) -> {letta_n / ours_n:.1f}x (blocks full: {letta_n / full:.1f}x)"
+        )
     print()
     print("== sample request body (pass 1, as sent) ==")
     print(json.dumps(sample, indent=1, ensure_ascii=False))

@@ -14,6 +14,7 @@ next request (tool message and user turn).
 
 Usage: ``python benchmarks/local_model.py [--passes 30] [--batch 8] [--max-steps 3]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -56,7 +57,7 @@ def _pct(n: int, d: int) -> str:
     return f"{100 * n / d:.0f}%" if d else "-"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--passes", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8, help="messages per add_messages batch")
@@ -73,20 +74,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     work = _interleave(args.passes, args.batch)
     audits: list[PassAudit] = []
     runs: list[Any] = []
-    with LlamaServer() as server, RecordingProxy(server.base_url) as proxy, \
-            tempfile.TemporaryDirectory(prefix="ai-memory-local-model-") as tmp:
+    with (
+        LlamaServer() as server,
+        RecordingProxy(server.base_url) as proxy,
+        tempfile.TemporaryDirectory(prefix="ai-memory-local-model-") as tmp,
+    ):
         os.environ["OPENAI_BASE_URL"] = proxy.base_url
         os.environ["AI_MEMORY_MODEL"] = server.model
         os.environ.pop("OPENAI_API_KEY", None)
-        print(f"llama.cpp server ready in {server.startup_seconds:.1f}s:"
-              f" {' '.join(server._command(server.model_path or find_model()))}")
-        print(f"{len(work)} passes of {args.batch} messages, max_steps {args.max_steps},"
-              f" block limits {args.human_limit}/{args.summary_limit}, llm_timeout {args.llm_timeout:g}s", flush=True)
+        print(
+            f"llama.cpp server ready in {server.startup_seconds:.1f}s:"
+            f" {' '.join(server._command(server.model_path or find_model()))}"
+        )
+        print(
+            f"{len(work)} passes of {args.batch} messages, max_steps {args.max_steps},"
+            f" block limits {args.human_limit}/{args.summary_limit}, llm_timeout {args.llm_timeout:g}s",
+            flush=True,
+        )
         mem = Memory(path=f"{tmp}/m.db", embedder="none", max_steps=args.max_steps, llm_timeout=args.llm_timeout)
         try:
             for conv in dict.fromkeys(c for c, _ in work):
-                mem.initialize_user_memory(conv, user_context_block_char_limit=args.human_limit,
-                                           summary_block_char_limit=args.summary_limit)
+                mem.initialize_user_memory(
+                    conv, user_context_block_char_limit=args.human_limit, summary_block_char_limit=args.summary_limit
+                )
             started = time.monotonic()
             for n, (conv, batch) in enumerate(work, 1):
                 before, limits, _ = block_state(mem, conv)
@@ -100,10 +110,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                 audit = audit_run(mem, conv, run, exchanges, before, limits, time.monotonic() - t0)
                 audits.append(audit)
                 runs.append(mem.get_run(run))
-                print(f"[{n:3d}/{len(work)} {time.monotonic() - started:6.0f}s] {conv} {audit.status:9s}"
-                      f" {audit.stop_reason or '':9s} calls {audit.llm_calls} tools {audit.valid_calls}/{audit.calls}"
-                      f" valid {audit.request_bytes:6d} B {audit.seconds:5.1f}s"
-                      + (f" PROBLEMS {audit.problems}" if audit.problems else ""), flush=True)
+                print(
+                    f"[{n:3d}/{len(work)} {time.monotonic() - started:6.0f}s] {conv} {audit.status:9s}"
+                    f" {audit.stop_reason or '':9s} calls {audit.llm_calls} tools {audit.valid_calls}/{audit.calls}"
+                    f" valid {audit.request_bytes:6d} B {audit.seconds:5.1f}s"
+                    + (f" PROBLEMS {audit.problems}" if audit.problems else ""),
+                    flush=True,
+                )
                 if args.verbose:
                     for ex in exchanges:
                         msg = ((ex.response or {}).get("choices") or [{}])[0].get("message") or {}
@@ -135,28 +148,42 @@ def _report(audits: list[PassAudit], runs: list[Any], final: dict[str, dict[str,
         tools.update(a.tools)
     corrupted = [p for a in audits for p in a.problems]
     print(f"\n== {n} passes of the memory agent against SmolLM2-135M (llama.cpp) ==")
-    print(f"passes: completed {_pct(completed, n)} ({completed}), failed at the step limit {_pct(limited, n)}"
-          f" ({limited}), failed otherwise {_pct(other, n)} ({other})")
+    print(
+        f"passes: completed {_pct(completed, n)} ({completed}), failed at the step limit {_pct(limited, n)}"
+        f" ({limited}), failed otherwise {_pct(other, n)} ({other})"
+    )
     print(f"LLM calls per pass: {llm / n:.2f} (requests incl. retries {sum(a.requests for a in audits) / n:.2f})")
-    print(f"tool calls: {calls} ({calls / n:.2f} per pass), valid {_pct(valid, calls)} ({valid});"
-          f" by tool: {dict(tools.most_common())}")
+    print(
+        f"tool calls: {calls} ({calls / n:.2f} per pass), valid {_pct(valid, calls)} ({valid});"
+        f" by tool: {dict(tools.most_common())}"
+    )
     print("verdicts of the reference replay:")
     for key, count in verdicts.most_common():
         print(f"   {count:4d}  {key}")
     kept = sum(a.valid_edits for a in audits if a.status == "completed")
-    print(f"valid edits: {sum(a.valid_edits for a in audits)}, kept (in completed passes) {kept},"
-          f" discarded with their failed pass {sum(a.valid_edits for a in audits) - kept}")
-    print(f"request bytes per pass: mean {statistics.mean(a.request_bytes for a in audits):.0f},"
-          f" max {max(a.request_bytes for a in audits)}")
-    print(f"tokens per pass: prompt {statistics.mean(r.prompt_tokens for r in runs):.0f},"
-          f" completion {statistics.mean(r.completion_tokens for r in runs):.0f}")
-    print(f"seconds per pass: mean {statistics.mean(secs):.1f}, median {statistics.median(secs):.1f},"
-          f" max {max(secs):.1f}; per LLM call {sum(secs) / max(llm, 1):.1f}")
+    print(
+        f"valid edits: {sum(a.valid_edits for a in audits)}, kept (in completed passes) {kept},"
+        f" discarded with their failed pass {sum(a.valid_edits for a in audits) - kept}"
+    )
+    print(
+        f"request bytes per pass: mean {statistics.mean(a.request_bytes for a in audits):.0f},"
+        f" max {max(a.request_bytes for a in audits)}"
+    )
+    print(
+        f"tokens per pass: prompt {statistics.mean(r.prompt_tokens for r in runs):.0f},"
+        f" completion {statistics.mean(r.completion_tokens for r in runs):.0f}"
+    )
+    print(
+        f"seconds per pass: mean {statistics.mean(secs):.1f}, median {statistics.median(secs):.1f},"
+        f" max {max(secs):.1f}; per LLM call {sum(secs) / max(llm, 1):.1f}"
+    )
     print(f"server peak RSS: {rss / 2**20:.0f} MiB")
-    print(f"corrupted blocks: {len(corrupted)} (every pass replayed with an independent implementation of the"
-          " tools: stored value and history entry = valid calls applied in order; failed runs changed nothing;"
-          " values within limits; every refused call answered 'Error:' in the next request's tool message and"
-          " user turn)")
+    print(
+        f"corrupted blocks: {len(corrupted)} (every pass replayed with an independent implementation of the"
+        " tools: stored value and history entry = valid calls applied in order; failed runs changed nothing;"
+        " values within limits; every refused call answered 'Error:' in the next request's tool message and"
+        " user turn)"
+    )
     for p in corrupted:
         print(f"   {p}")
     print("final blocks:")

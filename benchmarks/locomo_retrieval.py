@@ -26,7 +26,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,8 +35,10 @@ from ai_memory_sdk import Memory  # noqa: E402
 from ai_memory_sdk.search import hybrid  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
-ATTRIBUTION = ("Data: LoCoMo (snap-research/LoCoMo, Maharana et al., \"Evaluating Very Long-Term Conversational "
-               "Memory of LLM Agents\", ACL 2024), CC BY-NC 4.0, non-commercial benchmark use only.")
+ATTRIBUTION = (
+    'Data: LoCoMo (snap-research/LoCoMo, Maharana et al., "Evaluating Very Long-Term Conversational '
+    'Memory of LLM Agents", ACL 2024), CC BY-NC 4.0, non-commercial benchmark use only.'
+)
 KS = (5, 10, 20)
 
 
@@ -56,9 +58,15 @@ def conversation(sample: dict[str, Any]) -> tuple[str, list[dict[str, Any]], lis
             content = f"{turn['speaker']}: {turn['text']}"
             if turn.get("blip_caption"):
                 content += f" [shares a photo: {turn['blip_caption']}]"
-            messages.append({"role": "user" if turn["speaker"] == c["speaker_a"] else "assistant",
-                             "name": turn["speaker"], "content": content, "created_at": when,
-                             "metadata": {"dia_id": turn["dia_id"]}})
+            messages.append(
+                {
+                    "role": "user" if turn["speaker"] == c["speaker_a"] else "assistant",
+                    "name": turn["speaker"],
+                    "content": content,
+                    "created_at": when,
+                    "metadata": {"dia_id": turn["dia_id"]},
+                }
+            )
     ids = {m["metadata"]["dia_id"] for m in messages}
     questions = []
     for qa in sample["qa"]:
@@ -73,12 +81,16 @@ def recall(runs: list[list[str]], golds: list[set[str]]) -> tuple[float, ...]:
     return tuple(sum(len(g & set(r[:k])) / len(g) for r, g in zip(runs, golds)) / len(golds) for k in KS)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--embedder", default="sentence-transformers:all-MiniLM-L6-v2")
-    ap.add_argument("--lexical-budget", type=int, default=hybrid.LEXICAL_BUDGET,
-                    help="passages one lexical query may score before frequent terms are dropped")
+    ap.add_argument(
+        "--lexical-budget",
+        type=int,
+        default=hybrid.LEXICAL_BUDGET,
+        help="passages one lexical query may score before frequent terms are dropped",
+    )
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions (a quick look)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -98,8 +110,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         ingest = time.perf_counter() - t0
         if args.limit:
             questions = questions[: args.limit]
-        print(f"{len(samples)} conversations, {n_messages} turns stored and embedded in {ingest:.1f}s"
-              f" ({n_messages / ingest:.0f} messages/s, embedder {args.embedder}); {len(questions)} questions")
+        print(
+            f"{len(samples)} conversations, {n_messages} turns stored and embedded in {ingest:.1f}s"
+            f" ({n_messages / ingest:.0f} messages/s, embedder {args.embedder}); {len(questions)} questions"
+        )
 
         dia: dict[int, str] = {}
 
@@ -114,9 +128,19 @@ def main(argv: Optional[list[str]] = None) -> None:
         for sid, q, _ in questions:
             pk = engine.store.subject_pk(sid)
             for channel in ("lexical", "vector"):
-                ranked = hybrid.ranked(engine.store, engine.vectors, engine.embedder, pk, q, tags=[],
-                                       tag_match_mode="any", start=None, end=None, channels=channel,
-                                       budget=args.lexical_budget)
+                ranked = hybrid.ranked(
+                    engine.store,
+                    engine.vectors,
+                    engine.embedder,
+                    pk,
+                    q,
+                    tags=[],
+                    tag_match_mode="any",
+                    start=None,
+                    end=None,
+                    channels=channel,
+                    budget=args.lexical_budget,
+                )
                 runs["bm25" if channel == "lexical" else "vector"].append(ids([p for p, _ in ranked[: max(KS)]]))
             t = time.perf_counter()
             if args.lexical_budget == hybrid.LEXICAL_BUDGET:
@@ -124,18 +148,33 @@ def main(argv: Optional[list[str]] = None) -> None:
                 latency.append(time.perf_counter() - t)
                 runs["hybrid"].append([r.metadata["dia_id"] for r in results])
             else:  # the public API has no budget knob: same ranking through the module
-                ranked = hybrid.ranked(engine.store, engine.vectors, engine.embedder, pk, q, tags=[],
-                                       tag_match_mode="any", start=None, end=None, budget=args.lexical_budget)
+                ranked = hybrid.ranked(
+                    engine.store,
+                    engine.vectors,
+                    engine.embedder,
+                    pk,
+                    q,
+                    tags=[],
+                    tag_match_mode="any",
+                    start=None,
+                    end=None,
+                    budget=args.lexical_budget,
+                )
                 latency.append(time.perf_counter() - t)
                 runs["hybrid"].append(ids([p for p, _ in ranked[: max(KS)]]))
         golds = [g for _, _, g in questions]
         print(f"recall@{'/'.join(map(str, KS))} (lexical budget {args.lexical_budget}):")
-        for name, label in (("bm25", "BM25 only (FTS5, recipe)"), ("vector", "vector only (cosine)"),
-                            ("hybrid", "hybrid (convex 1.5:1)")):
+        for name, label in (
+            ("bm25", "BM25 only (FTS5, recipe)"),
+            ("vector", "vector only (cosine)"),
+            ("hybrid", "hybrid (convex 1.5:1)"),
+        ):
             print(f"  {label:28s} " + "/".join(f"{x:.3f}" for x in recall(runs[name], golds)))
         latency.sort()
-        print(f"search_passages latency (with query embedding): p50 {statistics.median(latency) * 1000:.1f} ms,"
-              f" p99 {latency[int(0.99 * (len(latency) - 1))] * 1000:.1f} ms")
+        print(
+            f"search_passages latency (with query embedding): p50 {statistics.median(latency) * 1000:.1f} ms,"
+            f" p99 {latency[int(0.99 * (len(latency) - 1))] * 1000:.1f} ms"
+        )
         mem.close()
 
 

@@ -31,9 +31,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,10 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from locomo_retrieval import ATTRIBUTION, DEFAULT_DATA, conversation  # noqa: E402
+
 from ai_memory_sdk import Memory  # noqa: E402
 from ai_memory_sdk.search import hybrid  # noqa: E402
 from ai_memory_sdk.search.embedders import SentenceTransformerEmbedder  # noqa: E402
-from locomo_retrieval import ATTRIBUTION, DEFAULT_DATA, conversation  # noqa: E402
 
 EMBEDDER = "sentence-transformers:all-MiniLM-L6-v2"
 
@@ -87,8 +89,13 @@ def build_store(path: str, n: int, turns: list[str], turn_vecs: np.ndarray, seed
     for i in range(n):
         j = rng.randrange(len(turns))
         picks.append(j)
-        batch.append({"role": "user" if i % 2 == 0 else "assistant", "content": turns[j],
-                      "created_at": start + timedelta(hours=i // 20)})
+        batch.append(
+            {
+                "role": "user" if i % 2 == 0 else "assistant",
+                "content": turns[j],
+                "created_at": start + timedelta(hours=i // 20),
+            }
+        )
         if len(batch) == 2000 or i == n - 1:
             mem.add_messages(sid, batch, skip_vector_storage=False)
             batch = []
@@ -98,22 +105,30 @@ def build_store(path: str, n: int, turns: list[str], turn_vecs: np.ndarray, seed
     with store.snapshot() as conn:
         pks = [r[0] for r in store.passage_rows(conn, pk, 0)]
     for i in range(0, n, 5000):
-        part = turn_vecs[picks[i:i + 5000]] + nrng.normal(0, 0.02, (len(picks[i:i + 5000]), turn_vecs.shape[1]))
+        part = turn_vecs[picks[i : i + 5000]] + nrng.normal(0, 0.02, (len(picks[i : i + 5000]), turn_vecs.shape[1]))
         part /= np.linalg.norm(part, axis=1, keepdims=True)
-        store.put_vectors([(p, pk, v.astype(np.float32).tobytes()) for p, v in zip(pks[i:i + 5000], part)], EMBEDDER)
+        store.put_vectors([(p, pk, v.astype(np.float32).tobytes()) for p, v in zip(pks[i : i + 5000], part)], EMBEDDER)
     store.set_meta("embedder", EMBEDDER)
     mem.close()
     return sid
 
 
-def bench_size(n: int, turns: list[str], turn_vecs: np.ndarray, queries: list[str], qvecs: dict[str, np.ndarray],
-               st: SentenceTransformerEmbedder) -> None:
+def bench_size(
+    n: int,
+    turns: list[str],
+    turn_vecs: np.ndarray,
+    queries: list[str],
+    qvecs: dict[str, np.ndarray],
+    st: SentenceTransformerEmbedder,
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "bench.db")
         t0 = time.perf_counter()
         sid = build_store(path, n, turns, turn_vecs)
-        print(f"\n{n:,} passages in one subject (store built in {time.perf_counter() - t0:.0f}s,"
-              f" {os.path.getsize(path) / 1e6:.0f} MB)")
+        print(
+            f"\n{n:,} passages in one subject (store built in {time.perf_counter() - t0:.0f}s,"
+            f" {os.path.getsize(path) / 1e6:.0f} MB)"
+        )
         mem = Memory(path=path, learner="offline", embedder=EMBEDDER, background=False)
         engine: Any = mem._engine
         engine.embedder = st  # share the loaded model between sizes
@@ -122,21 +137,23 @@ def bench_size(n: int, turns: list[str], turn_vecs: np.ndarray, queries: list[st
         fixed = _Fixed(EMBEDDER, qvecs)
         t0 = time.perf_counter()
         view = cache.view(store, pk, EMBEDDER)
-        print(f"  cache build (first search of the subject): {time.perf_counter() - t0:.2f}s,"
-              f" {len(view.vec_pos):,} vectors")
+        print(
+            f"  cache build (first search of the subject): {time.perf_counter() - t0:.2f}s,"
+            f" {len(view.vec_pos):,} vectors"
+        )
 
         def whole(tags: list[str], emb: Any) -> Callable[[str], Any]:
             def run(q: str) -> Any:
                 best = hybrid.ranked(store, cache, emb, pk, q, tags=tags, tag_match_mode="any", start=None, end=None)
                 return store.passages([p for p, _ in best[:10]])
+
             return run
 
         rows = [
             ("search_passages(tags=[]), query embedded", lambda q: mem.search_passages(sid, q, tags=[])),
             ("whole search, tags=[], precomputed query", whole([], fixed)),
             ("whole search, tags=['user'], precomputed query", whole(["user"], fixed)),
-            ("  lexical channel alone (FTS5 + budget)",
-             lambda q: hybrid.lexical(store, view, pk, q, None)),
+            ("  lexical channel alone (FTS5 + budget)", lambda q: hybrid.lexical(store, view, pk, q, None)),
             ("  vector channel alone", lambda q: hybrid.semantic(view, qvecs[q], None)),
             ("  query embedding alone (MiniLM)", lambda q: st.embed([q])),
         ]
@@ -153,8 +170,10 @@ def bench_size(n: int, turns: list[str], turn_vecs: np.ndarray, queries: list[st
                 kept.append((len(approx & set(exact)) / len(exact), len(approx & set(top10)) / 10))
             exact_t = _time(lambda q: hybrid._top(view, every, hybrid._dot(view.vectors, qvecs[q]), 50), queries)
             print(f"  {'  exact vector search (full matrix product)':50s} {_pct(exact_t)}")
-            print(f"  sign-code prefilter keeps {statistics.mean(k[0] for k in kept):.3f} of the exact top-50,"
-                  f" {statistics.mean(k[1] for k in kept):.3f} of the exact top-10")
+            print(
+                f"  sign-code prefilter keeps {statistics.mean(k[0] for k in kept):.3f} of the exact top-50,"
+                f" {statistics.mean(k[1] for k in kept):.3f} of the exact top-10"
+            )
         mem.close()
 
 
@@ -162,19 +181,26 @@ def bench_ingest(turns: list[str], n: int = 600, batch: int = 50) -> None:
     """Messages per second stored, embedded by the background worker with MiniLM, and completed."""
     with tempfile.TemporaryDirectory() as tmp:
         mem = Memory(path=os.path.join(tmp, "ingest.db"), learner="offline", embedder=EMBEDDER)
-        mem.wait_for_run(mem.add_messages("warm", [{"role": "user", "content": "warm up"}],
-                                          skip_vector_storage=False))
+        mem.wait_for_run(mem.add_messages("warm", [{"role": "user", "content": "warm up"}], skip_vector_storage=False))
         rng = random.Random(3)
         t0 = time.perf_counter()
-        runs = [mem.add_messages(f"s{i % 4}", [{"role": "user", "content": rng.choice(turns)} for _ in range(batch)],
-                                 skip_vector_storage=False) for i in range(n // batch)]
+        runs = [
+            mem.add_messages(
+                f"s{i % 4}",
+                [{"role": "user", "content": rng.choice(turns)} for _ in range(batch)],
+                skip_vector_storage=False,
+            )
+            for i in range(n // batch)
+        ]
         enqueued = time.perf_counter() - t0
         for r in runs:
             mem.wait_for_run(r, timeout=3600)
         dt = time.perf_counter() - t0
-        print(f"\ningest: {n} messages in batches of {batch} (4 subjects): add_messages returned after"
-              f" {enqueued * 1000 / (n // batch):.1f} ms per batch; all embedded and completed in {dt:.1f}s ="
-              f" {n / dt:.0f} messages/s (MiniLM-L6 on CPU, torch threads {_torch_threads()})")
+        print(
+            f"\ningest: {n} messages in batches of {batch} (4 subjects): add_messages returned after"
+            f" {enqueued * 1000 / (n // batch):.1f} ms per batch; all embedded and completed in {dt:.1f}s ="
+            f" {n / dt:.0f} messages/s (MiniLM-L6 on CPU, torch threads {_torch_threads()})"
+        )
         mem.close()
 
 
@@ -184,7 +210,7 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--queries", type=int, default=200)
@@ -193,8 +219,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     print(ATTRIBUTION)
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; lexical budget"
-          f" {hybrid.LEXICAL_BUDGET} passages, exact vector search up to {hybrid.EXACT_MAX:,} vectors")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; lexical budget"
+        f" {hybrid.LEXICAL_BUDGET} passages, exact vector search up to {hybrid.EXACT_MAX:,} vectors"
+    )
     samples = json.loads(args.data.read_text())
     turns, questions = [], []
     for s in samples:

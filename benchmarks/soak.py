@@ -25,8 +25,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the harness is shared with tests/reliability/
@@ -49,31 +49,57 @@ def crash(args: argparse.Namespace, work: str) -> bool:
     ok = True
     with ScriptedOpenAI(embedding_dim=32) as server:
         server.script_embeddings(*[stall(0.15)] * 1_000_000)
-        r = _harness.crash_campaign(os.path.join(work, "crash-offline.db"), server.base_url, subjects=40,
-                                    first_batches=args.crash_runs, kill_rounds=args.crash_rounds, extra_per_round=4,
-                                    max_delay=0.8, seed=11, progress=_progress(args))
+        r = _harness.crash_campaign(
+            os.path.join(work, "crash-offline.db"),
+            server.base_url,
+            subjects=40,
+            first_batches=args.crash_runs,
+            kill_rounds=args.crash_rounds,
+            extra_per_round=4,
+            max_delay=0.8,
+            seed=11,
+            progress=_progress(args),
+        )
     print(f"crash (offline learner, embedder stalled 0.15 s per call): {r.figures()}")
     ok &= _verdict("crash/offline", r.problems + ([] if r.completed == r.runs else ["not every run completed"]))
     with ScriptedOpenAI(latency=0.15, embedding_dim=32) as server:
         server.responder = _harness.batch_learner_responder
-        r = _harness.crash_campaign(os.path.join(work, "crash-llm.db"), server.base_url, learner="llm", subjects=40,
-                                    first_batches=args.crash_runs, kill_rounds=args.crash_rounds, extra_per_round=4,
-                                    max_delay=0.8, seed=12, progress=_progress(args))
+        r = _harness.crash_campaign(
+            os.path.join(work, "crash-llm.db"),
+            server.base_url,
+            learner="llm",
+            subjects=40,
+            first_batches=args.crash_runs,
+            kill_rounds=args.crash_rounds,
+            extra_per_round=4,
+            max_delay=0.8,
+            seed=12,
+            progress=_progress(args),
+        )
     print(f"crash (LLM learner, 0.15 s per LLM call): {r.figures()}")
     return ok & _verdict("crash/llm", r.problems + ([] if r.completed == r.runs else ["not every run completed"]))
 
 
 def concurrency(args: argparse.Namespace, work: str) -> bool:
-    r = _harness.concurrency_campaign(os.path.join(work, "concurrency.db"), writers=4, batches=args.batches,
-                                      subjects=8, readers=2, timeout=1800)
+    r = _harness.concurrency_campaign(
+        os.path.join(work, "concurrency.db"), writers=4, batches=args.batches, subjects=8, readers=2, timeout=1800
+    )
     print(f"concurrency: {r.figures()}")
-    return _verdict("concurrency", r.problems + ([f"{r.locked_errors} 'database is locked'"] if r.locked_errors else []))
+    return _verdict(
+        "concurrency", r.problems + ([f"{r.locked_errors} 'database is locked'"] if r.locked_errors else [])
+    )
 
 
 def faults(args: argparse.Namespace, work: str) -> bool:
     with ScriptedOpenAI(latency=0.05) as server:
-        r = _harness.fault_campaign(os.path.join(work, "faults.db"), server, subjects=40, per_subject=args.fault_runs // 40,
-                                    rate=0.3, deadline_s=1200)
+        r = _harness.fault_campaign(
+            os.path.join(work, "faults.db"),
+            server,
+            subjects=40,
+            per_subject=args.fault_runs // 40,
+            rate=0.3,
+            deadline_s=1200,
+        )
     print(f"LLM faults at 30 %: {r.figures()}")
     return _verdict("faults", r.problems)
 
@@ -96,9 +122,13 @@ def erasure(args: argparse.Namespace, work: str) -> bool:
 
 def bounds(args: argparse.Namespace, work: str) -> bool:
     problems = []
-    scenarios = [{"scenario": "big_batch", "n": 10, "mb": 10}, {"scenario": "big_batch", "n": 1, "mb": 10},
-                 {"scenario": "many_messages", "n": 100_000}, {"scenario": "block_at_limit", "edits": 100},
-                 {"scenario": "many_subjects", "n": args.subjects}]
+    scenarios = [
+        {"scenario": "big_batch", "n": 10, "mb": 10},
+        {"scenario": "big_batch", "n": 1, "mb": 10},
+        {"scenario": "many_messages", "n": 100_000},
+        {"scenario": "block_at_limit", "edits": 100},
+        {"scenario": "many_subjects", "n": args.subjects},
+    ]
     for i, sc in enumerate(scenarios):
         child = _harness.Child("reliability_bounds.py", {"path": os.path.join(work, f"bounds-{i}.db"), **sc})
         line = child.wait_line("RESULT ", 1800)
@@ -106,7 +136,7 @@ def bounds(args: argparse.Namespace, work: str) -> bool:
         if line is None:
             problems.append(f"{sc}: no result: {child.stderr_tail(800)}")
             continue
-        r = json.loads(line[len("RESULT "):])
+        r = json.loads(line[len("RESULT ") :])
         r["peak_over_baseline_mb"] = round(r["peak_rss_mb"] - r["rss_before_mb"], 1)
         print(f"bounds {json.dumps(sc)}: {json.dumps(r)}")
         if r.get("run", {}).get("status", "completed") != "completed":
@@ -121,7 +151,12 @@ def _progress(args: argparse.Namespace) -> Callable[[str], None]:
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, str], bool]] = {
-    "crash": crash, "concurrency": concurrency, "faults": faults, "erasure": erasure, "bounds": bounds}
+    "crash": crash,
+    "concurrency": concurrency,
+    "faults": faults,
+    "erasure": erasure,
+    "bounds": bounds,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.ERROR)  # failed runs are expected here (faults): their warnings are noise
 
-    print(f"soak: python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPU(s), "
-          f"work dir {work}")
+    print(
+        f"soak: python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPU(s), "
+        f"work dir {work}"
+    )
     ok = True
     for name in args.only.split(","):
         t = time.monotonic()

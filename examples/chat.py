@@ -32,19 +32,30 @@ SYSTEM = "You are a helpful assistant with long-term memory of the user. Use wha
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=os.environ.get("CHAT_MODEL", "gpt-4.1-mini"), help="chat model")
-    p.add_argument("--memory-model", default=os.environ.get("AI_MEMORY_MODEL"),
-                   help="model of the memory agent (default: AI_MEMORY_MODEL, else --model)")
+    p.add_argument(
+        "--memory-model",
+        default=os.environ.get("AI_MEMORY_MODEL"),
+        help="model of the memory agent (default: AI_MEMORY_MODEL, else --model)",
+    )
     p.add_argument("--user", default="default_user", help="whose memory to use")
     p.add_argument("--path", default=None, help="SQLite file of the memory (default: AI_MEMORY_PATH or per-user)")
-    p.add_argument("--compact", type=int, default=0, metavar="N",
-                   help="keep at most N messages in the context; older ones go to memory")
+    p.add_argument(
+        "--compact",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep at most N messages in the context; older ones go to memory",
+    )
     p.add_argument("--verbose", action="store_true", help="log what the SDK does")
     return p.parse_args()
 
 
 def _system_prompt(memory: Memory, user: str) -> str:
-    parts = [SYSTEM, memory.get_user_memory(user, prompt_formatted=True) or "",
-             memory.get_summary(user, prompt_formatted=True) or ""]
+    parts = [
+        SYSTEM,
+        memory.get_user_memory(user, prompt_formatted=True) or "",
+        memory.get_summary(user, prompt_formatted=True) or "",
+    ]
     return "\n".join(p for p in parts if p)
 
 
@@ -85,8 +96,10 @@ def main() -> int:
                 continue
             history.append({"role": "user", "content": text, "created_at": datetime.now(timezone.utc)})
             try:
-                resp = client.chat.completions.create(model=args.model, messages=[
-                    {"role": "system", "content": _system_prompt(memory, args.user)}, *_for_chat(history)])
+                resp = client.chat.completions.create(
+                    model=args.model,
+                    messages=[{"role": "system", "content": _system_prompt(memory, args.user)}, *_for_chat(history)],
+                )
             except Exception as exc:  # show the endpoint's error and let the user go on
                 print(f"[chat failed: {exc}]")
                 history.pop()

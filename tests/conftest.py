@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from ai_memory_sdk import Memory
 
 # Tests never reach a real provider: scrub variables a developer's shell may carry.
-for _var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LETTA_API_KEY", "LETTA_BASE_URL", "AI_MEMORY_ENGINE",
-             "AI_MEMORY_PATH", "AI_MEMORY_MODEL", "AI_MEMORY_LEARNER", "AI_MEMORY_EMBEDDER"):
+for _var in (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "LETTA_API_KEY",
+    "LETTA_BASE_URL",
+    "AI_MEMORY_ENGINE",
+    "AI_MEMORY_PATH",
+    "AI_MEMORY_MODEL",
+    "AI_MEMORY_LEARNER",
+    "AI_MEMORY_EMBEDDER",
+):
     os.environ.pop(_var, None)
 # Default data files (the letta engine's journal, Memory() without a path) go to a scratch dir, not ~/.local/share.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ai-memory-tests-")
@@ -41,5 +51,5 @@ def memory(make_memory) -> Memory:
     return make_memory()
 
 
-from support.openai_server import openai_server  # noqa: E402,F401  (fixture: a scripted LLM on 127.0.0.1)
 from support.letta_server import letta_llm, letta_server  # noqa: E402,F401  (session: one real Letta server)
+from support.openai_server import openai_server  # noqa: E402,F401  (fixture: a scripted LLM on 127.0.0.1)

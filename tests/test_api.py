@@ -11,17 +11,30 @@ fixtures. Tests that need the local engine's internals or options
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from ai_memory_sdk import (Block, BlockNotFoundError, BlockVersion, Memory, Run, RunCancelledError, RunFailedError,
-                           RunNotFoundError, RunStateError, SearchResult, StoredMessage)
+from ai_memory_sdk import (
+    Block,
+    BlockNotFoundError,
+    BlockVersion,
+    Memory,
+    Run,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFoundError,
+    RunStateError,
+    SearchResult,
+    StoredMessage,
+)
 
 MakeMemory = Callable[..., Memory]
 
@@ -57,6 +70,7 @@ def _db_path(m: Memory) -> str:
 # test_timeout.py of ai-memory-sdk 0.2.0), engine-neutral.
 # =============================================================================================
 
+
 def test_conversational_memory(memory: Memory) -> None:
     user_id = _uid()
     memory.initialize_user_memory(user_id, reset=True)
@@ -75,8 +89,7 @@ def test_conversational_memory(memory: Memory) -> None:
 
 def test_instance_scoped_subject(make_memory: MakeMemory) -> None:
     memory = make_memory(subject_id=_uid("user_sarah"))
-    memory.initialize_memory(label="preferences", description="Known user preferences.", value="Likes cats",
-                             reset=True)
+    memory.initialize_memory(label="preferences", description="Known user preferences.", value="Likes cats", reset=True)
     run = memory.add_messages([{"role": "user", "content": "I love cats"}])
     memory.wait_for_run(run)
 
@@ -244,6 +257,7 @@ def test_wait_for_run_unknown_id_raises_at_once(memory: Memory) -> None:
 # Timeouts need a run that cannot complete: local engine with background=False.
 # ---------------------------------------------------------------------------------------------
 
+
 def test_wait_for_run_timeout(make_memory: MakeMemory) -> None:
     memory = make_memory(subject_id=_uid("user_test"), background=False)
     _local_only(memory)
@@ -270,6 +284,7 @@ def test_wait_for_run_timeout_message_matches_original(make_memory: MakeMemory) 
 # =============================================================================================
 # Every other public method of SPEC §4.
 # =============================================================================================
+
 
 def test_get_summary_and_agent_id(memory: Memory) -> None:
     uid = _uid()
@@ -337,7 +352,8 @@ def test_search_tags_semantics(memory: Memory) -> None:
     assert memory.search(uid, "cats", tags=["assistant"]) == ["Cats are wonderful companions"]
     assert sorted(memory.search(uid, "cats", tags=[])) == sorted(m["content"] for m in batch)
     assert sorted(memory.search(uid, "cats", tags=["user", "system"])) == sorted(
-        [batch[0]["content"], batch[2]["content"]])
+        [batch[0]["content"], batch[2]["content"]]
+    )
     assert memory.search(_uid("nobody"), "cats") == []
     assert memory.search(uid, "giraffes") == []
 
@@ -360,10 +376,12 @@ def test_search_limit(memory: Memory) -> None:
 
 def test_search_never_returns_another_subject(memory: Memory) -> None:
     a, b = _uid(), _uid()
-    memory.wait_for_run(memory.add_messages(a, [{"role": "user", "content": "secret cats of a"}],
-                                            skip_vector_storage=False))
-    memory.wait_for_run(memory.add_messages(b, [{"role": "user", "content": "public dogs of b"}],
-                                            skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages(a, [{"role": "user", "content": "secret cats of a"}], skip_vector_storage=False)
+    )
+    memory.wait_for_run(
+        memory.add_messages(b, [{"role": "user", "content": "public dogs of b"}], skip_vector_storage=False)
+    )
     assert memory.search(b, "cats") == []
     assert memory.search(b, "secret cats of a dogs") == ["public dogs of b"]
 
@@ -372,8 +390,13 @@ def test_search_passages_fields(memory: Memory) -> None:
     uid = _uid()
     said = datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)
     batch = [
-        {"role": "user", "content": "We went hiking in the Alps", "tags": ["travel"], "metadata": {"trip": 7},
-         "created_at": said},
+        {
+            "role": "user",
+            "content": "We went hiking in the Alps",
+            "tags": ["travel"],
+            "metadata": {"trip": 7},
+            "created_at": said,
+        },
         {"role": "user", "content": "Hiking boots are expensive", "created_at": said + timedelta(days=1)},
     ]
     memory.wait_for_run(memory.add_messages(uid, batch, skip_vector_storage=False))
@@ -403,10 +426,14 @@ def test_search_passages_fields(memory: Memory) -> None:
 def test_get_messages_order_limit_window_and_run(memory: Memory) -> None:
     uid = _uid()
     t0 = datetime(2024, 1, 1, 9, 0, tzinfo=timezone.utc)
-    first = [{"role": "user", "content": "m0", "created_at": t0},
-             {"role": "assistant", "content": "m1", "created_at": t0 + timedelta(hours=1), "name": "Sam"}]
-    second = [{"role": "user", "content": "m2", "created_at": (t0 + timedelta(hours=2)).isoformat()},
-              {"role": "user", "content": "m3", "created_at": t0 + timedelta(hours=3)}]
+    first = [
+        {"role": "user", "content": "m0", "created_at": t0},
+        {"role": "assistant", "content": "m1", "created_at": t0 + timedelta(hours=1), "name": "Sam"},
+    ]
+    second = [
+        {"role": "user", "content": "m2", "created_at": (t0 + timedelta(hours=2)).isoformat()},
+        {"role": "user", "content": "m3", "created_at": t0 + timedelta(hours=3)},
+    ]
     r1 = memory.add_messages(uid, first)
     r2 = memory.add_messages(uid, second)
     memory.wait_for_run(r2)
@@ -444,8 +471,10 @@ def test_get_context_renders_every_block_in_creation_order(memory: Memory) -> No
     memory.initialize_memory("zeta", "Last letter", value="z", subject_id=sid)
     memory.initialize_memory("alpha", "First letter", value="a\nline two", subject_id=sid)
     memory.initialize_memory("mid", 'Quoted "desc" & more', value="", subject_id=sid)
-    expected = "\n".join(memory.get_memory(label, prompt_formatted=True, subject_id=sid)  # type: ignore[misc]
-                         for label in ("zeta", "alpha", "mid"))
+    expected = "\n".join(
+        memory.get_memory(label, prompt_formatted=True, subject_id=sid)  # type: ignore[misc]
+        for label in ("zeta", "alpha", "mid")
+    )
     assert memory.get_context(sid) == expected
     assert memory.get_context(_uid("empty")) == ""
 
@@ -476,9 +505,12 @@ def test_add_files(memory: Memory, tmp_path: Path) -> None:
     small = tmp_path / "small.txt"
     small.write_text("My favourite colour is teal.\n", encoding="utf-8")
 
-    runs = memory.add_files([{"file_path": str(path), "label": "notes_file", "description": "Project notes",
-                              "subject_id": sid},
-                             {"file_path": str(small), "subject_id": sid}])
+    runs = memory.add_files(
+        [
+            {"file_path": str(path), "label": "notes_file", "description": "Project notes", "subject_id": sid},
+            {"file_path": str(small), "subject_id": sid},
+        ]
+    )
     assert isinstance(runs, list) and len(runs) == 2
     for run in runs:
         memory.wait_for_run(run)
@@ -504,14 +536,19 @@ def test_add_files_unreadable_file_stores_nothing(memory: Memory, tmp_path: Path
     good = tmp_path / "good.txt"
     good.write_text("hello", encoding="utf-8")
     with pytest.raises(ValueError, match=r"files\[1\]"):
-        memory.add_files([{"file_path": str(good), "subject_id": sid},
-                          {"file_path": str(tmp_path / "missing.txt"), "subject_id": sid}])
+        memory.add_files(
+            [
+                {"file_path": str(good), "subject_id": sid},
+                {"file_path": str(tmp_path / "missing.txt"), "subject_id": sid},
+            ]
+        )
     assert memory.get_messages(sid) == []
 
 
 # =============================================================================================
 # Runs (local engine: background=False enqueues only; the engine's worker drains).
 # =============================================================================================
+
 
 def test_get_run_and_list_runs(make_memory: MakeMemory) -> None:
     producer = make_memory(background=False)
@@ -554,7 +591,7 @@ def test_cancel_run(make_memory: MakeMemory) -> None:
     producer.wait_for_run(r2, timeout=5)
     human = producer.get_user_memory(uid) or ""
     assert "Rome" in human and "Carol" not in human  # the cancelled batch was not learned
-    assert [m.content for m in producer.get_messages(uid)][0] == "My name is Carol"  # but stays stored
+    assert next(m.content for m in producer.get_messages(uid)) == "My name is Carol"  # but stays stored
     with pytest.raises(RunStateError):
         producer.cancel_run(r2)  # completed
     with pytest.raises(ValueError):  # RunStateError is a ValueError
@@ -584,8 +621,7 @@ def test_failed_run_retry(make_memory: MakeMemory) -> None:
     with pytest.raises(RunNotFoundError):
         memory.retry_run("run-unknown")
     # make room, then retry: the run goes back to the queue and is learned
-    memory.initialize_memory("human", "Details about the human user you are speaking to.", reset=True,
-                             subject_id=uid)
+    memory.initialize_memory("human", "Details about the human user you are speaking to.", reset=True, subject_id=uid)
     requeued = memory.retry_run(bad)
     assert requeued.status in ("queued", "running", "completed") and requeued.error is None
     memory.wait_for_run(bad, timeout=10)
@@ -621,14 +657,13 @@ def test_runs_of_one_subject_apply_in_order_never_two_at_once(memory: Memory) ->
         span = (r.started_at, r.finished_at)
         if not passes or passes[-1] != span:  # coalesced runs share one pass
             passes.append(span)
-    for (s1, f1), (s2, f2) in zip(passes, passes[1:]):
+    for (_s1, f1), (s2, _f2) in itertools.pairwise(passes):
         assert f1 <= s2, "two passes of one subject overlapped or ran out of order"
 
 
 def test_subjects_are_learned_independently(memory: Memory) -> None:
     users = [_uid() for _ in range(6)]
-    runs = [memory.add_messages(u, [{"role": "user", "content": f"My name is Person{i}"}])
-            for i, u in enumerate(users)]
+    runs = [memory.add_messages(u, [{"role": "user", "content": f"My name is Person{i}"}]) for i, u in enumerate(users)]
     for run in runs:
         memory.wait_for_run(run, timeout=30)
     for i, u in enumerate(users):
@@ -638,6 +673,7 @@ def test_subjects_are_learned_independently(memory: Memory) -> None:
 # =============================================================================================
 # Block history (local engine).
 # =============================================================================================
+
 
 def test_block_history_and_restore(make_memory: MakeMemory) -> None:
     memory = make_memory()
@@ -695,6 +731,7 @@ def test_history_limit(make_memory: MakeMemory) -> None:
 # =============================================================================================
 # Lifecycle.
 # =============================================================================================
+
 
 def test_close_and_context_manager_keep_queued_runs(make_memory: MakeMemory) -> None:
     uid = _uid()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -25,9 +25,11 @@ def test_async_memory_inside_a_running_loop(tmp_path: Path) -> None:
             assert memory.engine == "local" and memory.subject_id is None
             agent_id = await memory.initialize_user_memory("bob")
             assert await memory.get_memory_agent_id("bob") == agent_id
-            run = await memory.add_messages("bob", [{"role": "user", "content": "Hi my name is Bob"},
-                                                    {"role": "user", "content": "I love cats"}],
-                                            skip_vector_storage=False)
+            run = await memory.add_messages(
+                "bob",
+                [{"role": "user", "content": "Hi my name is Bob"}, {"role": "user", "content": "I love cats"}],
+                skip_vector_storage=False,
+            )
             await memory.wait_for_run(run)
             assert "Name: Bob" in (await memory.get_user_memory("bob") or "")
             assert (await memory.get_user_memory("bob", prompt_formatted=True) or "").startswith("<human ")

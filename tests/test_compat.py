@@ -19,7 +19,7 @@ import inspect
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -61,8 +61,10 @@ def _original_source() -> str:
         if path.is_file():
             return _read_source(path)
     command = f'pip download ai-memory-sdk==0.2.0 --no-deps -d "{_cache_dir() / "orig"}"'
-    message = f"the original ai-memory-sdk 0.2.0 is not available (looked at {', '.join(map(str, candidates))}); " \
-              f"get it with: {command}"
+    message = (
+        f"the original ai-memory-sdk 0.2.0 is not available (looked at {', '.join(map(str, candidates))}); "
+        f"get it with: {command}"
+    )
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
@@ -71,8 +73,11 @@ def _original_source() -> str:
 def _original_methods() -> dict[str, ast.FunctionDef]:
     tree = ast.parse(_original_source())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Memory")
-    return {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)
-            and (not n.name.startswith("_") or n.name == "__init__")}
+    return {
+        n.name: n
+        for n in cls.body
+        if isinstance(n, ast.FunctionDef) and (not n.name.startswith("_") or n.name == "__init__")
+    }
 
 
 def _original_params(fn: ast.FunctionDef) -> list[tuple[str, Any, Any]]:
@@ -88,8 +93,9 @@ def _original_params(fn: ast.FunctionDef) -> list[tuple[str, Any, Any]]:
     if a.vararg:
         out.append((a.vararg.arg, inspect.Parameter.VAR_POSITIONAL, _NO_DEFAULT))
     for arg, default in zip(a.kwonlyargs, a.kw_defaults):
-        out.append((arg.arg, inspect.Parameter.KEYWORD_ONLY,
-                    _NO_DEFAULT if default is None else ast.literal_eval(default)))
+        out.append(
+            (arg.arg, inspect.Parameter.KEYWORD_ONLY, _NO_DEFAULT if default is None else ast.literal_eval(default))
+        )
     if a.kwarg:
         out.append((a.kwarg.arg, inspect.Parameter.VAR_KEYWORD, _NO_DEFAULT))
     return out[1:]  # drop self
@@ -101,11 +107,11 @@ def _our_params(func: Any) -> list[tuple[str, Any, Any]]:
     return [(p.name, p.kind, _NO_DEFAULT if p.default is inspect.Parameter.empty else p.default) for p in params]
 
 
-def _compare(name: str, original: list[tuple[str, Any, Any]], ours: list[tuple[str, Any, Any]]) -> Optional[str]:
+def _compare(name: str, original: list[tuple[str, Any, Any]], ours: list[tuple[str, Any, Any]]) -> str | None:
     """None when ``ours`` is the original plus trailing optional parameters; else what differs."""
     if ours[: len(original)] != original:
         return f"{name}: original {original!r}, ours {ours!r}"
-    for pname, kind, default in ours[len(original):]:
+    for pname, kind, default in ours[len(original) :]:
         if kind is inspect.Parameter.VAR_KEYWORD:
             continue
         if kind is inspect.Parameter.VAR_POSITIONAL or default is _NO_DEFAULT:
@@ -162,7 +168,7 @@ def test_spec_additions_have_their_documented_signatures() -> None:
     expected = {
         "search": "(self, user_id, query, tags=None, limit=10)",
         "search_passages": "(self, subject_id, query, *, tags=None, tag_match_mode='any', limit=10, start=None, "
-                           "end=None)",
+        "end=None)",
         "get_messages": "(self, subject_id, *, limit=None, before=None, after=None)",
         "delete_message": "(self, message_id)",
         "get_run": "(self, run_id)",

@@ -18,8 +18,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -41,8 +42,14 @@ class Child:
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, CHILD, json.dumps(cfg)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, CHILD, json.dumps(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -66,8 +73,10 @@ class Child:
                     return hit
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"child never printed {prefix!r}; rc={self.proc.poll()}, "
-                                         f"stdout={self.lines[-5:]}, stderr={self.stderr()}")
+                    raise AssertionError(
+                        f"child never printed {prefix!r}; rc={self.proc.poll()}, "
+                        f"stdout={self.lines[-5:]}, stderr={self.stderr()}"
+                    )
                 self._cond.wait(min(remaining, 0.1))
 
     def stderr(self) -> str:
@@ -119,10 +128,26 @@ def test_sigkill_while_queued_and_running_loses_and_repeats_nothing(tmp_path: Pa
     batches, msgs = 30, 4
     with ScriptedOpenAI(embedding_dim=16) as server:
         server.script_embeddings(*[stall(0.4)] * 10_000)  # every pass waits 0.4 s on its embeddings
-        options = dict(learner="offline", embedder=EMBEDDER, llm_base_url=server.base_url, llm_api_key="sk-test",
-                       workers=2, poll_interval=0.05)
-        child = Child({"mode": "crash", "path": path, "options": options, "subjects": subjects,
-                       "batches": batches, "msgs": msgs, "gap": 0.03, "tag": "crash"})
+        options = dict(
+            learner="offline",
+            embedder=EMBEDDER,
+            llm_base_url=server.base_url,
+            llm_api_key="sk-test",
+            workers=2,
+            poll_interval=0.05,
+        )
+        child = Child(
+            {
+                "mode": "crash",
+                "path": path,
+                "options": options,
+                "subjects": subjects,
+                "batches": batches,
+                "msgs": msgs,
+                "gap": 0.03,
+                "tag": "crash",
+            }
+        )
         try:
             child.wait_line("ENQUEUED", timeout=60)
             deadline = time.monotonic() + 30
@@ -163,10 +188,31 @@ def test_sigkill_while_queued_and_running_loses_and_repeats_nothing(tmp_path: Pa
         assert survivor.search(subjects[0], "item 0 of crash")  # archived and searchable
 
 
-def _writers(path: str, n: int, batches: int, msgs: int, subjects: list[str], options: dict[str, Any],
-             wait: bool = False, timeout: float = 90) -> list[dict[str, Any]]:
-    children = [Child({"mode": "write", "path": path, "options": options, "subjects": subjects, "batches": batches,
-                       "msgs": msgs, "tag": f"w{i}", "wait": wait}) for i in range(n)]
+def _writers(
+    path: str,
+    n: int,
+    batches: int,
+    msgs: int,
+    subjects: list[str],
+    options: dict[str, Any],
+    wait: bool = False,
+    timeout: float = 90,
+) -> list[dict[str, Any]]:
+    children = [
+        Child(
+            {
+                "mode": "write",
+                "path": path,
+                "options": options,
+                "subjects": subjects,
+                "batches": batches,
+                "msgs": msgs,
+                "tag": f"w{i}",
+                "wait": wait,
+            }
+        )
+        for i in range(n)
+    ]
     try:
         for c in children:
             c.wait_line("READY", timeout=60)
@@ -202,8 +248,9 @@ def test_two_processes_enqueueing_at_once_lose_nothing(tmp_path: Path, make_memo
     runs = [r for s in subjects for r in reader.list_runs(s)]
     assert len(runs) == 2 * batches and {r.status for r in runs} == {"queued"}
     contents = [r[0] for r in _query(path, "SELECT content FROM messages")]
-    expected = {f"w{w}-B{n}-M{j} talk about item {n} of w{w}" for w in range(2) for n in range(batches)
-                for j in range(msgs)}
+    expected = {
+        f"w{w}-B{n}-M{j} talk about item {n} of w{w}" for w in range(2) for n in range(batches) for j in range(msgs)
+    }
     assert len(contents) == len(expected) and set(contents) == expected
     per_run = _query(path, "SELECT count(*) FROM messages GROUP BY run_seq")
     assert {c for (c,) in per_run} == {msgs}
@@ -216,8 +263,7 @@ def test_two_processes_enqueueing_at_once_lose_nothing(tmp_path: Path, make_memo
 
 
 @pytest.mark.timeout(120)
-def test_two_processes_learning_the_same_subjects_apply_each_run_once(tmp_path: Path,
-                                                                       make_memory: MakeMemory) -> None:
+def test_two_processes_learning_the_same_subjects_apply_each_run_once(tmp_path: Path, make_memory: MakeMemory) -> None:
     path = str(tmp_path / "two-workers.db")
     subjects = ["both-a", "both-b"]
     batches, msgs = 60, 2
@@ -226,8 +272,15 @@ def test_two_processes_learning_the_same_subjects_apply_each_run_once(tmp_path: 
         setup.initialize_user_memory(s, summary_block_char_limit=1_000_000)
     setup.close()
     # both processes enqueue and run background workers that claim the same subjects' runs
-    _writers(path, 2, batches, msgs, subjects, dict(learner="offline", embedder="none", workers=2,
-                                                    poll_interval=0.05), wait=True)
+    _writers(
+        path,
+        2,
+        batches,
+        msgs,
+        subjects,
+        dict(learner="offline", embedder="none", workers=2, poll_interval=0.05),
+        wait=True,
+    )
     reader = make_memory(path=path, background=False)
     runs = [r for s in subjects for r in reader.list_runs(s)]
     assert len(runs) == 2 * batches and {r.status for r in runs} == {"completed"}
@@ -238,15 +291,29 @@ def test_two_processes_learning_the_same_subjects_apply_each_run_once(tmp_path: 
 def test_a_batch_is_durable_once_add_messages_returns(tmp_path: Path) -> None:
     """Enqueue in a child, SIGKILL it at once: every confirmed batch is there, whole."""
     path = str(tmp_path / "commit.db")
-    child = Child({"mode": "crash", "path": path, "subjects": ["u"], "batches": 200, "msgs": 3, "gap": 0.0,
-                   "tag": "d", "options": {"learner": "offline", "embedder": "none", "background": False}})
+    child = Child(
+        {
+            "mode": "crash",
+            "path": path,
+            "subjects": ["u"],
+            "batches": 200,
+            "msgs": 3,
+            "gap": 0.0,
+            "tag": "d",
+            "options": {"learner": "offline", "embedder": "none", "background": False},
+        }
+    )
     try:
         child.wait_line("ENQ 20 ", timeout=60)
     finally:
         child.kill()
     confirmed = {ln.split()[2] for ln in child.lines if ln.startswith("ENQ ")}
-    stored = {r[0]: r[1] for r in _query(path, "SELECT r.id, count(m.seq) FROM runs r LEFT JOIN messages m"
-                                               " ON m.run_seq=r.seq GROUP BY r.id")}
+    stored = {
+        r[0]: r[1]
+        for r in _query(
+            path, "SELECT r.id, count(m.seq) FROM runs r LEFT JOIN messages m ON m.run_seq=r.seq GROUP BY r.id"
+        )
+    }
     assert confirmed <= set(stored)
     assert set(stored.values()) == {3}  # no batch half-stored, confirmed or not
     assert len(stored) - len(confirmed) <= 1

@@ -73,8 +73,11 @@ def test_fork_while_threads_are_inside_sqlite_and_http(make_memory, openai_serve
         while not stop.is_set():
             try:
                 sid = f"p{i % 5}"
-                memory.add_messages(sid, [{"role": "user", "content": f"My name is P{i}. I like tea number {i}"}],
-                                    skip_vector_storage=False)
+                memory.add_messages(
+                    sid,
+                    [{"role": "user", "content": f"My name is P{i}. I like tea number {i}"}],
+                    skip_vector_storage=False,
+                )
                 memory.search(sid, "tea")
                 memory.get_user_memory(sid)
                 i += 1
@@ -94,8 +97,9 @@ def test_fork_while_threads_are_inside_sqlite_and_http(make_memory, openai_serve
                 code = 1
                 faulthandler.dump_traceback_later(25)  # a hung child shows where it hangs
                 try:
-                    run = memory.add_messages(f"child{k}", [{"role": "user", "content": f"My name is C{k}"}],
-                                              skip_vector_storage=False)
+                    run = memory.add_messages(
+                        f"child{k}", [{"role": "user", "content": f"My name is C{k}"}], skip_vector_storage=False
+                    )
                     memory.wait_for_run(run, timeout=30)
                     found = memory.search(f"child{k}", "name")
                     learned = memory.get_user_memory(f"child{k}") or ""

@@ -16,6 +16,7 @@ Marker ``letta``: ``pytest -m letta tests/test_letta_engine.py``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -24,13 +25,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
-
 import test_api as _api
+
 from ai_memory_sdk import Memory, RunCancelledError, RunFailedError, UnsupportedByEngineError
 from ai_memory_sdk.engines.letta import SDK_TAG, agent_name
 
@@ -82,7 +84,7 @@ def responder(req: dict) -> Any:
             said = _said(_text(m.get("content")))
             if said is not None:
                 turn, text = i, said
-    done = sum(len(m.get("tool_calls") or []) for m in messages[turn + 1:] if m.get("role") == "assistant")
+    done = sum(len(m.get("tool_calls") or []) for m in messages[turn + 1 :] if m.get("role") == "assistant")
     system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
     facts = extract_facts(_TAG.sub(" ", text)) if turn >= 0 else []
     human, summary = block_value(system, "human"), block_value(system, "summary")
@@ -91,8 +93,11 @@ def responder(req: dict) -> Any:
         new = [f for f in facts if f not in (human or "")]
         line = "The user shared: " + "; ".join(facts) + "."
         if human is not None and new:
-            call = (("memory_insert", {"label": "human", "new_str": "\n".join(new), "insert_line": -1})
-                    if human.strip() else ("memory_rethink", {"label": "human", "new_memory": "\n".join(new)}))
+            call = (
+                ("memory_insert", {"label": "human", "new_str": "\n".join(new), "insert_line": -1})
+                if human.strip()
+                else ("memory_rethink", {"label": "human", "new_memory": "\n".join(new)})
+            )
         elif summary is not None and summary != line:
             call = ("memory_rethink", {"label": "summary", "new_memory": line})
     args = dict(call[1], thinking="Recording what the user said." if call[1] else "Done.")
@@ -162,12 +167,14 @@ for _name in dir(_api):
 # - Letta's archival search is purely semantic with no score or cut-off: any query returns the nearest
 #   passages (test_api's "giraffes" -> [] holds only for the local engine's lexical-only configuration).
 
+
 def test_bound_subject_helpers(make_memory: MakeMemory) -> None:
     sid = _uid("bound")
     memory = make_memory(subject_id=sid)
     assert memory.subject_id == sid
-    memory.wait_for_run(memory.add_messages_here([{"role": "user", "content": "My name is Dana"}],
-                                                 skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages_here([{"role": "user", "content": "My name is Dana"}], skip_vector_storage=False)
+    )
     assert [m.content for m in memory.get_messages(sid)] == ["My name is Dana"]
 
 
@@ -183,7 +190,8 @@ def test_search_tags_semantics(memory: Memory) -> None:
     assert memory.search(uid, "cats", tags=["assistant"]) == ["Cats are wonderful companions"]
     assert sorted(memory.search(uid, "cats", tags=[])) == sorted(m["content"] for m in batch)
     assert sorted(memory.search(uid, "cats", tags=["user", "system"])) == sorted(
-        [batch[0]["content"], batch[2]["content"]])
+        [batch[0]["content"], batch[2]["content"]]
+    )
     assert memory.search(_uid("nobody"), "cats") == []
     assert memory.search(uid, "giraffes") == ["I adopted two cats last spring"]  # semantic: nearest, no cut-off
 
@@ -198,10 +206,12 @@ def test_skip_vector_storage_default_is_not_searched(memory: Memory) -> None:
 
 def test_search_never_returns_another_subject(memory: Memory) -> None:
     a, b = _uid(), _uid()
-    memory.wait_for_run(memory.add_messages(a, [{"role": "user", "content": "secret cats of a"}],
-                                            skip_vector_storage=False))
-    memory.wait_for_run(memory.add_messages(b, [{"role": "user", "content": "public dogs of b"}],
-                                            skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages(a, [{"role": "user", "content": "secret cats of a"}], skip_vector_storage=False)
+    )
+    memory.wait_for_run(
+        memory.add_messages(b, [{"role": "user", "content": "public dogs of b"}], skip_vector_storage=False)
+    )
     assert memory.search(b, "secret cats of a") == ["public dogs of b"]
     assert memory.search(a, "public dogs of b") == ["secret cats of a"]
 
@@ -209,11 +219,15 @@ def test_search_never_returns_another_subject(memory: Memory) -> None:
 def test_get_messages_order_limit_window_and_run(memory: Memory) -> None:
     uid = _uid()
     t0 = datetime(2024, 1, 1, 9, 0, tzinfo=timezone.utc)
-    first = [{"role": "user", "content": "m0", "created_at": t0, "metadata": {"k": [1, 2]}},
-             {"role": "assistant", "content": "m1", "created_at": t0 + timedelta(hours=1), "name": "Sam"}]
-    second = [{"role": "user", "content": "m2", "created_at": (t0 + timedelta(hours=2)).isoformat()},
-              {"role": "user", "content": "m3", "created_at": t0 + timedelta(hours=3)},
-              {"role": "user", "content": "m4 same time", "created_at": t0 + timedelta(hours=3)}]
+    first = [
+        {"role": "user", "content": "m0", "created_at": t0, "metadata": {"k": [1, 2]}},
+        {"role": "assistant", "content": "m1", "created_at": t0 + timedelta(hours=1), "name": "Sam"},
+    ]
+    second = [
+        {"role": "user", "content": "m2", "created_at": (t0 + timedelta(hours=2)).isoformat()},
+        {"role": "user", "content": "m3", "created_at": t0 + timedelta(hours=3)},
+        {"role": "user", "content": "m4 same time", "created_at": t0 + timedelta(hours=3)},
+    ]
     r1 = memory.add_messages(uid, first, skip_vector_storage=False)
     r2 = memory.add_messages(uid, second, skip_vector_storage=False)
     memory.wait_for_run(r2)
@@ -248,15 +262,22 @@ def test_delete_message_removes_it_everywhere(memory: Memory) -> None:
 
 def test_add_files(memory: Memory, tmp_path: Path) -> None:
     sid = _uid("files")
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-    paragraphs = [f"Paragraph {i}: " + " ".join(f"Sentence {j} of part {i} mentions {words[(i * 7 + j) % 12]} and "
-                                               f"{words[(i + j * 5) % 12]}." for j in range(12)) for i in range(12)]
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
+    paragraphs = [
+        f"Paragraph {i}: "
+        + " ".join(
+            f"Sentence {j} of part {i} mentions {words[(i * 7 + j) % 12]} and {words[(i + j * 5) % 12]}."
+            for j in range(12)
+        )
+        for i in range(12)
+    ]
     paragraphs[-1] += " The treasure is buried in Zanzibar."
     text = "\n\n".join(paragraphs) + "\n"
     path = tmp_path / "notes.txt"
     path.write_text(text, encoding="utf-8")
-    runs = memory.add_files([{"file_path": str(path), "label": "notes_file", "description": "Project notes",
-                              "subject_id": sid}])
+    runs = memory.add_files(
+        [{"file_path": str(path), "label": "notes_file", "description": "Project notes", "subject_id": sid}]
+    )
     memory.wait_for_run(runs[0])
     msgs = memory.get_messages(sid)
     n = len(msgs)
@@ -283,12 +304,18 @@ def test_wait_for_run_fast_completion(make_memory: MakeMemory) -> None:
 # ----------------------------------------------------------------------------- Letta-specific
 def _make_like_0_2_0(client: Any, server: LettaServer, user_id: str, seed: str) -> str:
     """A user's agent exactly as ai-memory-sdk 0.2.0's initialize_user_memory made it (plus embedding_config)."""
-    agent = client.agents.create(name=f"subconscious_agent_user_{user_id}", model=MODEL, agent_type="sleeptime_agent",
-                                 initial_message_sequence=[], tags=[user_id, SDK_TAG],
-                                 embedding_config=server.embedding_config)
-    for label, desc, limit, value in (("human", "Details about the human user you are speaking to.", 10000, seed),
-                                      ("summary", "A short (1-2 sentences) running summary of the conversation.",
-                                       1000, "")):
+    agent = client.agents.create(
+        name=f"subconscious_agent_user_{user_id}",
+        model=MODEL,
+        agent_type="sleeptime_agent",
+        initial_message_sequence=[],
+        tags=[user_id, SDK_TAG],
+        embedding_config=server.embedding_config,
+    )
+    for label, desc, limit, value in (
+        ("human", "Details about the human user you are speaking to.", 10000, seed),
+        ("summary", "A short (1-2 sentences) running summary of the conversation.", 1000, ""),
+    ):
         block = client.blocks.create(label=label, description=desc, limit=limit, value=value)
         client.agents.blocks.attach(block.id, agent_id=agent.id)
     client.agents.passages.create(agent.id, text=f"Initialized memory for user {user_id}", tags=[SDK_TAG])
@@ -309,9 +336,14 @@ def test_finds_agents_made_by_0_2_0(memory: Memory, client: Any, letta_server: L
     assert memory.search(uid, "Initialized memory", tags=[]) == ["I love tea"]  # 0.2.0's marker is not a message
     # a 0.2.0 subject agent (tags subj:<id>, <id>, ai-memory-sdk) is found by its namespaced tag
     sid = _uid("legacy_subject")
-    subject = client.agents.create(name=f"subconscious_agent_subject_{sid}", model=MODEL, agent_type="sleeptime_agent",
-                                   initial_message_sequence=[], tags=[f"subj:{sid}", sid, SDK_TAG],
-                                   embedding_config=letta_server.embedding_config)
+    subject = client.agents.create(
+        name=f"subconscious_agent_subject_{sid}",
+        model=MODEL,
+        agent_type="sleeptime_agent",
+        initial_message_sequence=[],
+        tags=[f"subj:{sid}", sid, SDK_TAG],
+        embedding_config=letta_server.embedding_config,
+    )
     assert memory.get_memory_agent_id(sid) == subject.id
     with pytest.raises(ValueError, match="already exists"):
         memory.initialize_subject(sid)
@@ -346,8 +378,12 @@ def test_delete_leaves_no_orphans(memory: Memory, client: Any, letta_server: Let
             client.blocks.retrieve(block_id)
     with _db(letta_server) as db:
         assert db.execute("SELECT count(*) FROM archival_passages WHERE archive_id=?", (archive_id,)).fetchone()[0] == 0
-        assert db.execute("SELECT count(*) FROM block WHERE id IN (%s)" % ",".join("?" * len(blocks)),
-                          blocks).fetchone()[0] == 0
+        assert (
+            db.execute(
+                "SELECT count(*) FROM block WHERE id IN ({})".format(",".join("?" * len(blocks))), blocks
+            ).fetchone()[0]
+            == 0
+        )
         assert db.execute("SELECT count(*) FROM messages WHERE agent_id=?", (agent_id,)).fetchone()[0] == 0
     assert client.agents.list(tags=[uid], match_all_tags=True).items == []
     # reset=True erases the old agent the same way (0.2.0 left its blocks and passages behind)
@@ -366,15 +402,17 @@ def test_runs_of_one_subject_never_overlap(memory: Memory, client: Any) -> None:
     """Letta runs concurrent runs of one agent side by side (only the last edit survives): we queue them."""
     uid = _uid("burst")
     memory.initialize_user_memory(uid)
-    runs = [memory.add_messages(uid, [{"role": "user", "content": text}])
-            for text in ("My name is Carol", "I love jazz", "I live in Rome")]
+    runs = [
+        memory.add_messages(uid, [{"role": "user", "content": text}])
+        for text in ("My name is Carol", "I love jazz", "I live in Rome")
+    ]
     for run in runs:
         memory.wait_for_run(run, timeout=60)
     human = memory.get_user_memory(uid) or ""
     assert all(f in human for f in ("Name: Carol", "Likes: jazz", "Location: Rome")), human
     spans = sorted({(r.started_at, r.finished_at) for r in (memory.get_run(x) for x in runs)})
     assert 1 <= len(spans) <= 3  # the later two may be coalesced into one Letta run
-    for (s1, f1), (s2, f2) in zip(spans, spans[1:]):
+    for (_s1, f1), (s2, _f2) in itertools.pairwise(spans):
         assert f1 <= s2, "two Letta runs of one subject overlapped"
     # the agent's history is reset after each run: only the system message is left
     assert len(client.agents.retrieve(memory.get_memory_agent_id(uid)).message_ids) == 1
@@ -463,8 +501,10 @@ def test_letta_run_ids_work_too(memory: Memory, client: Any) -> None:
 def test_unsupported_capabilities_name_engine_and_capability(memory: Memory) -> None:
     sid = _uid("hist")
     memory.initialize_memory("notes", "Notes", value="v1", subject_id=sid)
-    for call in (lambda: memory.block_history("notes", subject_id=sid),
-                 lambda: memory.restore_block("notes", 1, subject_id=sid)):
+    for call in (
+        lambda: memory.block_history("notes", subject_id=sid),
+        lambda: memory.restore_block("notes", 1, subject_id=sid),
+    ):
         with pytest.raises(UnsupportedByEngineError) as info:
             call()
         assert info.value.engine == "letta" and info.value.capability == "block history"
@@ -472,11 +512,12 @@ def test_unsupported_capabilities_name_engine_and_capability(memory: Memory) -> 
     memory.delete_user(sid)
 
 
-@pytest.mark.parametrize("raw_id", ["carol.o'neil+test@example.com", "team:alpha/ü ñ <x> & \"q\""])
+@pytest.mark.parametrize("raw_id", ["carol.o'neil+test@example.com", 'team:alpha/ü ñ <x> & "q"'])
 def test_ids_letta_names_refuse(memory: Memory, client: Any, raw_id: str) -> None:
     uid = raw_id + uuid.uuid4().hex[:6]
-    memory.wait_for_run(memory.add_messages(uid, [{"role": "user", "content": "My name is Olive"}],
-                                            skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages(uid, [{"role": "user", "content": "My name is Olive"}], skip_vector_storage=False)
+    )
     assert memory.get_user_memory(uid) == "Name: Olive"
     agent = client.agents.retrieve(memory.get_memory_agent_id(uid))
     assert re.fullmatch(r"[A-Za-z0-9 _-]+", agent.name) and agent.name == agent_name("user", uid)
@@ -523,16 +564,21 @@ def _first_calls_with(llm: ScriptedOpenAI, text: str) -> int:
     n = 0
     for req in llm.chat_requests:
         messages = (req.json or {}).get("messages") or []
-        turns = [i for i, m in enumerate(messages)
-                 if m.get("role") == "user" and _said(_text(m.get("content"))) is not None]
-        if turns and text in _text(messages[turns[-1]].get("content")) and not any(
-                m.get("role") == "assistant" and m.get("tool_calls") for m in messages[turns[-1] + 1:]):
+        turns = [
+            i for i, m in enumerate(messages) if m.get("role") == "user" and _said(_text(m.get("content"))) is not None
+        ]
+        if (
+            turns
+            and text in _text(messages[turns[-1]].get("content"))
+            and not any(m.get("role") == "assistant" and m.get("tool_calls") for m in messages[turns[-1] + 1 :])
+        ):
             n += 1
     return n
 
 
-def test_a_batch_queued_behind_a_busy_subject_survives_a_crash(make_memory: MakeMemory, llm: ScriptedOpenAI,
-                                                               letta_server: LettaServer, tmp_path: Path) -> None:
+def test_a_batch_queued_behind_a_busy_subject_survives_a_crash(
+    make_memory: MakeMemory, llm: ScriptedOpenAI, letta_server: LettaServer, tmp_path: Path
+) -> None:
     """SPEC §6 on this engine: once add_messages returns, the batch survives the process.
 
     The child's first batch is in flight on the server (a slow model), its passage stored, and its
@@ -547,10 +593,17 @@ def test_a_batch_queued_behind_a_busy_subject_survives_a_crash(make_memory: Make
     good = llm.responder
     llm.responder = lambda req: Stall(4.0, then=good(req))
     llm.clear()
-    cfg = {"base_url": letta_server.base_url, "model": MODEL, "embedding": json.dumps(letta_server.embedding_config),
-           "path": str(path), "journal": str(journal), "uid": uid}
-    child = subprocess.run([sys.executable, "-c", _CRASHING_CHILD, json.dumps(cfg)], capture_output=True, text=True,
-                           timeout=180)
+    cfg = {
+        "base_url": letta_server.base_url,
+        "model": MODEL,
+        "embedding": json.dumps(letta_server.embedding_config),
+        "path": str(path),
+        "journal": str(journal),
+        "uid": uid,
+    }
+    child = subprocess.run(
+        [sys.executable, "-c", _CRASHING_CHILD, json.dumps(cfg)], capture_output=True, text=True, timeout=180
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     first, second = json.loads(child.stdout.strip().splitlines()[-1])
     with sqlite3.connect(journal) as conn:

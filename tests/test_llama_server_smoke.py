@@ -8,6 +8,7 @@ Besides the happy path they pin down what this server version does with the part
 the tool-calling API that the memory agent may send, so an upgrade that changes them
 shows up here rather than as a puzzling agent failure.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,9 +51,11 @@ MEMORY_REPLACE: dict[str, Any] = {
         "description": "Replace text in a memory block.",
         "parameters": {
             "type": "object",
-            "properties": {"label": {"type": "string", "maxLength": 32},
-                           "old_str": {"type": "string", "maxLength": 200},
-                           "new_str": {"type": "string", "maxLength": 200}},
+            "properties": {
+                "label": {"type": "string", "maxLength": 32},
+                "old_str": {"type": "string", "maxLength": 200},
+                "new_str": {"type": "string", "maxLength": 200},
+            },
             "required": ["label", "old_str", "new_str"],
         },
     },
@@ -60,8 +63,11 @@ MEMORY_REPLACE: dict[str, Any] = {
 NAMED = {"type": "function", "function": {"name": "memory_insert"}}
 # The chatml-function-calling template lists the tools only inside the system message.
 MESSAGES: list[dict[str, Any]] = [
-    {"role": "system", "content": "You are a memory agent. Save new facts about the user into the "
-                                  "'human' memory block by calling memory_insert.\n<human>\n</human>"},
+    {
+        "role": "system",
+        "content": "You are a memory agent. Save new facts about the user into the "
+        "'human' memory block by calling memory_insert.\n<human>\n</human>",
+    },
     {"role": "user", "content": "My name is Bob, I live in Paris and I love chess."},
 ]
 
@@ -105,8 +111,7 @@ def test_plain_chat_reports_usage(llama_server: LlamaServer) -> None:
 
 
 def test_tool_choice_auto(llama_server: LlamaServer) -> None:
-    resp, elapsed = _timed(llama_server, messages=MESSAGES, tools=[MEMORY_INSERT], tool_choice="auto",
-                           max_tokens=128)
+    resp, elapsed = _timed(llama_server, messages=MESSAGES, tools=[MEMORY_INSERT], tool_choice="auto", max_tokens=128)
     choice = resp.choices[0]
     print(f"auto {elapsed:.2f}s: {choice.model_dump_json(exclude_none=True)} usage={resp.usage}")
     if choice.message.tool_calls:
@@ -120,8 +125,7 @@ def test_tool_choice_auto(llama_server: LlamaServer) -> None:
 
 
 def test_tool_choice_named(llama_server: LlamaServer) -> None:
-    resp, elapsed = _timed(llama_server, messages=MESSAGES, tools=[MEMORY_INSERT], tool_choice=NAMED,
-                           max_tokens=256)
+    resp, elapsed = _timed(llama_server, messages=MESSAGES, tools=[MEMORY_INSERT], tool_choice=NAMED, max_tokens=256)
     choice = resp.choices[0]
     print(f"named {elapsed:.2f}s: {choice.model_dump_json(exclude_none=True)} usage={resp.usage}")
     calls = choice.message.tool_calls
@@ -136,14 +140,21 @@ def test_tool_choice_named(llama_server: LlamaServer) -> None:
 # the rest of the API. If one of these fails after an upgrade, the quirk is gone: update
 # the notes in tests/support/llama_server.py and whatever the memory agent does about it.
 
+
 def test_quirk_tool_choice_required_is_a_500(llama_server: LlamaServer) -> None:
     with pytest.raises(openai.InternalServerError):
         _timed(llama_server, messages=MESSAGES, tools=[MEMORY_INSERT], tool_choice="required", max_tokens=8)
 
 
 def test_quirk_parallel_tool_calls_accepted_and_ignored(llama_server: LlamaServer) -> None:
-    resp, _ = _timed(llama_server, messages=MESSAGES, tools=[MEMORY_INSERT, MEMORY_REPLACE], tool_choice=NAMED,
-                     parallel_tool_calls=True, max_tokens=8)
+    resp, _ = _timed(
+        llama_server,
+        messages=MESSAGES,
+        tools=[MEMORY_INSERT, MEMORY_REPLACE],
+        tool_choice=NAMED,
+        parallel_tool_calls=True,
+        max_tokens=8,
+    )
     calls = resp.choices[0].message.tool_calls
     assert calls and calls[0].function.name == "memory_insert"
     # max_tokens cuts the grammar short: the arguments are then not valid JSON at all
@@ -152,10 +163,20 @@ def test_quirk_parallel_tool_calls_accepted_and_ignored(llama_server: LlamaServe
 
 
 def _assistant_call(**content: Any) -> dict[str, Any]:
-    return {"role": "assistant", **content, "tool_calls": [{
-        "id": "call_1", "type": "function",
-        "function": {"name": "memory_insert", "arguments": json.dumps(
-            {"label": "human", "new_str": "Name: Bob", "insert_line": 0})}}]}
+    return {
+        "role": "assistant",
+        **content,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {
+                    "name": "memory_insert",
+                    "arguments": json.dumps({"label": "human", "new_str": "Name: Bob", "insert_line": 0}),
+                },
+            }
+        ],
+    }
 
 
 def test_quirk_assistant_tool_call_needs_string_content(llama_server: LlamaServer) -> None:
@@ -169,33 +190,67 @@ def test_quirk_assistant_tool_call_needs_string_content(llama_server: LlamaServe
 def test_quirk_tool_results_never_reach_the_prompt(llama_server: LlamaServer) -> None:
     def prompt_tokens(result: str) -> int:
         tool_msg = {"role": "tool", "tool_call_id": "call_1", "content": result}
-        resp, _ = _timed(llama_server, messages=MESSAGES + [_assistant_call(content=""), tool_msg],
-                         tools=[MEMORY_INSERT], tool_choice="none", max_tokens=1)
+        resp, _ = _timed(
+            llama_server,
+            messages=MESSAGES + [_assistant_call(content=""), tool_msg],
+            tools=[MEMORY_INSERT],
+            tool_choice="none",
+            max_tokens=1,
+        )
         assert resp.usage is not None
         return resp.usage.prompt_tokens
+
     assert prompt_tokens("OK") == prompt_tokens("OK: inserted. " * 50)
 
 
 def test_quirk_streaming(llama_server: LlamaServer) -> None:
     with openai.OpenAI(base_url=llama_server.base_url, api_key="sk-local", max_retries=0, timeout=300) as client:
         # plain streaming works, but stream_options.include_usage yields no usage chunk
-        chunks = list(client.chat.completions.create(
-            model=llama_server.model, messages=MESSAGES, max_tokens=4, temperature=0, stream=True,
-            stream_options={"include_usage": True}))
+        chunks = list(
+            client.chat.completions.create(
+                model=llama_server.model,
+                messages=MESSAGES,
+                max_tokens=4,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert not any(c.usage for c in chunks)
         # a named tool streams its arguments as tool_call deltas
-        chunks = list(client.chat.completions.create(
-            model=llama_server.model, messages=MESSAGES, tools=[MEMORY_INSERT], tool_choice=NAMED,
-            max_tokens=256, temperature=0, stream=True))
-        args = "".join(tc.function.arguments or "" for c in chunks if c.choices
-                       for tc in (c.choices[0].delta.tool_calls or []) if tc.function)
+        chunks = list(
+            client.chat.completions.create(
+                model=llama_server.model,
+                messages=MESSAGES,
+                tools=[MEMORY_INSERT],
+                tool_choice=NAMED,
+                max_tokens=256,
+                temperature=0,
+                stream=True,
+            )
+        )
+        args = "".join(
+            tc.function.arguments or ""
+            for c in chunks
+            if c.choices
+            for tc in (c.choices[0].delta.tool_calls or [])
+            if tc.function
+        )
         _check_insert_args(args)
     # tool_choice="auto" + stream: when the model picks a tool the server raises mid-stream;
     # the client sees an empty stream and no error (and the next request on that pooled
     # connection fails), so never stream with tool_choice="auto" here.
     with openai.OpenAI(base_url=llama_server.base_url, api_key="sk-local", max_retries=0, timeout=300) as client:
-        chunks = list(client.chat.completions.create(
-            model=llama_server.model, messages=MESSAGES, tools=[MEMORY_INSERT], tool_choice="auto",
-            max_tokens=64, temperature=0, stream=True))
+        chunks = list(
+            client.chat.completions.create(
+                model=llama_server.model,
+                messages=MESSAGES,
+                tools=[MEMORY_INSERT],
+                tool_choice="auto",
+                max_tokens=64,
+                temperature=0,
+                stream=True,
+            )
+        )
         assert chunks == []

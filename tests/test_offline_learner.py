@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 
 import pytest
 
@@ -36,8 +36,14 @@ def _facts(memory: Memory, uid: str) -> dict[str, str]:
 
 def test_learns_key_value_lines_from_first_person_statements(memory: Memory) -> None:
     uid = _uid()
-    _learn(memory, uid, "Hi, my name is Alice Walker.", "I live in Lisbon and I work as a nurse.",
-           "I'm 34 years old. I have a grey cat.", "I speak Portuguese.")
+    _learn(
+        memory,
+        uid,
+        "Hi, my name is Alice Walker.",
+        "I live in Lisbon and I work as a nurse.",
+        "I'm 34 years old. I have a grey cat.",
+        "I speak Portuguese.",
+    )
     facts = _facts(memory, uid)
     assert facts["Name"] == "Alice Walker"
     assert facts["Location"] == "Lisbon"
@@ -80,9 +86,11 @@ def test_likes_and_dislikes(memory: Memory) -> None:
 
 def test_only_the_users_statements_are_learned(memory: Memory) -> None:
     uid = _uid()
-    batch = [{"role": "assistant", "content": "My name is Sam and I live in Mars City"},
-             {"role": "system", "content": "My name is System"},
-             {"role": "user", "content": "Nice to meet you"}]
+    batch = [
+        {"role": "assistant", "content": "My name is Sam and I live in Mars City"},
+        {"role": "system", "content": "My name is System"},
+        {"role": "user", "content": "Nice to meet you"},
+    ]
     memory.wait_for_run(memory.add_messages(uid, batch), timeout=10)
     assert memory.get_user_memory(uid) == ""
     assert memory.get_summary(uid)  # the batch is still summarised
@@ -93,11 +101,23 @@ def test_summary_stays_within_its_limit_over_many_batches(memory: Memory) -> Non
     memory.initialize_user_memory(uid, summary_block_char_limit=300)
     runs = []
     for i in range(40):
-        runs.append(memory.add_messages(uid, [
-            {"role": "user", "content": f"Batch {i}: let us talk about topic number {i} in some detail",
-             "created_at": T0 + timedelta(hours=i)},
-            {"role": "assistant", "content": "Sure, tell me more.",
-             "created_at": T0 + timedelta(hours=i, seconds=1)}]))
+        runs.append(
+            memory.add_messages(
+                uid,
+                [
+                    {
+                        "role": "user",
+                        "content": f"Batch {i}: let us talk about topic number {i} in some detail",
+                        "created_at": T0 + timedelta(hours=i),
+                    },
+                    {
+                        "role": "assistant",
+                        "content": "Sure, tell me more.",
+                        "created_at": T0 + timedelta(hours=i, seconds=1),
+                    },
+                ],
+            )
+        )
         if i % 10 == 9:
             memory.wait_for_run(runs[-1], timeout=10)
             assert len(memory.get_summary(uid) or "") <= 300
@@ -123,8 +143,10 @@ def test_custom_blocks_are_untouched(make_memory: MakeMemory) -> None:
     memory = make_memory(subject_id=sid)
     memory.initialize_memory("preferences", "Known user preferences.", value="Likes: tea")
     memory.initialize_memory("human", "Who the user is", value="")
-    runs = [memory.add_messages([{"role": "user", "content": "I love coffee and my name is Zed"}]),
-            memory.add_messages([{"role": "user", "content": "I hate tea"}])]
+    runs = [
+        memory.add_messages([{"role": "user", "content": "I love coffee and my name is Zed"}]),
+        memory.add_messages([{"role": "user", "content": "I hate tea"}]),
+    ]
     for run in runs:
         memory.wait_for_run(run, timeout=10)
     assert memory.get_memory("preferences") == "Likes: tea"
@@ -142,8 +164,12 @@ def test_a_subject_without_default_blocks_learns_nothing_and_completes(memory: M
 
 
 def test_deterministic_across_stores(make_memory: MakeMemory, tmp_path) -> None:
-    texts = ["Hi, my name is Priya", "I live in Pune and I work at Infosys", "I love cricket. I hate traffic",
-             "my favourite food is dosa"]
+    texts = [
+        "Hi, my name is Priya",
+        "I live in Pune and I work at Infosys",
+        "I love cricket. I hate traffic",
+        "my favourite food is dosa",
+    ]
     values = []
     for n in range(2):
         m = make_memory(path=str(tmp_path / f"store{n}.db"))
@@ -156,11 +182,15 @@ def test_deterministic_across_stores(make_memory: MakeMemory, tmp_path) -> None:
 
 
 def test_learner_pass_is_deterministic_and_pure() -> None:
-    blocks = [Block(id="b1", label="human", description="H", value="Name: Old", limit=1000, subject_id="s"),
-              Block(id="b2", label="summary", description="S", value="", limit=500, subject_id="s"),
-              Block(id="b3", label="notes", description="N", value="keep", limit=100, subject_id="s")]
-    msgs = [StoredMessage(id=f"m{i}", role="user", content=c, created_at=T0)
-            for i, c in enumerate(["My name is New", "I enjoy chess"])]
+    blocks = [
+        Block(id="b1", label="human", description="H", value="Name: Old", limit=1000, subject_id="s"),
+        Block(id="b2", label="summary", description="S", value="", limit=500, subject_id="s"),
+        Block(id="b3", label="notes", description="N", value="keep", limit=100, subject_id="s"),
+    ]
+    msgs = [
+        StoredMessage(id=f"m{i}", role="user", content=c, created_at=T0)
+        for i, c in enumerate(["My name is New", "I enjoy chess"])
+    ]
     inp = PassInput("s", blocks, msgs, T0)
     first, second = OfflineLearner().learn(inp), OfflineLearner().learn(inp)
     assert first.values == second.values

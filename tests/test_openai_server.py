@@ -1,4 +1,5 @@
 """The scripted OpenAI server, driven by the real ``openai`` client over 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,9 @@ import openai
 import pytest
 
 try:
-    from support.openai_server import (ScriptedOpenAI, drop, embed_text, fail, invalid_json, openai_server,
-                                             reply, stall)
+    from support.openai_server import ScriptedOpenAI, drop, embed_text, fail, invalid_json, openai_server, reply, stall
 except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.openai_server import (ScriptedOpenAI, drop, embed_text, fail, invalid_json,  # type: ignore
-                                       openai_server, reply, stall)
+    from support.openai_server import ScriptedOpenAI, drop, embed_text, fail, invalid_json, openai_server, reply, stall  # type: ignore
 
 __all__ = ["openai_server"]  # the fixture, imported for pytest
 MSGS = [{"role": "user", "content": "My name is Bob."}]
@@ -33,8 +32,14 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 
 def test_tool_call_reply_parses_into_chat_completion(openai_server: ScriptedOpenAI) -> None:
-    openai_server.script(reply(tool_calls=[("memory_insert", {"label": "human", "new_str": "Name: Bob"}),
-                                           ("memory_finish_edits", "{not json")]))
+    openai_server.script(
+        reply(
+            tool_calls=[
+                ("memory_insert", {"label": "human", "new_str": "Name: Bob"}),
+                ("memory_finish_edits", "{not json"),
+            ]
+        )
+    )
     out = _client(openai_server).chat.completions.create(model="gpt-4.1-mini", messages=MSGS, tools=TOOLS)
     assert out.object == "chat.completion" and out.model == "gpt-4.1-mini"
     choice = out.choices[0]
@@ -74,10 +79,12 @@ def test_responder_answers_when_queue_is_empty(openai_server: ScriptedOpenAI) ->
 
 
 def test_streaming_content_tool_calls_and_usage(openai_server: ScriptedOpenAI) -> None:
-    openai_server.script(reply("Saving that now.", tool_calls=[("memory_insert", {"new_str": "x" * 40}),
-                                                                 ("memory_finish_edits", {})]))
+    openai_server.script(
+        reply("Saving that now.", tool_calls=[("memory_insert", {"new_str": "x" * 40}), ("memory_finish_edits", {})])
+    )
     stream = _client(openai_server).chat.completions.create(
-        model="gpt-4o-mini", messages=MSGS, tools=TOOLS, stream=True, stream_options={"include_usage": True})
+        model="gpt-4o-mini", messages=MSGS, tools=TOOLS, stream=True, stream_options={"include_usage": True}
+    )
     text, calls, finish, usage = "", {}, None, None
     for chunk in stream:
         assert chunk.object == "chat.completion.chunk"
@@ -124,8 +131,9 @@ def test_embedding_dimension_per_server_and_scripted_fault() -> None:
 
 
 def test_429_with_retry_after_reaches_the_client(openai_server: ScriptedOpenAI) -> None:
-    openai_server.script(fail(429, headers={"Retry-After": "1"}), fail(429, headers={"retry-after-ms": "10"}),
-                         reply("after retry"))
+    openai_server.script(
+        fail(429, headers={"Retry-After": "1"}), fail(429, headers={"retry-after-ms": "10"}), reply("after retry")
+    )
     with pytest.raises(openai.RateLimitError) as err:
         _client(openai_server).chat.completions.create(model="gpt-4o-mini", messages=MSGS)
     assert err.value.status_code == 429 and err.value.response.headers["retry-after"] == "1"
@@ -158,7 +166,9 @@ def test_stall_leaves_next_step_for_the_retry_when_client_gave_up(openai_server:
         client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
     time.sleep(0.35)  # the stalled handler wakes, sees the client gone, and consumes nothing
     assert openai_server.remaining == 1
-    assert client.chat.completions.create(model="gpt-4o-mini", messages=MSGS).choices[0].message.content == "for the retry"
+    assert (
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSGS).choices[0].message.content == "for the retry"
+    )
 
 
 def test_stall_then_explicit_step_acts_as_latency(openai_server: ScriptedOpenAI) -> None:
@@ -190,9 +200,12 @@ def test_fault_rate_is_seeded_and_counted() -> None:
         with ScriptedOpenAI() as server:
             server.fault_rate(0.5, seed=3, kinds=["500", "503"])
             for _ in range(20):
-                req = urllib.request.Request(server.base_url + "/chat/completions", method="POST",
-                                             data=json.dumps({"model": "m", "messages": MSGS}).encode(),
-                                             headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    server.base_url + "/chat/completions",
+                    method="POST",
+                    data=json.dumps({"model": "m", "messages": MSGS}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=5) as resp:
                         statuses.append(resp.status)
@@ -200,6 +213,7 @@ def test_fault_rate_is_seeded_and_counted() -> None:
                     statuses.append(exc.code)
             assert server.counters["faults"] == sum(s != 200 for s in statuses)
         return statuses
+
     first = run()
     assert first == run() and 3 < first.count(200) < 17 and set(first) <= {200, 500, 503}
 
@@ -221,6 +235,9 @@ def test_concurrent_clients_each_get_one_scripted_step(openai_server: ScriptedOp
     openai_server.script(*(reply(f"r{i}") for i in range(40)))
     client = _client(openai_server)
     with ThreadPoolExecutor(16) as pool:
-        got = list(pool.map(lambda _: client.chat.completions.create(model="m", messages=MSGS)
-                            .choices[0].message.content, range(40)))
+        got = list(
+            pool.map(
+                lambda _: client.chat.completions.create(model="m", messages=MSGS).choices[0].message.content, range(40)
+            )
+        )
     assert sorted(got) == sorted(f"r{i}" for i in range(40)) and openai_server.remaining == 0

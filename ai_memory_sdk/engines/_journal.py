@@ -18,9 +18,9 @@ import os
 import socket
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 from .._fork import gate, inherited
 from ..models import MessageIn
@@ -59,9 +59,9 @@ class Entry:
     archive: bool
     max_chars: int
     max_steps: int
-    group_id: Optional[str]
+    group_id: str | None
     chunks_sent: int
-    inflight: Optional[str]
+    inflight: str | None
     archived: int
 
 
@@ -99,18 +99,40 @@ class Journal:
             with self._lock:
                 conn.execute(sql, args)
 
-    def add(self, run_id: str, subject_id: str, agent_id: str, seq: int, messages: Sequence[MessageIn],
-            keys: Sequence[str], *, archive: bool, max_chars: int, max_steps: int) -> None:
-        payload = json.dumps({"messages": [m.model_dump(mode="json") for m in messages], "keys": list(keys),
-                              "archive": archive, "max_chars": max_chars, "max_steps": max_steps})
-        self._write("INSERT INTO pending (run_id, server, owner, subject_id, agent_id, seq, payload)"
-                    " VALUES (?,?,?,?,?,?,?)", (run_id, self.server, self.owner, subject_id, agent_id, seq, payload))
+    def add(
+        self,
+        run_id: str,
+        subject_id: str,
+        agent_id: str,
+        seq: int,
+        messages: Sequence[MessageIn],
+        keys: Sequence[str],
+        *,
+        archive: bool,
+        max_chars: int,
+        max_steps: int,
+    ) -> None:
+        payload = json.dumps(
+            {
+                "messages": [m.model_dump(mode="json") for m in messages],
+                "keys": list(keys),
+                "archive": archive,
+                "max_chars": max_chars,
+                "max_steps": max_steps,
+            }
+        )
+        self._write(
+            "INSERT INTO pending (run_id, server, owner, subject_id, agent_id, seq, payload) VALUES (?,?,?,?,?,?,?)",
+            (run_id, self.server, self.owner, subject_id, agent_id, seq, payload),
+        )
 
     def sent(self, run_ids: Sequence[str], letta_run: str, chunks_sent: int) -> None:
         """A Letta run was started for these batches (progress: a failure to record it is logged, not raised)."""
         marks = ",".join("?" * len(run_ids))
-        self._progress(f"UPDATE pending SET group_id=?, inflight=?, chunks_sent=? WHERE run_id IN ({marks})",
-                       (run_ids[0], letta_run, chunks_sent, *run_ids))
+        self._progress(
+            f"UPDATE pending SET group_id=?, inflight=?, chunks_sent=? WHERE run_id IN ({marks})",
+            (run_ids[0], letta_run, chunks_sent, *run_ids),
+        )
 
     def archived(self, run_id: str, count: int) -> None:
         """The batch's first ``count`` messages are stored as passages (progress, as above)."""
@@ -133,8 +155,9 @@ class Journal:
         with gate:
             conn = self._checked()
             with self._lock:
-                owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM pending WHERE server=?",
-                                                     (self.server,))]
+                owners = [
+                    r[0] for r in conn.execute("SELECT DISTINCT owner FROM pending WHERE server=?", (self.server,))
+                ]
                 dead = [o for o in owners if owner_dead(o, host)]
                 if not dead:
                     return []
@@ -144,9 +167,12 @@ class Journal:
                     rows = conn.execute(
                         f"SELECT run_id, subject_id, agent_id, seq, payload, group_id, chunks_sent, inflight, archived"
                         f" FROM pending WHERE server=? AND owner IN ({marks}) ORDER BY seq",
-                        (self.server, *dead)).fetchall()
-                    conn.execute(f"UPDATE pending SET owner=? WHERE server=? AND owner IN ({marks})",
-                                 (self.owner, self.server, *dead))
+                        (self.server, *dead),
+                    ).fetchall()
+                    conn.execute(
+                        f"UPDATE pending SET owner=? WHERE server=? AND owner IN ({marks})",
+                        (self.owner, self.server, *dead),
+                    )
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
@@ -154,15 +180,29 @@ class Journal:
         out = []
         for run_id, sid, agent_id, seq, payload, group_id, chunks_sent, inflight, archived in rows:
             p = json.loads(payload)
-            out.append(Entry(run_id, sid, agent_id, seq, [MessageIn.model_validate(m) for m in p["messages"]],
-                             p["keys"], p["archive"], p["max_chars"], p["max_steps"], group_id, chunks_sent, inflight,
-                             archived))
+            out.append(
+                Entry(
+                    run_id,
+                    sid,
+                    agent_id,
+                    seq,
+                    [MessageIn.model_validate(m) for m in p["messages"]],
+                    p["keys"],
+                    p["archive"],
+                    p["max_chars"],
+                    p["max_steps"],
+                    group_id,
+                    chunks_sent,
+                    inflight,
+                    archived,
+                )
+            )
         if out:
             log.warning("letta engine: resuming %d batch(es) accepted by a process that died", len(out))
         return out
 
 
-def journal_path(store_path: Optional[str], default: Path) -> Path:
+def journal_path(store_path: str | None, default: Path) -> Path:
     """Beside the configured store file (or the default one): ``memory.db`` -> ``memory.letta-journal.db``."""
     base = Path(store_path) if store_path and store_path != ":memory:" else default
     return base.with_name(base.stem + ".letta-journal.db")

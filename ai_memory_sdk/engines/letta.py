@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -56,17 +57,17 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .._fork import Gated, gate
 from ..config import Settings, default_path
-from ..errors import (BlockNotFoundError, RunNotFoundError, RunStateError, SubjectNotFoundError,
-                      UnsupportedByEngineError)
+from ..errors import BlockNotFoundError, RunNotFoundError, RunStateError, SubjectNotFoundError, UnsupportedByEngineError
 from ..formatting import neutralise
-from ._journal import Journal, journal_path
 from ..models import TERMINAL_STATUSES, Block, BlockSpec, BlockVersion, MessageIn, Run, SearchResult, StoredMessage
+from ._journal import Journal, journal_path
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _utc(value: Any) -> Optional[datetime]:
+def _utc(value: Any) -> datetime | None:
     """A server timestamp (datetime or ISO string, naive meaning UTC) as an aware datetime."""
     if value is None:
         return None
@@ -123,7 +124,7 @@ def subject_tags(subject_id: str) -> list[str]:
     return [SUBJECT_TAG + subject_id, subject_id, SDK_TAG]
 
 
-def _embedding_options(value: Optional[str]) -> dict[str, Any]:
+def _embedding_options(value: str | None) -> dict[str, Any]:
     """``letta_embedding``: a handle (``openai/text-embedding-3-small``) or a JSON ``embedding_config``."""
     if not value or not value.strip():
         return {}
@@ -156,7 +157,7 @@ def transcript_chunks(messages: Sequence[MessageIn], max_chars: int) -> list[str
             lines.append(f"{m.role}: {text}")
             continue
         size = budget - len(m.role) - 24
-        parts = [text[i:i + size] for i in range(0, len(text), size)]
+        parts = [text[i : i + size] for i in range(0, len(text), size)]
         lines += [f"{m.role}: (part {n}/{len(parts)}) {p}" for n, p in enumerate(parts, 1)]
     chunks: list[list[str]] = []
     used = budget + 1
@@ -199,7 +200,7 @@ def _merge_chunks(texts: Sequence[str]) -> str:
         order.append(nxt)
         used.add(nxt)
     out = chunks[order[0]]
-    for prev, j in zip(order, order[1:]):
+    for prev, j in itertools.pairwise(order):
         k = ov[prev][j]
         out = out + chunks[j][k:] if k else out + " " + chunks[j]
     return out
@@ -221,25 +222,35 @@ class _Rec:
     created_at: datetime = field(default_factory=_now)
     order: int = field(default_factory=time.time_ns)  # with the message index: order within equal created_at
     status: str = "queued"
-    started_at: Optional[datetime] = None
-    finished_at: Optional[datetime] = None
-    error: Optional[str] = None
-    stop_reason: Optional[str] = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    stop_reason: str | None = None
     archived: int = 0  # messages already stored as passages (a retry does not store them twice)
     letta_runs: list[str] = field(default_factory=list)
-    journal: Optional[Journal] = None  # where the batch waits durably until its run ends
-    resumed: Optional[str] = None  # adopted from a dead process: the group id its Letta pass had
+    journal: Journal | None = None  # where the batch waits durably until its run ends
+    resumed: str | None = None  # adopted from a dead process: the group id its Letta pass had
     chunks_sent: int = 0  # ... how many chunks of that pass were sent
-    inflight: Optional[str] = None  # ... and the Letta run of the last one (awaited, never re-sent)
+    inflight: str | None = None  # ... and the Letta run of the last one (awaited, never re-sent)
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
     def model(self) -> Run:
-        return Run(id=self.id, subject_id=self.subject_id, status=self.status, error=self.error,  # type: ignore[arg-type]
-                   stop_reason=self.stop_reason, created_at=self.created_at, started_at=self.started_at,
-                   finished_at=self.finished_at, learner="letta", llm_calls=self.llm_calls,
-                   prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
+        return Run(
+            id=self.id,
+            subject_id=self.subject_id,
+            status=self.status,
+            error=self.error,  # type: ignore[arg-type]
+            stop_reason=self.stop_reason,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            learner="letta",
+            llm_calls=self.llm_calls,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+        )
 
     @property
     def chars(self) -> int:
@@ -252,12 +263,12 @@ class _Lane:
 
     pending: deque = field(default_factory=deque)
     busy: bool = False
-    letta_run: Optional[str] = None  # in flight now
-    agent_id: Optional[str] = None  # of the run in flight
+    letta_run: str | None = None  # in flight now
+    agent_id: str | None = None  # of the run in flight
     closed: bool = False  # the subject is being deleted
 
 
-def _outcome(run: Any, max_steps: Optional[int]) -> tuple[str, Optional[str], Optional[str], tuple[int, int, int]]:
+def _outcome(run: Any, max_steps: int | None) -> tuple[str, str | None, str | None, tuple[int, int, int]]:
     """A terminal Letta run as (status, error, stop_reason, (llm_calls, prompt_tokens, completion_tokens))."""
     meta = run.metadata if isinstance(getattr(run, "metadata", None), dict) else {}
     result = meta.get("result") if isinstance(meta.get("result"), dict) else {}
@@ -268,8 +279,11 @@ def _outcome(run: Any, max_steps: Optional[int]) -> tuple[str, Optional[str], Op
     elif not stop and isinstance(sr, str):
         stop = sr
     usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
-    stats = (int(usage.get("step_count") or 0), int(usage.get("prompt_tokens") or 0),
-             int(usage.get("completion_tokens") or 0))
+    stats = (
+        int(usage.get("step_count") or 0),
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+    )
     status = getattr(run, "status", None)
     if status == "completed":
         if stop == "max_steps":
@@ -300,7 +314,7 @@ class _Hub:
         self.lanes: dict[str, _Lane] = {}
         self.agents: dict[str, str] = {}  # subject id -> agent id
         self._create_locks: dict[str, threading.Lock] = {}
-        self._ready: "queue.SimpleQueue[Optional[str]]" = queue.SimpleQueue()
+        self._ready: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._workers = workers
         self.refs = 0
@@ -347,7 +361,7 @@ class _Hub:
         """Wait until every lane is idle (queued batches sent and learned); False on timeout."""
         deadline = time.monotonic() + timeout
         with self.lock:
-            while any(l.busy or l.pending for l in self.lanes.values()):
+            while any(lane.busy or lane.pending for lane in self.lanes.values()):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     waiting = [r.id for r in self.runs.values() if r.status in ("queued", "running")]
@@ -402,9 +416,9 @@ class _Hub:
     def _pass(self, lane: _Lane, group: list[_Rec]) -> None:
         agent_id = group[0].agent_id
         chunks = transcript_chunks([m for r in group for m in r.messages], group[0].max_chars)
-        archive_error: Optional[str] = None
+        archive_error: str | None = None
         archived = False
-        final: tuple[str, Optional[str], Optional[str]] = ("completed", None, None)
+        final: tuple[str, str | None, str | None] = ("completed", None, None)
         first = group[0]
         begin = first.chunks_sent if first.resumed else 0
         for n in range(max(begin - 1, 0), len(chunks)):
@@ -418,7 +432,8 @@ class _Hub:
                 if n:
                     self._reset(agent_id)
                 sent_id = self.client.agents.messages.create_async(
-                    agent_id, messages=[{"role": "user", "content": chunk}], max_steps=first.max_steps).id
+                    agent_id, messages=[{"role": "user", "content": chunk}], max_steps=first.max_steps
+                ).id
                 if first.journal is not None:
                     first.journal.sent([r.id for r in group], sent_id, n + 1)
             with self.lock:
@@ -447,8 +462,9 @@ class _Hub:
             final = ("failed", f"archival insert failed: {archive_error}", "error")
         self._finish(group, *final, agent_id if chunks else None)
 
-    def _finish(self, group: list[_Rec], status: str, error: Optional[str], stop: Optional[str],
-                reset_agent: Optional[str]) -> None:
+    def _finish(
+        self, group: list[_Rec], status: str, error: str | None, stop: str | None, reset_agent: str | None
+    ) -> None:
         if reset_agent:  # before the runs end: a caller back from wait_for_run sees the flat history
             self._reset(reset_agent)
         _forget(group)
@@ -490,7 +506,7 @@ class _Hub:
     def passages(self, agent_id: str) -> list[Any]:
         """Every passage of the agent, oldest first (pages of 100; each carries its embedding, so this is heavy)."""
         out: list[Any] = []
-        after: Optional[str] = None
+        after: str | None = None
         while True:
             kwargs: dict[str, Any] = {"limit": 100, "ascending": True}
             if after:
@@ -503,12 +519,12 @@ class _Hub:
                 return out
             after = page[-1].id
 
-    def _archive(self, lane: _Lane, group: list[_Rec]) -> Optional[str]:
+    def _archive(self, lane: _Lane, group: list[_Rec]) -> str | None:
         """Store the group's archived messages as passages, one request each; the first error, if any.
 
         A resumed pass first looks for passages the dead process stored after its last journal write.
         """
-        stored: Optional[set[str]] = None
+        stored: set[str] | None = None
         for r in group:
             if not r.archive:
                 continue
@@ -525,8 +541,11 @@ class _Hub:
                 if m.content and not (r.resumed and stored is not None and key in stored):
                     try:
                         self.client.agents.passages.create(
-                            r.agent_id, text=m.content, tags=_passage_tags(m, key, r.id, [r.order, r.archived]),
-                            created_at=m.created_at)
+                            r.agent_id,
+                            text=m.content,
+                            tags=_passage_tags(m, key, r.id, [r.order, r.archived]),
+                            created_at=m.created_at,
+                        )
                     except Exception as exc:
                         return f"{type(exc).__name__}: {exc}"
                 r.archived += 1
@@ -553,7 +572,7 @@ class _Gone:
 
     status = "cancelled"
     stop_reason = "cancelled"
-    metadata: dict = {}
+    metadata: ClassVar[dict[str, Any]] = {}
 
 
 def _passage_tags(m: MessageIn, key: str, run_id: str, order: list[int]) -> list[str]:
@@ -575,11 +594,11 @@ def _passage_tags(m: MessageIn, key: str, run_id: str, order: list[int]) -> list
     return list(dict.fromkeys([m.role, *m.tags, SDK_TAG, MESSAGE_TAG + text]))
 
 
-def _message_record(tags: Sequence[str]) -> Optional[dict[str, Any]]:
+def _message_record(tags: Sequence[str]) -> dict[str, Any] | None:
     for t in tags:
         if t.startswith(MESSAGE_TAG):
             try:
-                rec = json.loads(t[len(MESSAGE_TAG):])
+                rec = json.loads(t[len(MESSAGE_TAG) :])
             except ValueError:
                 return None
             return rec if isinstance(rec, dict) else None
@@ -657,13 +676,25 @@ class LettaEngine:
         server = settings.base_url or os.environ.get("LETTA_BASE_URL") or "https://api.letta.com"
         self._journal = Journal(journal_path(settings.path, default_path()), server=server)
         self._resume()
-        log.info("letta engine: server %s, model %s, embedding %s",
-                 settings.base_url or os.environ.get("LETTA_BASE_URL") or "Letta Cloud", settings.letta_model,
-                 settings.letta_embedding or "the server's default")
+        log.info(
+            "letta engine: server %s, model %s, embedding %s",
+            settings.base_url or os.environ.get("LETTA_BASE_URL") or "Letta Cloud",
+            settings.letta_model,
+            settings.letta_embedding or "the server's default",
+        )
 
     def _journal_add(self, rec: _Rec) -> None:
-        self._journal.add(rec.id, rec.subject_id, rec.agent_id, rec.order, rec.messages, rec.keys,
-                          archive=rec.archive, max_chars=rec.max_chars, max_steps=rec.max_steps)
+        self._journal.add(
+            rec.id,
+            rec.subject_id,
+            rec.agent_id,
+            rec.order,
+            rec.messages,
+            rec.keys,
+            archive=rec.archive,
+            max_chars=rec.max_chars,
+            max_steps=rec.max_steps,
+        )
 
     def _resume(self) -> None:
         """Adopt the batches a dead process accepted for this server: onto their lanes, oldest first."""
@@ -673,11 +704,23 @@ class LettaEngine:
         hub = self.hub
         with hub.lock:
             for e in entries:
-                rec = _Rec(id=e.run_id, subject_id=e.subject_id, agent_id=e.agent_id, messages=e.messages,
-                           keys=e.keys, archive=e.archive, max_chars=e.max_chars, max_steps=e.max_steps,
-                           created_at=datetime.fromtimestamp(e.seq / 1e9, timezone.utc), order=e.seq,
-                           archived=e.archived, journal=self._journal, resumed=e.group_id if e.inflight else None,
-                           chunks_sent=e.chunks_sent, inflight=e.inflight)
+                rec = _Rec(
+                    id=e.run_id,
+                    subject_id=e.subject_id,
+                    agent_id=e.agent_id,
+                    messages=e.messages,
+                    keys=e.keys,
+                    archive=e.archive,
+                    max_chars=e.max_chars,
+                    max_steps=e.max_steps,
+                    created_at=datetime.fromtimestamp(e.seq / 1e9, timezone.utc),
+                    order=e.seq,
+                    archived=e.archived,
+                    journal=self._journal,
+                    resumed=e.group_id if e.inflight else None,
+                    chunks_sent=e.chunks_sent,
+                    inflight=e.inflight,
+                )
                 if e.inflight:
                     rec.letta_runs.append(e.inflight)
                 lane = hub.lanes.get(e.subject_id)
@@ -709,7 +752,7 @@ class LettaEngine:
 
     # -- agents ----------------------------------------------------------------------------------
 
-    def _lookup(self, sid: str, *, fresh: bool = False) -> tuple[Optional[str], bool]:
+    def _lookup(self, sid: str, *, fresh: bool = False) -> tuple[str | None, bool]:
         """(agent id, whether it came from the cache): tags ``subj:<id>`` first, then the raw id (0.2.0 users)."""
         hub = self.hub
         if not fresh:
@@ -753,8 +796,14 @@ class LettaEngine:
             for spec in blocks:
                 block_ids.append(self._new_block(spec))
             agent = client.agents.create(
-                name=agent_name(kind, sid), model=self.settings.letta_model, agent_type="sleeptime_agent",
-                initial_message_sequence=[], tags=subject_tags(sid), block_ids=block_ids, **self._embedding)
+                name=agent_name(kind, sid),
+                model=self.settings.letta_model,
+                agent_type="sleeptime_agent",
+                initial_message_sequence=[],
+                tags=subject_tags(sid),
+                block_ids=block_ids,
+                **self._embedding,
+            )
         except BaseException:
             for bid in block_ids:
                 self._quietly(client.blocks.delete, bid)
@@ -765,8 +814,13 @@ class LettaEngine:
         return agent.id
 
     def _new_block(self, spec: BlockSpec) -> str:
-        return self.hub.client.blocks.create(label=spec.label, value=spec.value, description=spec.description,
-                                             limit=spec.limit, metadata={ORDER_KEY: time.time_ns()}).id
+        return self.hub.client.blocks.create(
+            label=spec.label,
+            value=spec.value,
+            description=spec.description,
+            limit=spec.limit,
+            metadata={ORDER_KEY: time.time_ns()},
+        ).id
 
     @staticmethod
     def _quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -785,7 +839,7 @@ class LettaEngine:
 
     # -- subjects --------------------------------------------------------------------------------
 
-    def agent_id(self, subject_id: str) -> Optional[str]:
+    def agent_id(self, subject_id: str) -> str | None:
         return self._lookup(subject_id)[0]
 
     def create_subject(self, subject_id: str, *, reset: bool, blocks: Sequence[BlockSpec], kind: str) -> str:
@@ -795,8 +849,10 @@ class LettaEngine:
             if existing:
                 if not reset:
                     noun = "user" if kind == "user" else "subject"
-                    raise ValueError(f"Agent {existing} already exists for {noun} {subject_id}. "
-                                     "Cannot re-initialize memory unless reset=True.")
+                    raise ValueError(
+                        f"Agent {existing} already exists for {noun} {subject_id}. "
+                        "Cannot re-initialize memory unless reset=True."
+                    )
                 self.delete_subject(subject_id)
             return self._create_agent(subject_id, "user" if kind == "user" else "subject", blocks)
 
@@ -869,8 +925,14 @@ class LettaEngine:
     # -- blocks ----------------------------------------------------------------------------------
 
     def _block_model(self, sid: str, b: Any) -> Block:
-        return Block(id=b.id, label=b.label, description=b.description or "", value=b.value or "",
-                     limit=int(b.limit or 0), subject_id=sid)
+        return Block(
+            id=b.id,
+            label=b.label,
+            description=b.description or "",
+            value=b.value or "",
+            limit=int(b.limit or 0),
+            subject_id=sid,
+        )
 
     def _raw_block(self, sid: str, label: str) -> Any:
         from letta_client import NotFoundError
@@ -894,11 +956,11 @@ class LettaEngine:
 
         return [self._block_model(subject_id, b) for _, b in sorted(enumerate(items), key=key)]
 
-    def get_block(self, subject_id: str, label: str) -> Optional[Block]:
+    def get_block(self, subject_id: str, label: str) -> Block | None:
         b = self._raw_block(subject_id, label)
         return None if b is None else self._block_model(subject_id, b)
 
-    def block_text(self, subject_id: str, label: str) -> Optional[tuple[str, str]]:
+    def block_text(self, subject_id: str, label: str) -> tuple[str, str] | None:
         """(description, value) through one block retrieval (agent id cached)."""
         b = self._raw_block(subject_id, label)
         return None if b is None else (b.description or "", b.value or "")
@@ -945,8 +1007,9 @@ class LettaEngine:
         if b is None:
             raise BlockNotFoundError(f"Block {label!r} not found for subject {subject_id}")
         block_value(value, int(b.limit))
-        self._with_agent(subject_id, lambda aid: self.hub.client.agents.blocks.update(label, agent_id=aid,
-                                                                                      value=value), None)
+        self._with_agent(
+            subject_id, lambda aid: self.hub.client.agents.blocks.update(label, agent_id=aid, value=value), None
+        )
 
     def block_history(self, subject_id: str, label: str) -> list[BlockVersion]:
         """Not available: Letta keeps no block versions. Raises ``UnsupportedByEngineError``."""
@@ -958,14 +1021,23 @@ class LettaEngine:
 
     # -- messages and runs -----------------------------------------------------------------------
 
-    def add_messages(self, subject_id: str, messages: Sequence[MessageIn], *, archive: bool,
-                     default_blocks: Sequence[BlockSpec]) -> str:
+    def add_messages(
+        self, subject_id: str, messages: Sequence[MessageIn], *, archive: bool, default_blocks: Sequence[BlockSpec]
+    ) -> str:
         """Queue the batch on the subject's lane; returns our run id at once (the agent is made first if missing)."""
         kind = "user" if default_blocks else "subject"
         agent_id = self._ensure(subject_id, kind, default_blocks)
-        rec = _Rec(id=f"{RUN_PREFIX}{uuid.uuid4()}", subject_id=subject_id, agent_id=agent_id,
-                   messages=list(messages), keys=[f"msg-{uuid.uuid4().hex}" for _ in messages], archive=archive,
-                   max_chars=self.settings.max_pass_chars, max_steps=self.settings.max_steps, journal=self._journal)
+        rec = _Rec(
+            id=f"{RUN_PREFIX}{uuid.uuid4()}",
+            subject_id=subject_id,
+            agent_id=agent_id,
+            messages=list(messages),
+            keys=[f"msg-{uuid.uuid4().hex}" for _ in messages],
+            archive=archive,
+            max_chars=self.settings.max_pass_chars,
+            max_steps=self.settings.max_steps,
+            journal=self._journal,
+        )
         self._journal_add(rec)  # durable before the id is returned (SPEC §6)
         hub = self.hub
         with hub.lock:
@@ -977,8 +1049,9 @@ class LettaEngine:
             hub.kick(subject_id)
         return rec.id
 
-    def get_messages(self, subject_id: str, *, limit: Optional[int], before: Optional[datetime],
-                     after: Optional[datetime]) -> list[StoredMessage]:
+    def get_messages(
+        self, subject_id: str, *, limit: int | None, before: datetime | None, after: datetime | None
+    ) -> list[StoredMessage]:
         """The subject's *archived* messages (added with ``skip_vector_storage=False``, and file parts), oldest first.
 
         Letta keeps no other copy: batches go to the agent as one transcript and
@@ -988,9 +1061,10 @@ class LettaEngine:
         """
         return self._with_agent(subject_id, lambda aid: self._messages(aid, limit, before, after), [])
 
-    def _messages(self, agent_id: str, limit: Optional[int], before: Optional[datetime],
-                  after: Optional[datetime]) -> list[StoredMessage]:
-        groups: dict[str, list[tuple[Any, Optional[dict[str, Any]]]]] = {}
+    def _messages(
+        self, agent_id: str, limit: int | None, before: datetime | None, after: datetime | None
+    ) -> list[StoredMessage]:
+        groups: dict[str, list[tuple[Any, dict[str, Any] | None]]] = {}
         for p in self.hub.passages(agent_id):
             tags = list(p.tags or [])
             if not _visible_tags(tags):  # 0.2.0's "Initialized memory for ..." marker
@@ -1009,9 +1083,21 @@ class LettaEngine:
             if after is not None and created <= after:
                 continue
             order = rec.get("order") if isinstance(rec.get("order"), list) else []
-            out.append((created, order, StoredMessage(id=f"{key}@{agent_id}", role=role,
-                                     content=_merge_chunks([x.text or "" for x, _ in parts]), name=rec.get("name"),
-                                     metadata=rec.get("metadata") or {}, created_at=created, run_id=rec.get("run"))))
+            out.append(
+                (
+                    created,
+                    order,
+                    StoredMessage(
+                        id=f"{key}@{agent_id}",
+                        role=role,
+                        content=_merge_chunks([x.text or "" for x, _ in parts]),
+                        name=rec.get("name"),
+                        metadata=rec.get("metadata") or {},
+                        created_at=created,
+                        run_id=rec.get("run"),
+                    ),
+                )
+            )
         out.sort(key=lambda x: (x[0], x[1]))
         messages = [m for _, _, m in out]
         return messages[-limit:] if limit else messages
@@ -1033,7 +1119,7 @@ class LettaEngine:
             if (rec and rec.get("id") == key) or p.id == key:
                 self._quietly(client.agents.passages.delete, p.id, agent_id=agent_id)
 
-    def _foreign_run(self, run_id: str, with_subject: bool = True) -> Optional[Run]:
+    def _foreign_run(self, run_id: str, with_subject: bool = True) -> Run | None:
         """A Letta run id this process did not make (e.g. stored by 0.2.0): read from the server."""
         from letta_client import BadRequestError, NotFoundError, UnprocessableEntityError
 
@@ -1046,12 +1132,22 @@ class LettaEngine:
         status, error, stop, stats = _outcome(r, None)
         agent = r.agent_id or ((r.metadata or {}).get("agent_id") if isinstance(r.metadata, dict) else None)
         subject = self._subject_of(agent, run_id) if with_subject else ""
-        return Run(id=r.id, subject_id=subject, status=status, error=error, stop_reason=stop,  # type: ignore[arg-type]
-                   created_at=_utc(r.created_at) or _now(), started_at=_utc(r.created_at),
-                   finished_at=_utc(getattr(r, "completed_at", None)) if status in TERMINAL_STATUSES else None,
-                   learner="letta", llm_calls=stats[0], prompt_tokens=stats[1], completion_tokens=stats[2])
+        return Run(
+            id=r.id,
+            subject_id=subject,
+            status=status,
+            error=error,
+            stop_reason=stop,  # type: ignore[arg-type]
+            created_at=_utc(r.created_at) or _now(),
+            started_at=_utc(r.created_at),
+            finished_at=_utc(getattr(r, "completed_at", None)) if status in TERMINAL_STATUSES else None,
+            learner="letta",
+            llm_calls=stats[0],
+            prompt_tokens=stats[1],
+            completion_tokens=stats[2],
+        )
 
-    def _subject_of(self, agent_id: Optional[str], run_id: str) -> str:
+    def _subject_of(self, agent_id: str | None, run_id: str) -> str:
         """The subject of a Letta run: a finished run forgets its agent, but its steps remember it."""
         client = self.hub.client
         try:
@@ -1068,11 +1164,11 @@ class LettaEngine:
         except Exception as exc:
             log.debug("subject of letta run %s unknown: %s", run_id, exc)
             return ""
-        subj = [t[len(SUBJECT_TAG):] for t in tags if t.startswith(SUBJECT_TAG)]
+        subj = [t[len(SUBJECT_TAG) :] for t in tags if t.startswith(SUBJECT_TAG)]
         raw = [t for t in tags if t != SDK_TAG]
         return subj[0] if subj else (raw[0] if raw else "")
 
-    def get_run(self, run_id: str) -> Optional[Run]:
+    def get_run(self, run_id: str) -> Run | None:
         with self.hub.lock:
             rec = self.hub.runs.get(run_id)
             if rec is not None:
@@ -1105,11 +1201,14 @@ class LettaEngine:
             time.sleep(min(delay, left))
             delay = min(delay * 1.5, 0.25)
 
-    def list_runs(self, subject_id: str, status: Optional[str]) -> list[Run]:
+    def list_runs(self, subject_id: str, status: str | None) -> list[Run]:
         """Runs this process made for the subject, oldest first (Letta cannot list runs by agent)."""
         with self.hub.lock:
-            return [r.model() for r in self.hub.runs.values()
-                    if r.subject_id == subject_id and (status is None or r.status == status)]
+            return [
+                r.model()
+                for r in self.hub.runs.values()
+                if r.subject_id == subject_id and (status is None or r.status == status)
+            ]
 
     def _unknown(self, run_id: str, action: str) -> Exception:
         """The error for a run id that is not one of ours (call without the hub lock)."""
@@ -1156,8 +1255,17 @@ class LettaEngine:
 
     # -- search ----------------------------------------------------------------------------------
 
-    def search(self, subject_id: str, query: str, *, tags: Sequence[str], tag_match_mode: str, limit: int,
-               start: Optional[datetime], end: Optional[datetime]) -> list[SearchResult]:
+    def search(
+        self,
+        subject_id: str,
+        query: str,
+        *,
+        tags: Sequence[str],
+        tag_match_mode: str,
+        limit: int,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> list[SearchResult]:
         """Letta's semantic passage search, filtered here.
 
         The server applies tag filters *after* taking the ``top_k`` nearest, so tags
@@ -1166,11 +1274,20 @@ class LettaEngine:
         ``1/rank`` in Letta's order (best first). Every query returns the nearest
         passages, however far (no relevance cut-off, as in Letta).
         """
-        return self._with_agent(subject_id, lambda aid: self._search(aid, query, tags, tag_match_mode, limit,
-                                                                     start, end), [])
+        return self._with_agent(
+            subject_id, lambda aid: self._search(aid, query, tags, tag_match_mode, limit, start, end), []
+        )
 
-    def _search(self, agent_id: str, query: str, tags: Sequence[str], mode: str, limit: int,
-                start: Optional[datetime], end: Optional[datetime]) -> list[SearchResult]:
+    def _search(
+        self,
+        agent_id: str,
+        query: str,
+        tags: Sequence[str],
+        mode: str,
+        limit: int,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> list[SearchResult]:
         want = set(tags)
         top_k = max(50, limit * 5)
         while True:
@@ -1187,19 +1304,27 @@ class LettaEngine:
                 visible = _visible_tags(all_tags)
                 if not visible:  # 0.2.0's "Initialized memory for ..." marker
                     continue
-                if want and ((mode == "all" and not want <= set(visible)) or
-                             (mode != "all" and not want & set(visible))):
+                if want and (
+                    (mode == "all" and not want <= set(visible)) or (mode != "all" and not want & set(visible))
+                ):
                     continue
                 created = _utc(hit.timestamp) or _now()
                 if (start is not None and created < start) or (end is not None and created > end):
                     continue
                 rec = _message_record(all_tags) or {}
                 role = rec.get("role") or next((t for t in visible if t in _ROLES), None)
-                found.append(SearchResult(content=hit.content, score=0.0, role=role, tags=visible, created_at=created,
-                                          message_id=f"{rec['id']}@{agent_id}" if rec.get("id") else None,
-                                          metadata=rec.get("metadata") or {}))
+                found.append(
+                    SearchResult(
+                        content=hit.content,
+                        score=0.0,
+                        role=role,
+                        tags=visible,
+                        created_at=created,
+                        message_id=f"{rec['id']}@{agent_id}" if rec.get("id") else None,
+                        metadata=rec.get("metadata") or {},
+                    )
+                )
             if len(found) >= limit or len(hits) < top_k or top_k >= _MAX_TOP_K:
                 break
             top_k = min(top_k * 8, _MAX_TOP_K)
         return [r.model_copy(update={"score": 1.0 / (i + 1)}) for i, r in enumerate(found[:limit])]
-

@@ -10,11 +10,12 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from ..config import Settings, default_path
-from ..errors import RunNotFoundError, SubjectNotFoundError
+from ..errors import RunNotFoundError
 from ..learners import make_learner
 from ..learners.llm import openai_client
 from ..models import TERMINAL_STATUSES, Block, BlockSpec, BlockVersion, MessageIn, Run, SearchResult, StoredMessage
@@ -33,38 +34,61 @@ class LocalEngine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._tmpdir: Optional[str] = None
+        self._tmpdir: str | None = None
         path = settings.path or str(default_path())
         if path == ":memory:":  # a throwaway store: a private temporary file, removed on close
             self._tmpdir = tempfile.mkdtemp(prefix="ai-memory-")
             path = os.path.join(self._tmpdir, "memory.db")
         self.path = path
-        self.store = SQLiteStore(path, history_limit=settings.history_limit, busy_timeout=settings.busy_timeout,
-                                 secure_delete=settings.secure_delete)
+        self.store = SQLiteStore(
+            path,
+            history_limit=settings.history_limit,
+            busy_timeout=settings.busy_timeout,
+            secure_delete=settings.secure_delete,
+        )
         self.learner = make_learner(settings)
         self.embedder = self._resolve_embedder()
         self.vectors = hybrid.VectorCache()
-        self.pool = WorkerPool(self.store, self.learner, self.embedder, concurrency=settings.workers,
-                               lease_seconds=settings.lease_seconds, poll_interval=settings.poll_interval,
-                               max_pass_chars=settings.max_pass_chars)
+        self.pool = WorkerPool(
+            self.store,
+            self.learner,
+            self.embedder,
+            concurrency=settings.workers,
+            lease_seconds=settings.lease_seconds,
+            poll_interval=settings.poll_interval,
+            max_pass_chars=settings.max_pass_chars,
+        )
         self._pid = os.getpid()
         self._closed = False
-        log.info("local engine: store %s, learner %s, embedder %s", path, self.learner.name,
-                 self.embedder.name if self.embedder else "none (lexical search only)")
+        log.info(
+            "local engine: store %s, learner %s, embedder %s",
+            path,
+            self.learner.name,
+            self.embedder.name if self.embedder else "none (lexical search only)",
+        )
         _open_engines.add(self)
         if settings.background:
             self.pool.start()  # resumes what a previous process left, and serves other processes' batches
 
-    def _resolve_embedder(self) -> Optional[Embedder]:
+    def _resolve_embedder(self) -> Embedder | None:
         recorded = self.store.get_meta("embedder")
-        embedder = make_embedder(self.settings.embedder, recorded=recorded, llm_configured=self.settings.llm_configured,
-                                 openai_client=self._openai_client)
+        embedder = make_embedder(
+            self.settings.embedder,
+            recorded=recorded,
+            llm_configured=self.settings.llm_configured,
+            openai_client=self._openai_client,
+        )
         name = embedder.name if embedder else None
         if recorded and name and recorded != name:
-            log.warning("store %s has vectors from %s; the configured embedder is %s. Search never compares the two:"
-                        " stored passages are re-embedded with %s by the background worker (ai-memory worker when"
-                        " background=False), in batches, and found by lexical search only until then", self.path,
-                        recorded, name, name)
+            log.warning(
+                "store %s has vectors from %s; the configured embedder is %s. Search never compares the two:"
+                " stored passages are re-embedded with %s by the background worker (ai-memory worker when"
+                " background=False), in batches, and found by lexical search only until then",
+                self.path,
+                recorded,
+                name,
+                name,
+            )
         if name and recorded != name:
             self.store.set_meta("embedder", name)
         return embedder
@@ -98,7 +122,7 @@ class LocalEngine:
 
     # -- subjects --------------------------------------------------------------------------------
 
-    def agent_id(self, subject_id: str) -> Optional[str]:
+    def agent_id(self, subject_id: str) -> str | None:
         return self.store.agent_id(subject_id)
 
     def create_subject(self, subject_id: str, *, reset: bool, blocks: Sequence[BlockSpec], kind: str) -> str:
@@ -117,10 +141,10 @@ class LocalEngine:
     def list_blocks(self, subject_id: str) -> list[Block]:
         return self.store.list_blocks(subject_id)
 
-    def get_block(self, subject_id: str, label: str) -> Optional[Block]:
+    def get_block(self, subject_id: str, label: str) -> Block | None:
         return self.store.get_block(subject_id, label)
 
-    def block_text(self, subject_id: str, label: str) -> Optional[tuple[str, str]]:
+    def block_text(self, subject_id: str, label: str) -> tuple[str, str] | None:
         return self.store.block_text(subject_id, label)
 
     def create_block(self, subject_id: str, spec: BlockSpec, *, reset: bool) -> str:
@@ -142,21 +166,23 @@ class LocalEngine:
 
     # -- messages and runs -----------------------------------------------------------------------
 
-    def add_messages(self, subject_id: str, messages: Sequence[MessageIn], *, archive: bool,
-                     default_blocks: Sequence[BlockSpec]) -> str:
+    def add_messages(
+        self, subject_id: str, messages: Sequence[MessageIn], *, archive: bool, default_blocks: Sequence[BlockSpec]
+    ) -> str:
         texts = [m.content if archive else None for m in messages]
         run_id = self.store.enqueue(subject_id, messages, passages=texts, default_blocks=default_blocks)
         self._kick()
         return run_id
 
-    def get_messages(self, subject_id: str, *, limit: Optional[int], before: Optional[datetime],
-                     after: Optional[datetime]) -> list[StoredMessage]:
+    def get_messages(
+        self, subject_id: str, *, limit: int | None, before: datetime | None, after: datetime | None
+    ) -> list[StoredMessage]:
         return self.store.get_messages(subject_id, limit=limit, before=before, after=after)
 
     def delete_message(self, message_id: str) -> None:
         self.store.delete_message(message_id)
 
-    def get_run(self, run_id: str) -> Optional[Run]:
+    def get_run(self, run_id: str) -> Run | None:
         return self.store.get_run(run_id)
 
     def wait_for_run(self, run_id: str, timeout: float) -> Run:
@@ -177,10 +203,10 @@ class LocalEngine:
             if remaining <= 0:
                 raise TimeoutError(f"Run {run_id} did not complete within {timeout} seconds")
             with pool.completed:
-                pool.completed.wait_for(lambda: pool.generation != seen, timeout=min(delay, remaining))
+                pool.completed.wait_for(lambda seen=seen: pool.generation != seen, timeout=min(delay, remaining))
             delay = min(delay * 2, 0.25)
 
-    def list_runs(self, subject_id: str, status: Optional[str]) -> list[Run]:
+    def list_runs(self, subject_id: str, status: str | None) -> list[Run]:
         return self.store.list_runs(subject_id, status)
 
     def cancel_run(self, run_id: str) -> Run:
@@ -193,17 +219,36 @@ class LocalEngine:
 
     # -- search ----------------------------------------------------------------------------------
 
-    def search(self, subject_id: str, query: str, *, tags: Sequence[str], tag_match_mode: str, limit: int,
-               start: Optional[datetime], end: Optional[datetime]) -> list[SearchResult]:
+    def search(
+        self,
+        subject_id: str,
+        query: str,
+        *,
+        tags: Sequence[str],
+        tag_match_mode: str,
+        limit: int,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> list[SearchResult]:
         pk = self.store.subject_pk(subject_id)
         if pk is None:
             return []
-        return hybrid.search(self.store, self.vectors, self.embedder, pk, query, tags=tags,
-                             tag_match_mode=tag_match_mode, limit=limit, start=start, end=end)
+        return hybrid.search(
+            self.store,
+            self.vectors,
+            self.embedder,
+            pk,
+            query,
+            tags=tags,
+            tag_match_mode=tag_match_mode,
+            limit=limit,
+            start=start,
+            end=end,
+        )
 
     # -- worker process --------------------------------------------------------------------------
 
-    def work(self, *, once: bool = False, stop: Optional[threading.Event] = None) -> int:
+    def work(self, *, once: bool = False, stop: threading.Event | None = None) -> int:
         """Foreground worker (``ai-memory worker``): drain the queue once, or keep working until ``stop``."""
         if once:
             return self.pool.drain()
@@ -217,7 +262,7 @@ class LocalEngine:
         return 0
 
 
-_open_engines: "weakref.WeakSet[LocalEngine]" = weakref.WeakSet()
+_open_engines: weakref.WeakSet[LocalEngine] = weakref.WeakSet()
 
 
 @atexit.register

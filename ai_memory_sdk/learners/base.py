@@ -5,9 +5,10 @@ A learner never touches the store; the worker applies what it returns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from ..models import Block, StoredMessage
 from .tools import EditOp

@@ -17,10 +17,11 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 from .._fork import PerProcess, gate
 from ..config import Settings
@@ -36,19 +37,27 @@ _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
 _BACKOFF_BASE = 0.5  # seconds before the first retry without Retry-After; doubles per attempt
 _BACKOFF_CAP = 20.0
 _RETRY_AFTER_JITTER = 0.1  # up to 10% (at most 1 s) added to a server's Retry-After
-_HINTS = {401: "check OPENAI_API_KEY / llm_api_key", 403: "check the API key's permissions",
-          404: "check AI_MEMORY_MODEL / model and OPENAI_BASE_URL / llm_base_url"}
+_HINTS = {
+    401: "check OPENAI_API_KEY / llm_api_key",
+    403: "check the API key's permissions",
+    404: "check AI_MEMORY_MODEL / model and OPENAI_BASE_URL / llm_base_url",
+}
 
 
 def openai_client(settings: Settings) -> Any:
     """The ``openai`` client for the memory agent and ``openai:`` embeddings (retries are ours, not its)."""
     from openai import OpenAI
 
-    return OpenAI(api_key=settings.llm_api_key or "not-needed", base_url=settings.llm_base_url,
-                  timeout=settings.llm_timeout, max_retries=0)
+    return OpenAI(
+        api_key=settings.llm_api_key or "not-needed",
+        base_url=settings.llm_base_url,
+        timeout=settings.llm_timeout,
+        max_retries=0,
+    )
 
 
 # -- prompts --------------------------------------------------------------------------------------
+
 
 def _utc(dt: datetime) -> str:
     if dt.tzinfo is not None:
@@ -72,12 +81,19 @@ def _templates() -> tuple[Any, Any]:
     """Load ``system.j2`` and ``user.j2`` once from the package ``ai_memory_sdk.prompts``."""
     import jinja2
 
-    env = jinja2.Environment(autoescape=False, trim_blocks=True, lstrip_blocks=True,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    env = jinja2.Environment(
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,
+    )
     env.filters.update(attr=escape_attr, block_value=neutralise, utc=_utc, quoted=_quoted, quoted_line=_quoted_line)
     root = resources.files("ai_memory_sdk.prompts")
-    return (env.from_string(root.joinpath("system.j2").read_text(encoding="utf-8")),
-            env.from_string(root.joinpath("user.j2").read_text(encoding="utf-8")))
+    return (
+        env.from_string(root.joinpath("system.j2").read_text(encoding="utf-8")),
+        env.from_string(root.joinpath("user.j2").read_text(encoding="utf-8")),
+    )
 
 
 def render_system(blocks: Sequence[Block]) -> str:
@@ -85,8 +101,14 @@ def render_system(blocks: Sequence[Block]) -> str:
     return _templates()[0].render(blocks=blocks).strip()
 
 
-def render_user(messages: Sequence[Any], now: datetime, results: Sequence[Mapping[str, str]] = (),
-                changed: Sequence[Block] = (), failed: int = 0, last: bool = False) -> str:
+def render_user(
+    messages: Sequence[Any],
+    now: datetime,
+    results: Sequence[Mapping[str, str]] = (),
+    changed: Sequence[Block] = (),
+    failed: int = 0,
+    last: bool = False,
+) -> str:
     """The user turn: the current time and the new messages as a quoted transcript.
 
     After the first step of a pass it also lists the answer to every call so far
@@ -99,8 +121,18 @@ def render_user(messages: Sequence[Any], now: datetime, results: Sequence[Mappin
     the same from step to step.
     """
     when = now.astimezone(timezone.utc) if now.tzinfo else now
-    return _templates()[1].render(messages=messages, now=when.strftime("%Y-%m-%d %H:%M, %A"), results=results,
-                                  changed=changed, failed=failed, last=last).strip()
+    return (
+        _templates()[1]
+        .render(
+            messages=messages,
+            now=when.strftime("%Y-%m-%d %H:%M, %A"),
+            results=results,
+            changed=changed,
+            failed=failed,
+            last=last,
+        )
+        .strip()
+    )
 
 
 # A schema's ``maxLength`` is compiled into a grammar by llama.cpp-based servers, one nested rule per
@@ -110,7 +142,7 @@ _MAX_SCHEMA_LENGTH = 1000
 _MAX_LINE_ENUM = 32  # insert_line is an enum of its valid values while they are this few
 
 
-def string_bounds(blocks: Sequence[Block], values: Optional[Mapping[str, str]] = None) -> dict[str, int]:
+def string_bounds(blocks: Sequence[Block], values: Mapping[str, str] | None = None) -> dict[str, int]:
     """Bounds of the arguments (``tool.argument``) of a call that is not refused.
 
     For strings the longest text, for ``insert_line`` the largest line number.
@@ -120,13 +152,18 @@ def string_bounds(blocks: Sequence[Block], values: Optional[Mapping[str, str]] =
     vals = {b.label: b.value for b in blocks} if values is None else values
     top = max(b.limit for b in blocks)
     room = max(b.limit - len(vals[b.label]) - (1 if vals[b.label] else 0) for b in blocks)
-    return {"memory_replace.old_str": max(len(v) for v in vals.values()), "memory_replace.new_str": top,
-            "memory_insert.new_str": max(room, 0), "memory_rethink.new_memory": top,
-            "memory_insert.insert_line": max(v.count("\n") + 1 if v else 0 for v in vals.values())}
+    return {
+        "memory_replace.old_str": max(len(v) for v in vals.values()),
+        "memory_replace.new_str": top,
+        "memory_insert.new_str": max(room, 0),
+        "memory_rethink.new_memory": top,
+        "memory_insert.insert_line": max(v.count("\n") + 1 if v else 0 for v in vals.values()),
+    }
 
 
-def tool_schemas(labels: Sequence[str], strict: bool = True,
-                 bounds: Optional[Mapping[str, int]] = None) -> list[dict[str, Any]]:
+def tool_schemas(
+    labels: Sequence[str], strict: bool = True, bounds: Mapping[str, int] | None = None
+) -> list[dict[str, Any]]:
     """The four tools (Letta's names and parameters), strict, with ``label`` limited to the subject's blocks.
 
     With ``bounds`` (``string_bounds``) a string gets ``maxLength`` one above its bound where
@@ -153,23 +190,39 @@ def tool_schemas(labels: Sequence[str], strict: bool = True,
             params["required"] = [p for p in props if p != "insert_line"]
             return {"type": "function", "function": {"name": name, "description": description, "parameters": params}}
         params["additionalProperties"] = False
-        return {"type": "function", "function": {"name": name, "description": description, "strict": True,
-                                                 "parameters": params}}
+        return {
+            "type": "function",
+            "function": {"name": name, "description": description, "strict": True, "parameters": params},
+        }
 
     return [
-        tool("memory_replace", "Replace the one exact occurrence of old_str in a block with new_str.",
-             {"label": label, "old_str": text("memory_replace.old_str"), "new_str": text("memory_replace.new_str")}),
-        tool("memory_insert", "Insert new_str as new line(s) after line insert_line (from 1; 0: top; -1: end).",
-             {"label": label, "new_str": text("memory_insert.new_str"), "insert_line": line}),
-        tool("memory_rethink", "Rewrite a whole block.",
-             {"label": label, "new_memory": text("memory_rethink.new_memory")}),
+        tool(
+            "memory_replace",
+            "Replace the one exact occurrence of old_str in a block with new_str.",
+            {"label": label, "old_str": text("memory_replace.old_str"), "new_str": text("memory_replace.new_str")},
+        ),
+        tool(
+            "memory_insert",
+            "Insert new_str as new line(s) after line insert_line (from 1; 0: top; -1: end).",
+            {"label": label, "new_str": text("memory_insert.new_str"), "insert_line": line},
+        ),
+        tool(
+            "memory_rethink",
+            "Rewrite a whole block.",
+            {"label": label, "new_memory": text("memory_rethink.new_memory")},
+        ),
         tool("memory_finish_edits", "Call when all edits are made, in the same response.", {}),
     ]
 
 
-def build_request(inp: PassInput, model: str, strict: bool = True, bounded: bool = True,
-                  values: Optional[Mapping[str, str]] = None,
-                  messages: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+def build_request(
+    inp: PassInput,
+    model: str,
+    strict: bool = True,
+    bounded: bool = True,
+    values: Mapping[str, str] | None = None,
+    messages: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The keyword arguments of a ``chat.completions.create`` call of a pass (default: the first).
 
     ``tool_choice`` is ``auto``: every compatible server takes it (llama-cpp-python,
@@ -179,11 +232,15 @@ def build_request(inp: PassInput, model: str, strict: bool = True, bounded: bool
     """
     return {
         "model": model,
-        "messages": messages if messages is not None else [
+        "messages": messages
+        if messages is not None
+        else [
             {"role": "system", "content": render_system(inp.blocks)},
-            {"role": "user", "content": render_user(inp.messages, inp.now)}],
-        "tools": tool_schemas([b.label for b in inp.blocks], strict,
-                              string_bounds(inp.blocks, values) if bounded else None),
+            {"role": "user", "content": render_user(inp.messages, inp.now)},
+        ],
+        "tools": tool_schemas(
+            [b.label for b in inp.blocks], strict, string_bounds(inp.blocks, values) if bounded else None
+        ),
         "tool_choice": "auto",
         "parallel_tool_calls": True,
     }
@@ -191,15 +248,16 @@ def build_request(inp: PassInput, model: str, strict: bool = True, bounded: bool
 
 # -- errors and retries ---------------------------------------------------------------------------
 
+
 class _Transient(Exception):
     """A failure worth retrying; ``retry_after`` is the server's wish in seconds, if any."""
 
-    def __init__(self, message: str, retry_after: Optional[float] = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-def _retry_after(response: Any) -> Optional[float]:
+def _retry_after(response: Any) -> float | None:
     """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
     headers = getattr(response, "headers", None)
     if not headers:
@@ -276,14 +334,18 @@ class _Retrier:
             delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)
         if self.spent + delay > self.budget:
             wish = f"; the server asked to wait {err.retry_after:g}s" if err.retry_after is not None else ""
-            raise LearnerError(f"{err} (gave up after {self.failures} failed attempt(s) in {self.spent:.1f}s;"
-                               f" retry budget {self.budget:g}s{wish})", stop_reason="llm_error")
+            raise LearnerError(
+                f"{err} (gave up after {self.failures} failed attempt(s) in {self.spent:.1f}s;"
+                f" retry budget {self.budget:g}s{wish})",
+                stop_reason="llm_error",
+            )
         log.info("LLM call failed (%s); retry %d in %.2fs", err, self.failures, delay)
         time.sleep(delay)
         self.spent += delay
 
 
 # -- the agent loop -------------------------------------------------------------------------------
+
 
 def _tool_call_parts(call: Any, index: int) -> tuple[str, str, Any]:
     """(id, name, raw arguments) of a tool call, tolerating servers that omit ids."""
@@ -320,8 +382,10 @@ class LLMLearner:
             out.stop_reason = "end_turn"
             return out
         session = EditSession({b.label: b for b in inp.blocks})
-        messages: list[dict[str, Any]] = [{"role": "system", "content": render_system(inp.blocks)},
-                                          {"role": "user", "content": render_user(inp.messages, inp.now)}]
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": render_system(inp.blocks)},
+            {"role": "user", "content": render_user(inp.messages, inp.now)},
+        ]
 
         def build() -> dict[str, Any]:
             """The request for the next step, with whatever the endpoint has refused so far left out."""
@@ -357,29 +421,50 @@ class LLMLearner:
                 elif not ok:
                     failed += 1
                     answer = self._explain(session, tool, raw_args, answer)
-                echoed.append({"id": call_id, "type": "function", "function": {"name": tool, "arguments":
-                               raw_args if isinstance(raw_args, str) else json.dumps(raw_args or {})}})
+                echoed.append(
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {
+                            "name": tool,
+                            "arguments": raw_args if isinstance(raw_args, str) else json.dumps(raw_args or {}),
+                        },
+                    }
+                )
                 answers.append({"role": "tool", "tool_call_id": call_id, "content": answer})
             if finished and failed and step < self.settings.max_steps:
                 # The model finished without seeing its errors: give it the answers and one more step.
                 finished = False
-                answers[-1]["content"] += (f"\nNot finished: {failed} call(s) of this response failed (see their"
-                                           " answers). Fix them or call memory_finish_edits again.")
+                answers[-1]["content"] += (
+                    f"\nNot finished: {failed} call(s) of this response failed (see their"
+                    " answers). Fix them or call memory_finish_edits again."
+                )
             if finished:
                 out.stop_reason = "end_turn"
                 break
             # content "" rather than None: some servers (llama-cpp-python) answer HTTP 500 to a null content.
-            messages.append({"role": "assistant", "content": getattr(message, "content", None) or "",
-                             "tool_calls": echoed})
+            messages.append(
+                {"role": "assistant", "content": getattr(message, "content", None) or "", "tool_calls": echoed}
+            )
             messages.extend(answers)
-            changed = [b.model_copy(update={"value": session.values[b.label]}) for b in inp.blocks
-                       if session.values[b.label] != b.value]
-            messages[1] = {"role": "user", "content": render_user(inp.messages, inp.now, results, changed, failed,
-                                                                  last=step + 1 == self.settings.max_steps)}
+            changed = [
+                b.model_copy(update={"value": session.values[b.label]})
+                for b in inp.blocks
+                if session.values[b.label] != b.value
+            ]
+            messages[1] = {
+                "role": "user",
+                "content": render_user(
+                    inp.messages, inp.now, results, changed, failed, last=step + 1 == self.settings.max_steps
+                ),
+            }
         else:
-            raise LearnerError(f"the memory agent did not finish within {self.settings.max_steps} LLM calls"
-                               " (max_steps); no edit of this pass was applied",
-                               stop_reason="max_steps", stats=_stats(out))
+            raise LearnerError(
+                f"the memory agent did not finish within {self.settings.max_steps} LLM calls"
+                " (max_steps); no edit of this pass was applied",
+                stop_reason="max_steps",
+                stats=_stats(out),
+            )
         out.values = session.changed()
         out.ops = list(session.ops)
         log.debug("pass of %r: %d call(s), %d edit(s)", inp.subject_id, out.llm_calls, len(out.ops))
@@ -409,7 +494,7 @@ class LLMLearner:
                 return response
             except _Transient as err:
                 retrier.wait(err, time.monotonic() - started)
-            except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raised as they are
+            except Exception as exc:
                 err = _classify(exc, self._base_url)
                 if isinstance(err, _Transient):
                     retrier.wait(err, time.monotonic() - started)

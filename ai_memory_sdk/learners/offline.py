@@ -9,7 +9,7 @@ substitute for one.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import LearnerError
 from ..formatting import format_time
@@ -39,15 +39,23 @@ _fact("Age", r"\b(?:i'm|i am)\s+(\d{1,3})\s+years?\s+old")
 _fact("Location", r"\b(?:i live in|i'm living in|i am living in|i moved to|i'm based in|i am based in)\s+" + _VALUE)
 _fact("From", r"\b(?:i'm from|i am from|i come from)\s+" + _VALUE)
 _fact("Job", r"\b(?:i work as|i'm working as|my job is|i am employed as)\s+(?:an?\s+)?" + _VALUE)
-_fact("Job", r"\b(?:i'm|i am)\s+an?\s+((?:[a-z-]+\s+){0,2}(?:engineer|developer|teacher|doctor|nurse|student|designer|manager|writer|scientist|lawyer|chef|artist|researcher|programmer|consultant|accountant|architect|musician|photographer|analyst|founder|pilot|farmer|baker))\b")
+_fact(
+    "Job",
+    r"\b(?:i'm|i am)\s+an?\s+((?:[a-z-]+\s+){0,2}(?:engineer|developer|teacher|doctor|nurse|student|designer|manager|writer|scientist|lawyer|chef|artist|researcher|programmer|consultant|accountant|architect|musician|photographer|analyst|founder|pilot|farmer|baker))\b",
+)
 _fact("Employer", r"\b(?:i work at|i work for|i'm working at|i am working at)\s+" + _VALUE)
 _fact("Studies", r"\b(?:i study|i'm studying|i am studying|i major in)\s+" + _VALUE)
 _fact("Partner", r"\bmy (?:wife|husband|partner|girlfriend|boyfriend)(?:'s name)? is\s+([A-Z][\w'-]*)", _title)
-_fact("Pet", r"\b(?:i have|i've got|we have)\s+an?\s+((?:[a-z]+\s+)?(?:dog|cat|parrot|hamster|rabbit|bird|fish|turtle|snake|horse|pet))\b")
+_fact(
+    "Pet",
+    r"\b(?:i have|i've got|we have)\s+an?\s+((?:[a-z]+\s+)?(?:dog|cat|parrot|hamster|rabbit|bird|fish|turtle|snake|horse|pet))\b",
+)
 _fact("Language", r"\bi speak\s+" + _VALUE)
 _fact("Birthday", r"\bmy birthday is\s+(?:on\s+)?" + _VALUE)
 _LIKE = re.compile(r"\bi (?:really |absolutely |also )?(?:love|like|enjoy|adore|am into|'m into)\s+" + _VALUE, re.I)
-_DISLIKE = re.compile(r"\bi (?:really )?(?:hate|dislike|can't stand|cannot stand|don't like|do not like)\s+" + _VALUE, re.I)
+_DISLIKE = re.compile(
+    r"\bi (?:really )?(?:hate|dislike|can't stand|cannot stand|don't like|do not like)\s+" + _VALUE, re.I
+)
 _FAVORITE = re.compile(r"\bmy favou?rite\s+([a-z ]{1,30}?)\s+is\s+" + _VALUE, re.I)
 
 

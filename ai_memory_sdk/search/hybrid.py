@@ -30,10 +30,10 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -131,10 +131,12 @@ class _SubjectIndex:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.pks, self.created, self.tagbits, self.has_vec, self.vec_pos,
-                                      self.vectors, self.codes))
+        return sum(
+            a.nbytes
+            for a in (self.pks, self.created, self.tagbits, self.has_vec, self.vec_pos, self.vectors, self.codes)
+        )
 
-    def refresh(self, store: SQLiteStore, subject_pk: int, embedder: Optional[str]) -> _View:
+    def refresh(self, store: SQLiteStore, subject_pk: int, embedder: str | None) -> _View:
         with self.lock:
             with store.snapshot() as conn:
                 gen = store.search_gen(conn, subject_pk)
@@ -147,8 +149,16 @@ class _SubjectIndex:
                     self._add_vectors(vrows)
                     self.gen = gen
             n, m = self.n, self.m
-            return _View(self.pks[:n], self.created[:n], self.tagbits[:n], dict(self.tag_bit), self.vec_pos[:m],
-                         self.vectors[:m], self.codes[:, :m], aligned=self.aligned and m == n)
+            return _View(
+                self.pks[:n],
+                self.created[:n],
+                self.tagbits[:n],
+                dict(self.tag_bit),
+                self.vec_pos[:m],
+                self.vectors[:m],
+                self.codes[:, :m],
+                aligned=self.aligned and m == n,
+            )
 
     def _add_passages(self, rows: Sequence[tuple[int, float, str]]) -> None:
         if not rows:
@@ -171,8 +181,9 @@ class _SubjectIndex:
             masks.append(mask)
         words = (len(self.tag_bit) + 63) // 64
         if words > self.tagbits.shape[1]:  # more distinct tags than bits: widen
-            self.tagbits = np.hstack([self.tagbits, np.zeros((self.tagbits.shape[0], words - self.tagbits.shape[1]),
-                                                             np.uint64)])
+            self.tagbits = np.hstack(
+                [self.tagbits, np.zeros((self.tagbits.shape[0], words - self.tagbits.shape[1]), np.uint64)]
+            )
         for w in range(words):
             self.tagbits[n0:n1, w] = np.array([(x >> (64 * w)) & _WORD_MASK for x in masks], dtype=np.uint64)
         self.n = n1
@@ -219,11 +230,11 @@ class VectorCache:
 
     def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[tuple[int, Optional[str]], _SubjectIndex] = {}
+        self._entries: dict[tuple[int, str | None], _SubjectIndex] = {}
         self._max = max_bytes
-        self.warned: set[tuple[int, Optional[str]]] = set()  # subjects whose missing vectors were logged
+        self.warned: set[tuple[int, str | None]] = set()  # subjects whose missing vectors were logged
 
-    def view(self, store: SQLiteStore, subject_pk: int, embedder: Optional[str]) -> _View:
+    def view(self, store: SQLiteStore, subject_pk: int, embedder: str | None) -> _View:
         key = (subject_pk, embedder)
         with gate:  # the cache's locks are held only inside the fork gate, so a forked child finds them free
             with self._lock:
@@ -245,10 +256,12 @@ class VectorCache:
 
 # -- filters -------------------------------------------------------------------------------------
 
-def _mask(view: _View, tags: Sequence[str], mode: str, start: Optional[datetime],
-          end: Optional[datetime]) -> Optional[np.ndarray]:
+
+def _mask(
+    view: _View, tags: Sequence[str], mode: str, start: datetime | None, end: datetime | None
+) -> np.ndarray | None:
     """Allowed passages of the view (None: all of them)."""
-    mask: Optional[np.ndarray] = None
+    mask: np.ndarray | None = None
     if tags:
         bits = [view.tag_bit.get(t) for t in dict.fromkeys(tags)]
         known = [b for b in bits if b is not None]
@@ -269,6 +282,7 @@ def _mask(view: _View, tags: Sequence[str], mode: str, start: Optional[datetime]
 
 
 # -- channels ------------------------------------------------------------------------------------
+
 
 def lexical_match(store: SQLiteStore, query: str, budget: int = LEXICAL_BUDGET) -> tuple[str, int, int]:
     """(FTS5 expression, lowest pk to scan, passages in the store) for a query, within ``budget`` scored passages.
@@ -292,8 +306,12 @@ def lexical_match(store: SQLiteStore, query: str, budget: int = LEXICAL_BUDGET) 
             total += df
     if kept:
         if len(kept) < len(terms):
-            log.debug("lexical query %r: kept %s, dropped the more frequent %s", query, kept,
-                      [t for t in terms if t not in kept])
+            log.debug(
+                "lexical query %r: kept %s, dropped the more frequent %s",
+                query,
+                kept,
+                [t for t in terms if t not in kept],
+            )
         return " OR ".join(quote(t) for t in kept), 0, size
     rarest = next((t for df, _, t in counts if df), None)
     if rarest is None:
@@ -303,8 +321,15 @@ def lexical_match(store: SQLiteStore, query: str, budget: int = LEXICAL_BUDGET) 
     return quote(rarest), min_pk, size
 
 
-def lexical(store: SQLiteStore, view: _View, subject_pk: int, query: str, mask: Optional[np.ndarray],
-            k: int = CANDIDATES, budget: int = LEXICAL_BUDGET) -> dict[int, float]:
+def lexical(
+    store: SQLiteStore,
+    view: _View,
+    subject_pk: int,
+    query: str,
+    mask: np.ndarray | None,
+    k: int = CANDIDATES,
+    budget: int = LEXICAL_BUDGET,
+) -> dict[int, float]:
     """pk -> -bm25 of the subject's best ``k`` allowed passages for the query.
 
     A subject that holds most of the store is filtered here, against the
@@ -319,7 +344,7 @@ def lexical(store: SQLiteStore, view: _View, subject_pk: int, query: str, mask: 
     share = (float(mask.mean()) if mask is not None else 1.0) * (1.0 if join else len(view.pks) / max(size, 1))
     if share == 0.0:
         return {}
-    limit: Optional[int] = max(4 * k, int(2 * k / share))
+    limit: int | None = max(4 * k, int(2 * k / share))
     while True:
         rows = store.fts(subject_pk if join else None, match, limit, min_pk=min_pk)
         pks = np.fromiter((r[0] for r in rows), np.int64, len(rows))
@@ -339,7 +364,7 @@ def _dot(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.einsum("ij,j->i", matrix, q)
 
 
-def semantic(view: _View, qvec: np.ndarray, mask: Optional[np.ndarray], k: int = CANDIDATES) -> dict[int, float]:
+def semantic(view: _View, qvec: np.ndarray, mask: np.ndarray | None, k: int = CANDIDATES) -> dict[int, float]:
     """pk -> cosine of the subject's best ``k`` allowed passages (exact, or sign-code prefilter + exact)."""
     m = len(view.vec_pos)
     if not m:
@@ -378,8 +403,11 @@ def _top(view: _View, idx: np.ndarray, scores: np.ndarray, k: int) -> dict[int, 
     return {int(view.pks[view.vec_pos[idx[i]]]): float(scores[i]) for i in part}
 
 
-def fuse(lexical_scores: dict[int, float], vector_scores: dict[int, float],
-         weights: tuple[float, float] = (W_LEXICAL, W_VECTOR)) -> list[tuple[int, float]]:
+def fuse(
+    lexical_scores: dict[int, float],
+    vector_scores: dict[int, float],
+    weights: tuple[float, float] = (W_LEXICAL, W_VECTOR),
+) -> list[tuple[int, float]]:
     """Min-max normalise each list, add with weights; best first (ties: older first)."""
     out: dict[int, float] = {}
     for part, w in zip((lexical_scores, vector_scores), weights):
@@ -394,47 +422,78 @@ def fuse(lexical_scores: dict[int, float], vector_scores: dict[int, float],
 
 # -- the search ----------------------------------------------------------------------------------
 
-def _vector_channel(view: _View, embedder: Embedder, query: str, mask: Optional[np.ndarray]) -> dict[int, float]:
+
+def _vector_channel(view: _View, embedder: Embedder, query: str, mask: np.ndarray | None) -> dict[int, float]:
     qvec = np.asarray(embedder.embed([query])[0], dtype=np.float32)
     if qvec.shape[0] != view.vectors.shape[1]:
-        log.warning("query vector from %s has dimension %d, the stored vectors %d: lexical search only",
-                    embedder.name, qvec.shape[0], view.vectors.shape[1])
+        log.warning(
+            "query vector from %s has dimension %d, the stored vectors %d: lexical search only",
+            embedder.name,
+            qvec.shape[0],
+            view.vectors.shape[1],
+        )
         return {}
     return semantic(view, qvec, mask)
 
 
 # Threads for the vector channel of searches in flight (a forked child starts its own pool).
-_channel_threads = PerProcess(lambda: ThreadPoolExecutor(max(2, os.cpu_count() or 2),
-                                                         thread_name_prefix="ai-memory-search"))
+_channel_threads = PerProcess(
+    lambda: ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="ai-memory-search")
+)
 
 
-def ranked(store: SQLiteStore, cache: VectorCache, embedder: Optional[Embedder], subject_pk: int, query: str, *,
-           tags: Sequence[str], tag_match_mode: str, start: Optional[datetime], end: Optional[datetime],
-           channels: str = "hybrid", budget: int = LEXICAL_BUDGET) -> list[tuple[int, float]]:
+def ranked(
+    store: SQLiteStore,
+    cache: VectorCache,
+    embedder: Embedder | None,
+    subject_pk: int,
+    query: str,
+    *,
+    tags: Sequence[str],
+    tag_match_mode: str,
+    start: datetime | None,
+    end: datetime | None,
+    channels: str = "hybrid",
+    budget: int = LEXICAL_BUDGET,
+) -> list[tuple[int, float]]:
     """(pk, score) of the subject's passages for a query, best first: ``hybrid``, ``lexical`` or ``vector``."""
     name = embedder.name if embedder is not None else None
     view = cache.view(store, subject_pk, name)
     mask = _mask(view, tags, tag_match_mode, start, end)
-    vec_later: Optional[Future[dict[int, float]]] = None
+    vec_later: Future[dict[int, float]] | None = None
     if embedder is not None and channels != "lexical" and len(view.vec_pos):
         # The channels overlap: FTS5 and numpy both release the GIL (100k passages, tags=["user"]: 11.7 -> 6.7 ms
         # p50 in benchmarks/search_latency.py). The caller holds no gate while it waits: the helper may enter it.
         vec_later = _channel_threads.get().submit(_vector_channel, view, embedder, query, mask)
     lex = lexical(store, view, subject_pk, query, mask, budget=budget) if channels != "vector" else {}
     vec = vec_later.result() if vec_later is not None else {}
-    if embedder is not None and view.missing:
-        if (subject_pk, name) not in cache.warned:
-            cache.warned.add((subject_pk, name))
-            log.info("%d passage(s) of this subject have no vector from %s yet (being embedded); they are found"
-                     " by lexical search only until then", view.missing, name)
+    if embedder is not None and view.missing and (subject_pk, name) not in cache.warned:
+        cache.warned.add((subject_pk, name))
+        log.info(
+            "%d passage(s) of this subject have no vector from %s yet (being embedded); they are found"
+            " by lexical search only until then",
+            view.missing,
+            name,
+        )
     return fuse(lex, vec)
 
 
-def search(store: SQLiteStore, cache: VectorCache, embedder: Optional[Embedder], subject_pk: int, query: str, *,
-           tags: Sequence[str], tag_match_mode: str, limit: int, start: Optional[datetime],
-           end: Optional[datetime]) -> list[SearchResult]:
+def search(
+    store: SQLiteStore,
+    cache: VectorCache,
+    embedder: Embedder | None,
+    subject_pk: int,
+    query: str,
+    *,
+    tags: Sequence[str],
+    tag_match_mode: str,
+    limit: int,
+    start: datetime | None,
+    end: datetime | None,
+) -> list[SearchResult]:
     """The subject's best ``limit`` passages for a query, with their fused scores."""
-    best = ranked(store, cache, embedder, subject_pk, query, tags=tags, tag_match_mode=tag_match_mode, start=start,
-                  end=end)[:limit]
+    best = ranked(
+        store, cache, embedder, subject_pk, query, tags=tags, tag_match_mode=tag_match_mode, start=start, end=end
+    )[:limit]
     rows = store.passages([pk for pk, _ in best])
     return [SearchResult(score=score, **rows[pk]) for pk, score in best if pk in rows]

@@ -24,7 +24,7 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -78,11 +78,7 @@ def load_locomo(path: Path) -> list[Conversation]:
     convs: list[Conversation] = []
     for sample in raw:
         c = sample["conversation"]
-        sessions = sorted(
-            int(k.split("_")[1])
-            for k in c
-            if re.fullmatch(r"session_\d+", k) and isinstance(c[k], list)
-        )
+        sessions = sorted(int(k.split("_")[1]) for k in c if re.fullmatch(r"session_\d+", k) and isinstance(c[k], list))
         turns: list[Turn] = []
         for s in sessions:
             date = c.get(f"session_{s}_date_time", "")
@@ -127,11 +123,7 @@ def window(
     """Neighbouring turns: `prev` before and `nxt` after, by default of the same session."""
     s = turns[i].session
     before = [turns[j] for j in range(max(0, i - prev), i) if not same_session or turns[j].session == s]
-    after = [
-        turns[j]
-        for j in range(i + 1, min(len(turns), i + 1 + nxt))
-        if not same_session or turns[j].session == s
-    ]
+    after = [turns[j] for j in range(i + 1, min(len(turns), i + 1 + nxt)) if not same_session or turns[j].session == s]
     return before, after
 
 
@@ -209,9 +201,7 @@ class FtsIndex:
             (content, context, subject, pos),
         )
 
-    def search(
-        self, subject: str, match: str, limit: int, ctx_weight: float = 0.5
-    ) -> list[tuple[int, float]]:
+    def search(self, subject: str, match: str, limit: int, ctx_weight: float = 0.5) -> list[tuple[int, float]]:
         """(position, score) best first; score = -bm25 (higher is better)."""
         if not match:
             return []
@@ -325,9 +315,20 @@ def smooth_neighbours(
     return out
 
 
-_MONTHS = (
-    "january february march april may june july august september october november december".split()
-)
+_MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
 _MONTH_RE = "|".join(m for m in _MONTHS) + "|" + "|".join(m[:3] for m in _MONTHS)
 _DATE_PATTERNS = (
     # 13 October 2023 / 13 Oct, 2023
@@ -472,7 +473,12 @@ class Bench:
 
     def channels(self, rec: Recipe) -> Channels:
         key = (
-            rec.fts_text, rec.tokenizer, rec.stopwords, rec.ctx_weight, rec.vec_texts, rec.depth,
+            rec.fts_text,
+            rec.tokenizer,
+            rec.stopwords,
+            rec.ctx_weight,
+            rec.vec_texts,
+            rec.depth,
             rec.per_subject_fts,
         )
         if key not in self._channels:
@@ -539,9 +545,7 @@ def _okapi_scores(docs: list[list[str]], query: list[str], k1: float = 1.5, b: f
         tf: dict[str, int] = {}
         for w in d:
             tf[w] = tf.get(w, 0) + 1
-        scores[i] = sum(
-            idf[w] * tf[w] * (k1 + 1) / (tf[w] + k1 * (1 - b + b * len(d) / avg)) for w in query if w in tf
-        )
+        scores[i] = sum(idf[w] * tf[w] * (k1 + 1) / (tf[w] + k1 * (1 - b + b * len(d) / avg)) for w in query if w in tf)
     return scores
 
 
@@ -589,13 +593,20 @@ RECIPES: list[Recipe] = [
     replace(CHOSEN, name="  chosen, top-20 candidates per channel", depth=20),
     replace(CHOSEN, name="  chosen, top-100 candidates per channel", depth=100),
     replace(CHOSEN, name="  chosen + query-date bonus 0.3", date_bonus=0.3),
-    replace(CHOSEN, name="  chosen, ctx may cross sessions (library default)", fts_text=T(prev=2, date=True, same_session=False)),
+    replace(
+        CHOSEN,
+        name="  chosen, ctx may cross sessions (library default)",
+        fts_text=T(prev=2, date=True, same_session=False),
+    ),
     replace(CHOSEN, name="  chosen, one FTS5 table per subject", per_subject_fts=True),
     replace(CHOSEN, name="SYM: fts ctx 1 prev + 1 next", fts_text=T(prev=1, nxt=1, date=True)),
     replace(CHOSEN, name="SYM: fts ctx 2 prev + 1 next", fts_text=T(prev=2, nxt=1, date=True)),
     replace(CHOSEN, name="SYM: fts ctx 2 prev + 2 next", fts_text=T(prev=2, nxt=2, date=True)),
-    replace(CHOSEN, name="SYM: 2 prev + 2 next, may cross sessions",
-            fts_text=T(prev=2, nxt=2, date=True, same_session=False)),
+    replace(
+        CHOSEN,
+        name="SYM: 2 prev + 2 next, may cross sessions",
+        fts_text=T(prev=2, nxt=2, date=True, same_session=False),
+    ),
     replace(CHOSEN, name="  chosen, no stopword removal", stopwords=False),
     replace(CHOSEN, name="  chosen, query-time neighbour smoothing .2/.2", smooth_prev=0.2, smooth_next=0.2),
     replace(CHOSEN, name="VEC: embed prev turn + turn", vec_texts=(T(prev=1),)),
@@ -610,9 +621,7 @@ def fmt(r: tuple[float, ...]) -> str:
     return "/".join(f"{x:.3f}" for x in r)
 
 
-def time_embedding(
-    bench: Bench, recipes: Sequence[TextRecipe], sample_every: int = 10, repeats: int = 3
-) -> None:
+def time_embedding(bench: Bench, recipes: Sequence[TextRecipe], sample_every: int = 10, repeats: int = 3) -> None:
     """Seconds to embed all turns per text recipe on this CPU.
 
     Encodes every n-th turn, round-robin over recipes `repeats` times, and keeps
@@ -640,8 +649,7 @@ def time_embedding(
         n, dt = len(texts[r]), best[r]
         chars = sum(map(len, texts[r])) / n
         print(
-            f"  {r.key():8s} {chars:4.0f} chars avg: {n / dt:5.1f} texts/s,"
-            f" all {total} turns ~ {dt * total / n:4.0f}s"
+            f"  {r.key():8s} {chars:4.0f} chars avg: {n / dt:5.1f} texts/s, all {total} turns ~ {dt * total / n:4.0f}s"
         )
     qs = [q for _, q, _, _ in bench.questions[:50]]
     t0 = time.perf_counter()
@@ -666,8 +674,10 @@ def main(argv: list[str] | None = None) -> None:
         time_embedding(bench, [T(), T(date=True), T(prev=1), T(prev=2), T(prev=1, nxt=1), T(prev=2, nxt=2)])
         return
     ref = reference_runs(bench)
-    print(f"{'README reference (py Okapi/subject, cosine, rrf k=60)':64s} "
-          f"{fmt(ref['bm25'])} {fmt(ref['vector'])} {fmt(ref['hybrid'])}")
+    print(
+        f"{'README reference (py Okapi/subject, cosine, rrf k=60)':64s} "
+        f"{fmt(ref['bm25'])} {fmt(ref['vector'])} {fmt(ref['hybrid'])}"
+    )
     for rec in RECIPES:
         res = bench.evaluate(rec)
         print(f"{rec.name:64s} {fmt(res['bm25'])} {fmt(res['vector'])} {fmt(res['hybrid'])}", flush=True)

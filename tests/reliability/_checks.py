@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 MARKER = re.compile(r"B(\d+)-M(\d+)")
 
@@ -41,34 +41,44 @@ def invariant_problems(path: str, *, drained: bool = True, vectors: bool = False
         except sqlite3.DatabaseError as exc:
             out.append(f"fts integrity-check: {exc}")
         for pk, label, value, version in conn.execute("SELECT pk, label, value, version FROM blocks"):
-            last = conn.execute("SELECT version, value FROM block_versions WHERE block_pk=? ORDER BY version DESC"
-                                " LIMIT 1", (pk,)).fetchone()
+            last = conn.execute(
+                "SELECT version, value FROM block_versions WHERE block_pk=? ORDER BY version DESC LIMIT 1", (pk,)
+            ).fetchone()
             if last is None or last[0] != version or last[1] != value:
                 out.append(f"block {label!r} (pk {pk}) v{version} does not match its newest history entry")
         for run_id, status in conn.execute(
-                "SELECT v.run_id, r.status FROM block_versions v LEFT JOIN runs r ON r.id=v.run_id"
-                " WHERE v.run_id IS NOT NULL"):
+            "SELECT v.run_id, r.status FROM block_versions v LEFT JOIN runs r ON r.id=v.run_id"
+            " WHERE v.run_id IS NOT NULL"
+        ):
             if status != "completed":
                 out.append(f"history entry from run {run_id} whose status is {status}")
         for block_pk, run_id, n in conn.execute(
-                "SELECT block_pk, run_id, count(*) FROM block_versions WHERE run_id IS NOT NULL"
-                " GROUP BY block_pk, run_id HAVING count(*) > 1"):
+            "SELECT block_pk, run_id, count(*) FROM block_versions WHERE run_id IS NOT NULL"
+            " GROUP BY block_pk, run_id HAVING count(*) > 1"
+        ):
             out.append(f"run {run_id} wrote block pk {block_pk} {n} times")
-        n = conn.execute("SELECT count(*) FROM messages m LEFT JOIN runs r ON r.seq=m.run_seq"
-                         " WHERE r.seq IS NULL OR r.subject_pk != m.subject_pk").fetchone()[0]
+        n = conn.execute(
+            "SELECT count(*) FROM messages m LEFT JOIN runs r ON r.seq=m.run_seq"
+            " WHERE r.seq IS NULL OR r.subject_pk != m.subject_pk"
+        ).fetchone()[0]
         if n:
             out.append(f"{n} message(s) without a run of their subject")
-        n = conn.execute("SELECT count(*) FROM passages p LEFT JOIN messages m ON m.seq=p.message_seq"
-                         " WHERE m.seq IS NULL OR m.subject_pk != p.subject_pk").fetchone()[0]
+        n = conn.execute(
+            "SELECT count(*) FROM passages p LEFT JOIN messages m ON m.seq=p.message_seq"
+            " WHERE m.seq IS NULL OR m.subject_pk != p.subject_pk"
+        ).fetchone()[0]
         if n:
             out.append(f"{n} passage(s) without a message of their subject")
-        n = conn.execute("SELECT count(*) FROM passage_vectors v JOIN passages p ON p.pk=v.passage_pk"
-                         " WHERE v.subject_pk != p.subject_pk").fetchone()[0]
+        n = conn.execute(
+            "SELECT count(*) FROM passage_vectors v JOIN passages p ON p.pk=v.passage_pk"
+            " WHERE v.subject_pk != p.subject_pk"
+        ).fetchone()[0]
         if n:
             out.append(f"{n} vector(s) filed under another subject")
         if drained:
-            left = conn.execute("SELECT status, count(*) FROM runs WHERE status IN ('queued','running')"
-                                " GROUP BY status").fetchall()
+            left = conn.execute(
+                "SELECT status, count(*) FROM runs WHERE status IN ('queued','running') GROUP BY status"
+            ).fetchall()
             if left:
                 out.append(f"runs not finished: {left}")
         if vectors:
@@ -117,15 +127,19 @@ def overlap_problems(path: str) -> list[str]:
     conn = connect(path)
     out = []
     try:
-        rows = conn.execute("SELECT subject_pk, started_at, max(finished_at) FROM runs WHERE status='completed'"
-                            " GROUP BY subject_pk, started_at ORDER BY subject_pk, started_at").fetchall()
+        rows = conn.execute(
+            "SELECT subject_pk, started_at, max(finished_at) FROM runs WHERE status='completed'"
+            " GROUP BY subject_pk, started_at ORDER BY subject_pk, started_at"
+        ).fetchall()
     finally:
         conn.close()
     prev: dict[int, float] = {}
     for subject_pk, started, finished in rows:
         if subject_pk in prev and started < prev[subject_pk]:
-            out.append(f"subject pk {subject_pk}: a pass started at {started:.6f} before the previous ended"
-                       f" at {prev[subject_pk]:.6f}")
+            out.append(
+                f"subject pk {subject_pk}: a pass started at {started:.6f} before the previous ended"
+                f" at {prev[subject_pk]:.6f}"
+            )
         prev[subject_pk] = max(finished, prev.get(subject_pk, 0.0))
     return out
 
@@ -135,8 +149,10 @@ def order_problems(path: str) -> list[str]:
     conn = connect(path)
     out = []
     try:
-        rows = conn.execute("SELECT v.block_pk, v.version, r.seq FROM block_versions v JOIN runs r ON r.id=v.run_id"
-                            " ORDER BY v.block_pk, v.version").fetchall()
+        rows = conn.execute(
+            "SELECT v.block_pk, v.version, r.seq FROM block_versions v JOIN runs r ON r.id=v.run_id"
+            " ORDER BY v.block_pk, v.version"
+        ).fetchall()
     finally:
         conn.close()
     last: dict[int, int] = {}

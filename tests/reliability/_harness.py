@@ -17,9 +17,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from . import _checks
 
@@ -31,10 +32,16 @@ PYTHON = sys.executable
 class Child:
     """A child program whose stdout lines are collected by a thread (so a kill never blocks the reader)."""
 
-    def __init__(self, script: str, cfg: dict[str, Any], *, env: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, script: str, cfg: dict[str, Any], *, env: dict[str, str] | None = None) -> None:
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([PYTHON, str(PROCS / script), json.dumps(cfg)], stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, cwd=str(ROOT), env=env)
+        self.proc = subprocess.Popen(
+            [PYTHON, str(PROCS / script), json.dumps(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            cwd=str(ROOT),
+            env=env,
+        )
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -50,7 +57,7 @@ class Child:
             self.lines.append("<EOF>")
             self._cond.notify_all()
 
-    def wait_line(self, prefix: str, timeout: float) -> Optional[str]:
+    def wait_line(self, prefix: str, timeout: float) -> str | None:
         """The first line starting with ``prefix`` (None at EOF or timeout)."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -111,12 +118,14 @@ class CrashReport:
     learned_problems: list[str] = field(default_factory=list)
 
     def figures(self) -> str:
-        return (f"crash rounds {self.rounds}, runs {self.runs} ({self.completed} completed, "
-                f"{self.retried_crashed} retried after the crash limit), batches confirmed {self.batches_confirmed}"
-                f" (+{self.batches_unconfirmed_stored} stored before their confirmation was printed), "
-                f"runs killed mid-pass {self.killed_in_flight}, kills during enqueue {self.killed_during_enqueue}, "
-                f"lost {self.lost}, duplicated {self.duplicated}, {self.seconds:.1f} s "
-                f"(final drain {self.drain_seconds:.1f} s)")
+        return (
+            f"crash rounds {self.rounds}, runs {self.runs} ({self.completed} completed, "
+            f"{self.retried_crashed} retried after the crash limit), batches confirmed {self.batches_confirmed}"
+            f" (+{self.batches_unconfirmed_stored} stored before their confirmation was printed), "
+            f"runs killed mid-pass {self.killed_in_flight}, kills during enqueue {self.killed_during_enqueue}, "
+            f"lost {self.lost}, duplicated {self.duplicated}, {self.seconds:.1f} s "
+            f"(final drain {self.drain_seconds:.1f} s)"
+        )
 
     @property
     def problems(self) -> list[str]:
@@ -131,10 +140,21 @@ def _running(path: str) -> int:
         conn.close()
 
 
-def crash_campaign(path: str, base_url: str, *, subjects: int = 40, first_batches: int = 200, kill_rounds: int = 10,
-                   extra_per_round: int = 4, msgs: int = 3, max_delay: float = 0.8, learner: str = "offline",
-                   options: Optional[dict[str, Any]] = None, seed: int = 0,
-                   progress: Callable[[str], None] = lambda s: None) -> CrashReport:
+def crash_campaign(
+    path: str,
+    base_url: str,
+    *,
+    subjects: int = 40,
+    first_batches: int = 200,
+    kill_rounds: int = 10,
+    extra_per_round: int = 4,
+    msgs: int = 3,
+    max_delay: float = 0.8,
+    learner: str = "offline",
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda s: None,
+) -> CrashReport:
     """Queue ``first_batches`` runs, SIGKILL ``kill_rounds`` children at random moments, let a last one finish.
 
     Round 0 enqueues the first batches (killed only after all are durable);
@@ -150,7 +170,9 @@ def crash_campaign(path: str, base_url: str, *, subjects: int = 40, first_batche
     subject_ids = [f"crash-user-{i}@example.com" for i in range(subjects)]
     with Memory(path=path, learner="offline", embedder="none", background=False) as setup:
         for sid in subject_ids:  # a summary that never drops old notes, so every pass stays visible
-            setup.initialize_user_memory(sid, summary_block_char_limit=1_000_000, user_context_block_char_limit=1_000_000)
+            setup.initialize_user_memory(
+                sid, summary_block_char_limit=1_000_000, user_context_block_char_limit=1_000_000
+            )
     base = {"path": path, "base_url": base_url, "learner": learner, "msgs": msgs, "options": options or {}}
     attempted: list[int] = []
     confirmed: set[int] = set()
@@ -257,8 +279,9 @@ def batch_learner_responder(request: dict[str, Any]) -> Any:
                 done = None
             if done:
                 batches.discard(int(done.group(1)))
-    calls: list[tuple[str, Any]] = [("memory_insert", {"label": "human", "new_str": f"learned B{b}"})
-                                    for b in sorted(batches)]
+    calls: list[tuple[str, Any]] = [
+        ("memory_insert", {"label": "human", "new_str": f"learned B{b}"}) for b in sorted(batches)
+    ]
     return reply(tool_calls=calls + [("memory_finish_edits", {})])
 
 
@@ -292,23 +315,37 @@ class ConcurrencyReport:
 
     @property
     def problems(self) -> list[str]:
-        return (self.store_problems + self.batch_problems + [f"leak: {x}" for x in self.leaks]
-                + [f"writer error x{n}: {k}" for k, n in self.writer_errors.items()]
-                + [f"reader error x{n}: {k}" for k, n in self.reader_errors.items()])
+        return (
+            self.store_problems
+            + self.batch_problems
+            + [f"leak: {x}" for x in self.leaks]
+            + [f"writer error x{n}: {k}" for k, n in self.writer_errors.items()]
+            + [f"reader error x{n}: {k}" for k, n in self.reader_errors.items()]
+        )
 
     def figures(self) -> str:
         total = self.writers * self.batches_per_writer
-        return (f"{self.writers} writer processes x {self.batches_per_writer} batches = {total} batches, runs "
-                f"{self.runs} ({self.completed} completed), lost {self.lost}, duplicated {self.duplicated}, "
-                f"'database is locked' seen {self.locked_errors}, {self.seconds:.1f} s "
-                f"({total / self.seconds if self.seconds else 0:.0f} batches/s learned end to end; slowest writer "
-                f"enqueued its batches in {self.enqueue_seconds_max:.1f} s), reader ops {self.reader_ops}, "
-                f"reader p50 ms {self.reader_p50_ms}, p99 ms {self.reader_p99_ms}, isolation leaks {len(self.leaks)}")
+        return (
+            f"{self.writers} writer processes x {self.batches_per_writer} batches = {total} batches, runs "
+            f"{self.runs} ({self.completed} completed), lost {self.lost}, duplicated {self.duplicated}, "
+            f"'database is locked' seen {self.locked_errors}, {self.seconds:.1f} s "
+            f"({total / self.seconds if self.seconds else 0:.0f} batches/s learned end to end; slowest writer "
+            f"enqueued its batches in {self.enqueue_seconds_max:.1f} s), reader ops {self.reader_ops}, "
+            f"reader p50 ms {self.reader_p50_ms}, p99 ms {self.reader_p99_ms}, isolation leaks {len(self.leaks)}"
+        )
 
 
-def concurrency_campaign(path: str, *, writers: int = 4, batches: int = 100, subjects: int = 8, readers: int = 2,
-                         msgs: int = 2, options: Optional[dict[str, Any]] = None,
-                         timeout: float = 600) -> ConcurrencyReport:
+def concurrency_campaign(
+    path: str,
+    *,
+    writers: int = 4,
+    batches: int = 100,
+    subjects: int = 8,
+    readers: int = 2,
+    msgs: int = 2,
+    options: dict[str, Any] | None = None,
+    timeout: float = 600,
+) -> ConcurrencyReport:
     """Run ``writers`` writer processes and ``readers`` reader processes on one store; check everything."""
     from ai_memory_sdk import Memory
 
@@ -316,15 +353,39 @@ def concurrency_campaign(path: str, *, writers: int = 4, batches: int = 100, sub
     subject_ids = [f"shared-subject-{k}" for k in range(subjects)]
     with Memory(path=path, learner="offline", embedder="none", background=False) as setup:
         for sid in subject_ids:
-            setup.initialize_user_memory(sid, summary_block_char_limit=1_000_000, user_context_block_char_limit=1_000_000)
+            setup.initialize_user_memory(
+                sid, summary_block_char_limit=1_000_000, user_context_block_char_limit=1_000_000
+            )
     stop_file = path + ".stop"
     t0 = time.monotonic()
-    reader_procs = [Child("reliability_reader.py", {"path": path, "subjects": subject_ids, "seconds": timeout,
-                                                    "stop_file": stop_file, "seed": i, "options": options or {}})
-                    for i in range(readers)]
-    writer_procs = [Child("reliability_writer.py", {"path": path, "writer": w, "batches": batches,
-                                                    "subjects": subject_ids, "msgs": msgs, "options": options or {}})
-                    for w in range(writers)]
+    reader_procs = [
+        Child(
+            "reliability_reader.py",
+            {
+                "path": path,
+                "subjects": subject_ids,
+                "seconds": timeout,
+                "stop_file": stop_file,
+                "seed": i,
+                "options": options or {},
+            },
+        )
+        for i in range(readers)
+    ]
+    writer_procs = [
+        Child(
+            "reliability_writer.py",
+            {
+                "path": path,
+                "writer": w,
+                "batches": batches,
+                "subjects": subject_ids,
+                "msgs": msgs,
+                "options": options or {},
+            },
+        )
+        for w in range(writers)
+    ]
     confirmed: set[int] = set()
     try:
         for child in writer_procs:
@@ -361,8 +422,9 @@ def concurrency_campaign(path: str, *, writers: int = 4, batches: int = 100, sub
     report.batch_problems += _checks.batch_problems(_checks.marker_counts(path, "passages"), confirmed, attempted, msgs)
     report.lost = len(confirmed - {b for b, j in counts if j == 0})
     report.duplicated = sum(1 for n in counts.values() if n > 1)
-    report.store_problems = (_checks.invariant_problems(path, drained=True) + _checks.overlap_problems(path)
-                             + _checks.order_problems(path))
+    report.store_problems = (
+        _checks.invariant_problems(path, drained=True) + _checks.overlap_problems(path) + _checks.order_problems(path)
+    )
     conn = _checks.connect(path)
     try:
         statuses = dict(conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
@@ -385,15 +447,34 @@ def _erasure_seed(path: str, subjects: int, per_subject: int, rng: random.Random
     """A store of ``subjects`` x ``per_subject`` archived messages; returns (victim subject id, its marker)."""
     from ai_memory_sdk import Memory
 
-    words = "alpha beta gamma delta river mountain coffee garden piano rocket violet summer".split()
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "river",
+        "mountain",
+        "coffee",
+        "garden",
+        "piano",
+        "rocket",
+        "violet",
+        "summer",
+    ]
     victim, marker = f"victim-{rng.getrandbits(64):x}@example.com", f"zqv{rng.getrandbits(96):x}7"
     with Memory(path=path, learner="offline", embedder="none", background=False) as mem:
         for s in range(subjects):
             sid = victim if s == subjects // 2 else f"subject-{s}"
-            batch = [{"role": "user", "content": " ".join(rng.choice(words) for _ in range(20))
-                      + (f" {marker}" if sid == victim else f" tok{s}x{i}")} for i in range(per_subject)]
+            batch = [
+                {
+                    "role": "user",
+                    "content": " ".join(rng.choice(words) for _ in range(20))
+                    + (f" {marker}" if sid == victim else f" tok{s}x{i}"),
+                }
+                for i in range(per_subject)
+            ]
             for i in range(0, per_subject, 10):
-                mem.add_messages(sid, batch[i:i + 10], skip_vector_storage=False)
+                mem.add_messages(sid, batch[i : i + 10], skip_vector_storage=False)
     return victim, marker
 
 
@@ -421,14 +502,20 @@ def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, s
     base = os.path.join(workdir, "erasure-base.db")
     t = time.perf_counter()
     victim, marker = _erasure_seed(base, subjects, per_subject, rng)
-    out: dict[str, Any] = {"subjects": subjects, "messages": subjects * per_subject,
-                           "seed_s": round(time.perf_counter() - t, 2), "db_mb": round(os.path.getsize(base) / 1e6, 1)}
+    out: dict[str, Any] = {
+        "subjects": subjects,
+        "messages": subjects * per_subject,
+        "seed_s": round(time.perf_counter() - t, 2),
+        "db_mb": round(os.path.getsize(base) / 1e6, 1),
+    }
     needles = [victim.encode(), marker.encode(), marker[8:-2].encode()]
-    variants = {"secure_delete+optimize+checkpoint": (True, True, False),
-                "vacuum+optimize+checkpoint": (False, True, True),
-                "secure_delete+checkpoint (no optimize)": (True, False, False),
-                "vacuum+checkpoint (no optimize)": (False, False, True),
-                "nothing (secure_delete off, no optimize, no vacuum)": (False, False, False)}
+    variants = {
+        "secure_delete+optimize+checkpoint": (True, True, False),
+        "vacuum+optimize+checkpoint": (False, True, True),
+        "secure_delete+checkpoint (no optimize)": (True, False, False),
+        "vacuum+checkpoint (no optimize)": (False, False, True),
+        "nothing (secure_delete off, no optimize, no vacuum)": (False, False, False),
+    }
     for name, (secure, optimize, vacuum) in variants.items():
         path = os.path.join(workdir, f"erasure-{len(out)}.db")
         shutil.copyfile(base, path)
@@ -455,8 +542,12 @@ def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, s
         times["total"] = time.perf_counter() - t0
         residue = _residue(path, needles)
         store.close()
-        out[name] = {**{k: round(v * 1000, 1) for k, v in times.items()}, "unit": "ms",
-                     "residue": residue, "db_mb_after": round(os.path.getsize(path) / 1e6, 1)}
+        out[name] = {
+            **{k: round(v * 1000, 1) for k, v in times.items()},
+            "unit": "ms",
+            "residue": residue,
+            "db_mb_after": round(os.path.getsize(path) / 1e6, 1),
+        }
         os.remove(path)
     # What secure_delete costs every ordinary write: enqueue + learn the same batches with it on and off.
     for secure in (True, False):
@@ -465,12 +556,19 @@ def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, s
 
         t = time.perf_counter()
         with Memory(path=path, learner="offline", embedder="none", secure_delete=secure) as mem:
-            runs = [mem.add_messages(f"w{i % 50}", [{"role": "user", "content": f"I like item{i}. My name is W{i}."}],
-                                     skip_vector_storage=False) for i in range(2000)]
+            runs = [
+                mem.add_messages(
+                    f"w{i % 50}",
+                    [{"role": "user", "content": f"I like item{i}. My name is W{i}."}],
+                    skip_vector_storage=False,
+                )
+                for i in range(2000)
+            ]
             for r in runs:
                 mem.wait_for_run(r)
         out[f"2000 batches enqueued+learned, secure_delete={'on' if secure else 'off'}"] = (
-            f"{time.perf_counter() - t:.2f} s")
+            f"{time.perf_counter() - t:.2f} s"
+        )
     os.remove(base)
     return out
 
@@ -478,8 +576,11 @@ def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, s
 # --------------------------------------------------------------------------------------- LLM faults
 
 FAULT_TIMEOUT, FAULT_BUDGET, FAULT_MAX_STEPS = 0.5, 1.0, 3
-CLEAR_ERROR = re.compile(r"HTTP \d{3}|timed out|connection to the LLM endpoint|invalid response|max_steps|"
-                         r"without choices", re.I)
+CLEAR_ERROR = re.compile(
+    r"HTTP \d{3}|timed out|connection to the LLM endpoint|invalid response|max_steps|"
+    r"without choices",
+    re.I,
+)
 
 
 def fault_kinds() -> list[Any]:
@@ -489,7 +590,10 @@ def fault_kinds() -> list[Any]:
     return [
         "429",  # with Retry-After: 0 and retry-after-ms: 10
         fail(429),  # without Retry-After: our backoff
-        "500", "503", "drop", "invalid_json",
+        "500",
+        "503",
+        "drop",
+        "invalid_json",
         stall(FAULT_TIMEOUT + 0.7),  # past the client timeout
         reply(tool_calls=[("memory_insert", '{"label": "human", "new_str": ')]),  # garbage arguments
         reply(tool_calls=[("drop_all_tables", {"label": "human"})]),  # an unknown tool
@@ -510,31 +614,57 @@ class FaultReport:
     problems: list[str] = field(default_factory=list)
 
     def figures(self) -> str:
-        return (f"{self.runs} runs -> {self.states} in {self.seconds:.1f} s; chat calls {self.chat_calls}, injected "
-                f"faults {self.faults}; failure kinds {self.failure_kinds}; longest pass {self.longest_pass_s:.1f} s"
-                f" (bound {self.pass_bound_s:.1f} s)")
+        return (
+            f"{self.runs} runs -> {self.states} in {self.seconds:.1f} s; chat calls {self.chat_calls}, injected "
+            f"faults {self.faults}; failure kinds {self.failure_kinds}; longest pass {self.longest_pass_s:.1f} s"
+            f" (bound {self.pass_bound_s:.1f} s)"
+        )
 
 
-def fault_campaign(path: str, server: Any, *, subjects: int = 40, per_subject: int = 8, rate: float = 0.3,
-                   seed: int = 7, pace: float = 0.02, deadline_s: float = 180) -> FaultReport:
+def fault_campaign(
+    path: str,
+    server: Any,
+    *,
+    subjects: int = 40,
+    per_subject: int = 8,
+    rate: float = 0.3,
+    seed: int = 7,
+    pace: float = 0.02,
+    deadline_s: float = 180,
+) -> FaultReport:
     """Batches arrive while the endpoint fails ``rate`` of chat calls; every run must end, clearly, once."""
     from ai_memory_sdk import Memory
 
     server.responder = batch_learner_responder
     server.fault_rate(rate, seed=seed, kinds=fault_kinds())
     report = FaultReport(pass_bound_s=FAULT_BUDGET + FAULT_MAX_STEPS * (FAULT_TIMEOUT + 1.0) + 5)
-    mem = Memory(path=path, learner="llm", embedder="none", llm_base_url=server.base_url, llm_api_key="sk-test",
-                 llm_timeout=FAULT_TIMEOUT, llm_retry_budget=FAULT_BUDGET, max_steps=FAULT_MAX_STEPS,
-                 history_limit=0, poll_interval=0.05)
+    mem = Memory(
+        path=path,
+        learner="llm",
+        embedder="none",
+        llm_base_url=server.base_url,
+        llm_api_key="sk-test",
+        llm_timeout=FAULT_TIMEOUT,
+        llm_retry_budget=FAULT_BUDGET,
+        max_steps=FAULT_MAX_STEPS,
+        history_limit=0,
+        poll_interval=0.05,
+    )
     try:
         for s in range(subjects):
             mem.initialize_user_memory(f"s{s}", user_context_block_char_limit=1_000_000)
         t0 = time.monotonic()
         runs: dict[str, int] = {}
         for b in range(subjects * per_subject):
-            runs[mem.add_messages(f"s{b % subjects}", [
-                {"role": "user", "content": f"batch B{b}-M0 says hello"},
-                {"role": "assistant", "content": f"B{b}-M1 hello back"}])] = b
+            runs[
+                mem.add_messages(
+                    f"s{b % subjects}",
+                    [
+                        {"role": "user", "content": f"batch B{b}-M0 says hello"},
+                        {"role": "assistant", "content": f"B{b}-M1 hello back"},
+                    ],
+                )
+            ] = b
             time.sleep(pace)  # batches keep arriving while passes fail around them
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
@@ -567,8 +697,11 @@ def fault_campaign(path: str, server: Any, *, subjects: int = 40, per_subject: i
         completed = {b for r, b in runs.items() if final[r].status == "completed"}
         failed = {b for r, b in runs.items() if final[r].status == "failed"}
         report.problems += learned_once_problems(conn, completed)
-        learned = {int(m) for (v,) in conn.execute("SELECT value FROM blocks WHERE label='human'")
-                   for m in re.findall(r"^learned B(\d+)$", v, re.M)}
+        learned = {
+            int(m)
+            for (v,) in conn.execute("SELECT value FROM blocks WHERE label='human'")
+            for m in re.findall(r"^learned B(\d+)$", v, re.M)
+        }
         if learned & failed:
             report.problems.append(f"failed passes changed blocks: batches {sorted(learned & failed)[:10]}")
     finally:

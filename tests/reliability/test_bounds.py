@@ -21,7 +21,7 @@ def _scenario(tmp_path, **cfg) -> dict:
     line = child.wait_line("RESULT ", 300)
     child.kill()
     assert line is not None, child.stderr_tail()
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _show(capsys, result: dict) -> None:

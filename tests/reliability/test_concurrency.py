@@ -19,8 +19,9 @@ BATCHES_PER_WRITER = 250  # benchmarks/soak.py: 1,000
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_four_writer_processes_and_readers_lose_nothing(tmp_path, capsys):
-    report = concurrency_campaign(str(tmp_path / "shared.db"), writers=4, batches=BATCHES_PER_WRITER, subjects=8,
-                                  readers=2)
+    report = concurrency_campaign(
+        str(tmp_path / "shared.db"), writers=4, batches=BATCHES_PER_WRITER, subjects=8, readers=2
+    )
     with capsys.disabled():
         print("\n[reliability] concurrency:", report.figures())
     assert report.problems == []

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from support.openai_server import ScriptedOpenAI, stall  # type: ignore[import-not-found]
 
 from ._harness import batch_learner_responder, crash_campaign
@@ -25,8 +24,16 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path, capsys)
     with ScriptedOpenAI(embedding_dim=32) as server:  # small vectors: the test measures the engine, not JSON
         # Every embedding call stalls 0.15 s: a pass (learn + embed + apply) is slow enough to be killed in.
         server.script_embeddings(*[stall(0.15)] * 100_000)
-        report = crash_campaign(str(tmp_path / "crash.db"), server.base_url, subjects=40, first_batches=200,
-                                kill_rounds=8, extra_per_round=4, max_delay=0.8, seed=1)
+        report = crash_campaign(
+            str(tmp_path / "crash.db"),
+            server.base_url,
+            subjects=40,
+            first_batches=200,
+            kill_rounds=8,
+            extra_per_round=4,
+            max_delay=0.8,
+            seed=1,
+        )
     with capsys.disabled():
         print("\n[reliability] offline learner, slowed embedder:", report.figures())
     assert report.problems == []
@@ -41,8 +48,17 @@ def test_sigkill_during_llm_passes_every_batch_learned_exactly_once(tmp_path, ca
     """The LLM learner against a slow scripted endpoint that records each batch it is shown in ``human``."""
     with ScriptedOpenAI(latency=0.15, embedding_dim=32) as server:
         server.responder = batch_learner_responder
-        report = crash_campaign(str(tmp_path / "crash.db"), server.base_url, learner="llm", subjects=40,
-                                first_batches=200, kill_rounds=8, extra_per_round=4, max_delay=0.8, seed=2)
+        report = crash_campaign(
+            str(tmp_path / "crash.db"),
+            server.base_url,
+            learner="llm",
+            subjects=40,
+            first_batches=200,
+            kill_rounds=8,
+            extra_per_round=4,
+            max_delay=0.8,
+            seed=2,
+        )
     with capsys.disabled():
         print("\n[reliability] llm learner, 0.15 s per call:", report.figures())
     assert report.problems == []  # includes: every stored batch learned exactly once, none twice
@@ -77,12 +93,13 @@ def test_a_batch_that_kills_its_process_fails_alone_after_the_crash_limit(tmp_pa
     with Memory(path=path, learner="offline", embedder="none", background=False) as setup:
         setup.initialize_user_memory("u", user_context_block_char_limit=100_000)
         poison = setup.add_messages("u", [{"role": "user", "content": "batch B0-M0 says hello POISON"}])
-        others = [setup.add_messages("u", [{"role": "user", "content": f"batch B{i}-M0 says hello"}])
-                  for i in range(1, 5)]
+        others = [
+            setup.add_messages("u", [{"role": "user", "content": f"batch B{i}-M0 says hello"}]) for i in range(1, 5)
+        ]
     with ScriptedOpenAI(embedding_dim=32) as server:
         server.responder = responder
         cfg = {"path": path, "base_url": server.base_url, "learner": "llm", "final": True, "retry_crashed": False}
-        for spawn in range(MAX_ATTEMPTS + 3):
+        for spawn in range(MAX_ATTEMPTS + 3):  # noqa: B007 (printed after the loop)
             child = Child("reliability_crash.py", cfg)
             victim_pid[0] = child.proc.pid
             done = child.wait_line("DONE", 120)
@@ -94,8 +111,10 @@ def test_a_batch_that_kills_its_process_fails_alone_after_the_crash_limit(tmp_pa
         good = [check.get_run(r) for r in others]
         human = check.get_user_memory("u")
     with capsys.disabled():
-        print(f"\n[reliability] poison batch: {kills[0]} process deaths, {spawn + 1} processes; poison run "
-              f"{bad.status} ({bad.stop_reason}); the other runs {[r.status for r in good]}")
+        print(
+            f"\n[reliability] poison batch: {kills[0]} process deaths, {spawn + 1} processes; poison run "
+            f"{bad.status} ({bad.stop_reason}); the other runs {[r.status for r in good]}"
+        )
     assert bad.status == "failed" and bad.stop_reason == "crashed" and "retry_run" in (bad.error or ""), bad.error
     assert kills[0] == MAX_ATTEMPTS
     assert [r.status for r in good] == ["completed"] * 4

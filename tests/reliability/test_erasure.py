@@ -10,7 +10,6 @@ marker words from its messages and blocks, and its vectors' bytes.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support.openai_server import ScriptedOpenAI  # type: ignore[import-not-found]
 
 
@@ -75,12 +73,24 @@ def _populate(mem: Any, victim: str, bystander: str) -> list[str]:
     mem.set_memory("projects", f"now works on {markers[3]}", subject_id=victim)
     runs = []
     for i in range(6):  # several batches: several FTS5 segments before the delete
-        batch = [{"role": "user", "content": f"I like {markers[4]} and item{i} with {markers[5 + i % 3]}",
-                  "name": f"name-{markers[6]}", "metadata": {"secret": markers[7]}, "tags": ["t1"]},
-                 {"role": "assistant", "content": f"Noted {markers[5]} number {i}"}]
+        batch = [
+            {
+                "role": "user",
+                "content": f"I like {markers[4]} and item{i} with {markers[5 + i % 3]}",
+                "name": f"name-{markers[6]}",
+                "metadata": {"secret": markers[7]},
+                "tags": ["t1"],
+            },
+            {"role": "assistant", "content": f"Noted {markers[5]} number {i}"},
+        ]
         runs.append(mem.add_messages(victim, batch, skip_vector_storage=False))
-        runs.append(mem.add_messages(bystander, [{"role": "user", "content": f"I like {other[i % 4]} and item{i}"}],
-                                     skip_vector_storage=False))
+        runs.append(
+            mem.add_messages(
+                bystander,
+                [{"role": "user", "content": f"I like {other[i % 4]} and item{i}"}],
+                skip_vector_storage=False,
+            )
+        )
     for r in runs:
         mem.wait_for_run(r)
     assert mem.search(victim, f"{markers[4]} item3", tags=[]), "the victim's passages must be searchable first"
@@ -109,8 +119,11 @@ def test_delete_user_leaves_no_trace_in_tables_or_file_bytes(make_memory, tmp_pa
     with ScriptedOpenAI(embedding_dim=64) as server:
         opts: dict[str, Any] = {"embedder": "none"}
         if embedder == "openai":
-            opts = {"embedder": "openai:text-embedding-3-small", "llm_base_url": server.base_url,
-                    "llm_api_key": "sk-test"}
+            opts = {
+                "embedder": "openai:text-embedding-3-small",
+                "llm_base_url": server.base_url,
+                "llm_api_key": "sk-test",
+            }
         path = str(tmp_path / "erase.db")
         mem = make_memory(path=path, **opts)
         markers = _populate(mem, victim, bystander)
@@ -134,10 +147,13 @@ def test_delete_message_leaves_no_trace(make_memory, tmp_path):
     path = str(tmp_path / "erase.db")
     mem = make_memory(path=path)
     keep, gone = _marker(), _marker()
-    run = mem.add_messages("u", [{"role": "user", "content": f"keep {keep}"},
-                                 {"role": "user", "content": f"forget {gone}"}], skip_vector_storage=False)
+    run = mem.add_messages(
+        "u",
+        [{"role": "user", "content": f"keep {keep}"}, {"role": "user", "content": f"forget {gone}"}],
+        skip_vector_storage=False,
+    )
     mem.wait_for_run(run)
-    doomed = [m for m in mem.get_messages("u") if gone in m.content][0]
+    doomed = next(m for m in mem.get_messages("u") if gone in m.content)
     mem.delete_message(doomed.id)
     # The offline learner's summary quotes the first message only, so nothing learned holds ``gone``.
     needles = _needles_of([gone]) + [doomed.id.encode()]
@@ -151,10 +167,10 @@ def test_delete_user_waits_for_a_reader_then_erases(make_memory, tmp_path):
     path = str(tmp_path / "erase.db")
     mem = make_memory(path=path)
     marker = _marker()
-    mem.wait_for_run(mem.add_messages("victim", [{"role": "user", "content": f"hello {marker}"}],
-                                      skip_vector_storage=False))
-    mem.wait_for_run(mem.add_messages("other", [{"role": "user", "content": "hello there"}],
-                                      skip_vector_storage=False))
+    mem.wait_for_run(
+        mem.add_messages("victim", [{"role": "user", "content": f"hello {marker}"}], skip_vector_storage=False)
+    )
+    mem.wait_for_run(mem.add_messages("other", [{"role": "user", "content": "hello there"}], skip_vector_storage=False))
     reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM messages").fetchone()  # holds a snapshot that still has the victim
@@ -184,10 +200,10 @@ def test_purge_deferred_by_a_long_reader_is_finished_later(make_memory, tmp_path
     path = str(tmp_path / "erase.db")
     mem = make_memory(path=path, busy_timeout=0.3)
     marker = _marker()
-    mem.wait_for_run(mem.add_messages("victim", [{"role": "user", "content": f"hello {marker}"}],
-                                      skip_vector_storage=False))
-    mem.wait_for_run(mem.add_messages("other", [{"role": "user", "content": "hello there"}],
-                                      skip_vector_storage=False))
+    mem.wait_for_run(
+        mem.add_messages("victim", [{"role": "user", "content": f"hello {marker}"}], skip_vector_storage=False)
+    )
+    mem.wait_for_run(mem.add_messages("other", [{"role": "user", "content": "hello there"}], skip_vector_storage=False))
     reader = sqlite3.connect(path, isolation_level=None)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM messages").fetchone()

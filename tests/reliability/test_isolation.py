@@ -17,15 +17,16 @@ import time
 from typing import Any
 
 import pytest
-
 from support.openai_server import ScriptedOpenAI  # type: ignore[import-not-found]
 
 _SUBJECT = re.compile(r"\[S(\d+)\]")
 
 
 def _batch(k: int, i: int) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": f"I like apples and topic{i % 5} [S{k}] number {i}"},
-            {"role": "assistant", "content": f"apples noted [S{k}] topic{i % 5}"}]
+    return [
+        {"role": "user", "content": f"I like apples and topic{i % 5} [S{k}] number {i}"},
+        {"role": "assistant", "content": f"apples noted [S{k}] topic{i % 5}"},
+    ]
 
 
 def _foreign(texts: list[str], k: int) -> list[str]:
@@ -45,8 +46,11 @@ def test_concurrent_readers_never_see_another_subjects_data(make_memory, tmp_pat
     with ScriptedOpenAI(embedding_dim=48) as server:
         mem = make_memory(path=str(tmp_path / "iso.db"), **_options(embedder, server))
         subjects = 60
-        runs = [mem.add_messages(f"subject-{k}", _batch(k, i), skip_vector_storage=False)
-                for i in range(3) for k in range(subjects)]
+        runs = [
+            mem.add_messages(f"subject-{k}", _batch(k, i), skip_vector_storage=False)
+            for i in range(3)
+            for k in range(subjects)
+        ]
         for r in runs:
             mem.wait_for_run(r)
         stop = threading.Event()
@@ -122,8 +126,9 @@ def test_a_long_lived_process_searches_like_a_fresh_one_after_deletes(make_memor
         mem = make_memory(path=path, **opts)
         old = ["apple banana kiwi", "cherry grape plum", "melon lemon lime"]
         new = ["cherry grape plum", "melon lemon lime", "apple banana kiwi"]
-        mem.wait_for_run(mem.add_messages("u", [{"role": "user", "content": t} for t in old],
-                                          skip_vector_storage=False))
+        mem.wait_for_run(
+            mem.add_messages("u", [{"role": "user", "content": t} for t in old], skip_vector_storage=False)
+        )
         queries = ["apple grape", "lemon", "cherry kiwi lime"]
         _search_all(mem, "u", queries)  # the long-lived process caches u's vectors now
         if how == "reset":
@@ -133,8 +138,9 @@ def test_a_long_lived_process_searches_like_a_fresh_one_after_deletes(make_memor
         else:
             for m in mem.get_messages("u"):
                 mem.delete_message(m.id)
-        mem.wait_for_run(mem.add_messages("u", [{"role": "user", "content": t} for t in new],
-                                          skip_vector_storage=False))
+        mem.wait_for_run(
+            mem.add_messages("u", [{"role": "user", "content": t} for t in new], skip_vector_storage=False)
+        )
         fresh = make_memory(path=path, background=False, **opts)
         assert _search_all(mem, "u", queries) == _search_all(fresh, "u", queries)
 
@@ -149,8 +155,9 @@ def test_row_ids_of_deleted_subjects_and_passages_are_never_reused(make_memory, 
     seen_subjects: set[int] = set()
     seen_passages: set[int] = set()
     for i in range(5):
-        mem.wait_for_run(mem.add_messages("newest", [{"role": "user", "content": f"hello {i}"}] * 3,
-                                          skip_vector_storage=False))
+        mem.wait_for_run(
+            mem.add_messages("newest", [{"role": "user", "content": f"hello {i}"}] * 3, skip_vector_storage=False)
+        )
         subject_pk = conn.execute("SELECT pk FROM subjects WHERE subject_id='newest'").fetchone()[0]
         passages = {r[0] for r in conn.execute("SELECT pk FROM passages WHERE subject_pk=?", (subject_pk,))}
         assert subject_pk not in seen_subjects and not passages & seen_passages

@@ -21,8 +21,14 @@ from ._harness import batch_learner_responder
 def test_a_drained_pass_longer_than_the_lease_is_not_taken_over(make_memory, tmp_path):
     with ScriptedOpenAI(latency=2.5) as server:  # one LLM call outlives two leases
         server.responder = batch_learner_responder
-        opts = dict(path=str(tmp_path / "lease.db"), learner="llm", llm_base_url=server.base_url,
-                    llm_api_key="sk-test", lease_seconds=1.0, poll_interval=0.05)
+        opts = dict(
+            path=str(tmp_path / "lease.db"),
+            learner="llm",
+            llm_base_url=server.base_url,
+            llm_api_key="sk-test",
+            lease_seconds=1.0,
+            poll_interval=0.05,
+        )
         worker = make_memory(background=False, **opts)  # what `ai-memory worker --once` runs
         worker.initialize_user_memory("u")
         run_id = worker.add_messages("u", [{"role": "user", "content": "batch B1-M0 says hello"}])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from support.openai_server import ScriptedOpenAI, fail, reply, stall  # type: ignore[import-not-found]
 
 from ._harness import CLEAR_ERROR, FAULT_BUDGET, FAULT_MAX_STEPS, FAULT_TIMEOUT, fault_campaign
@@ -23,8 +22,10 @@ TIMEOUT, BUDGET, MAX_STEPS = FAULT_TIMEOUT, FAULT_BUDGET, FAULT_MAX_STEPS
 
 
 def _messages(batch_no: int) -> list[dict[str, str]]:
-    return [{"role": "user", "content": f"batch B{batch_no}-M0 says hello"},
-            {"role": "assistant", "content": f"B{batch_no}-M1 hello back"}]
+    return [
+        {"role": "user", "content": f"batch B{batch_no}-M0 says hello"},
+        {"role": "assistant", "content": f"B{batch_no}-M1 hello back"},
+    ]
 
 
 @pytest.mark.slow
@@ -42,14 +43,26 @@ def test_thirty_percent_faults_every_run_ends_and_no_block_is_corrupted(tmp_path
 @pytest.mark.parametrize("kind", ["503", "429", "drop", "invalid_json", "stall", "garbage", "unknown_tool"])
 def test_an_endpoint_that_always_fails_fails_the_run_in_bounded_time(make_memory, tmp_path, kind):
     """Nothing is retried forever: the retry budget (transient errors) or max_steps (bad tool calls) ends it."""
-    steps = {"503": fail(503), "429": fail(429, headers={"Retry-After": "0.2"}), "drop": "drop",
-             "invalid_json": "invalid_json", "stall": stall(TIMEOUT + 0.7),
-             "garbage": reply(tool_calls=[("memory_rethink", "{{{")]),
-             "unknown_tool": reply(tool_calls=[("format_disk", {})])}
+    steps = {
+        "503": fail(503),
+        "429": fail(429, headers={"Retry-After": "0.2"}),
+        "drop": "drop",
+        "invalid_json": "invalid_json",
+        "stall": stall(TIMEOUT + 0.7),
+        "garbage": reply(tool_calls=[("memory_rethink", "{{{")]),
+        "unknown_tool": reply(tool_calls=[("format_disk", {})]),
+    }
     with ScriptedOpenAI() as server:
         server.fault_rate(1.0, seed=1, kinds=[steps[kind]])
-        mem = make_memory(path=str(tmp_path / "f.db"), learner="llm", llm_base_url=server.base_url,
-                          llm_api_key="sk-test", llm_timeout=TIMEOUT, llm_retry_budget=BUDGET, max_steps=MAX_STEPS)
+        mem = make_memory(
+            path=str(tmp_path / "f.db"),
+            learner="llm",
+            llm_base_url=server.base_url,
+            llm_api_key="sk-test",
+            llm_timeout=TIMEOUT,
+            llm_retry_budget=BUDGET,
+            max_steps=MAX_STEPS,
+        )
         mem.initialize_user_memory("u", user_context_block_value="Name: Ann")
         t0 = time.monotonic()
         run_id = mem.add_messages("u", _messages(1))

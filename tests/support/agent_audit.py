@@ -15,6 +15,7 @@ four tools (SPEC §7) and checks what the store recorded against it:
 Standard library only (plus ``ai_memory_sdk`` for types), so the benchmark and the
 test share it.
 """
+
 from __future__ import annotations
 
 import html
@@ -25,11 +26,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 _log = logging.getLogger(__name__)
 
@@ -42,10 +44,11 @@ FINISH = "memory_finish_edits"
 @dataclass
 class Exchange:
     """One chat request through the proxy and what came back (``response`` is None on a transport error)."""
+
     request: dict
     request_bytes: int
     status: int
-    response: Optional[dict]
+    response: dict | None
     seconds: float
     error: str = ""
 
@@ -62,15 +65,15 @@ class RecordingProxy:
         self.timeout = timeout
         self.exchanges: list[Exchange] = []
         self._lock = threading.Lock()
-        self._server: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def start(self) -> "RecordingProxy":
+    def start(self) -> RecordingProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -98,7 +101,7 @@ class RecordingProxy:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "RecordingProxy":
+    def __enter__(self) -> RecordingProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -110,10 +113,14 @@ class RecordingProxy:
             got, self.exchanges = self.exchanges, []
         return got
 
-    def _forward(self, h: BaseHTTPRequestHandler, body: Optional[bytes]) -> None:
+    def _forward(self, h: BaseHTTPRequestHandler, body: bytes | None) -> None:
         path = h.path[3:] if h.path.startswith("/v1") else h.path
-        req = urllib.request.Request(self.upstream + path, data=body, method="POST" if body is not None else "GET",
-                                     headers={"content-type": "application/json"})
+        req = urllib.request.Request(
+            self.upstream + path,
+            data=body,
+            method="POST" if body is not None else "GET",
+            headers={"content-type": "application/json"},
+        )
         t0 = time.monotonic()
         status, payload, error = 502, b'{"error": {"message": "proxy: upstream unreachable"}}', ""
         try:
@@ -154,7 +161,9 @@ _FALLBACK = [  # used when the LoCoMo file is not next to the repository (writte
 ]
 
 
-def conversation_batches(size: int = 8, limit: Optional[int] = None, path: Path = LOCOMO) -> Iterator[tuple[str, list[dict]]]:
+def conversation_batches(
+    size: int = 8, limit: int | None = None, path: Path = LOCOMO
+) -> Iterator[tuple[str, list[dict]]]:
     """(conversation id, batch of ``size`` messages) in order: LoCoMo dev turns, else a built-in chat.
 
     Speaker A is the ``user``, speaker B the ``assistant``, ``name`` the speaker and
@@ -164,30 +173,43 @@ def conversation_batches(size: int = 8, limit: Optional[int] = None, path: Path 
     if not path.exists():
         _log.warning("%s not found: using the built-in conversation", path)
         base = datetime(2024, 5, 8, 13, 56, tzinfo=timezone.utc)
-        msgs = [{"role": "user" if who == "Ana" else "assistant", "name": who, "content": text,
-                 "created_at": (base + timedelta(minutes=i)).isoformat()} for i, (who, text) in enumerate(_FALLBACK)]
+        msgs = [
+            {
+                "role": "user" if who == "Ana" else "assistant",
+                "name": who,
+                "content": text,
+                "created_at": (base + timedelta(minutes=i)).isoformat(),
+            }
+            for i, (who, text) in enumerate(_FALLBACK)
+        ]
         while limit is None or n < limit:
             for i in range(0, len(msgs), size):
                 if limit is not None and n >= limit:
                     return
-                yield "builtin", msgs[i:i + size]
+                yield "builtin", msgs[i : i + size]
                 n += 1
         return
     for conv in json.loads(path.read_text(encoding="utf-8")):
         c = conv["conversation"]
-        sessions = sorted((int(k.split("_")[1]) for k in c if re.fullmatch(r"session_\d+", k)))
+        sessions = sorted(int(k.split("_")[1]) for k in c if re.fullmatch(r"session_\d+", k))
         for s in sessions:
             when = datetime.strptime(c[f"session_{s}_date_time"], "%I:%M %p on %d %B, %Y").replace(tzinfo=timezone.utc)
             turns = c[f"session_{s}"]
             msgs = []
             for i, t in enumerate(turns):
                 text = t["text"] + (f" [shares a photo: {t['blip_caption']}]" if t.get("blip_caption") else "")
-                msgs.append({"role": "user" if t["speaker"] == c["speaker_a"] else "assistant", "name": t["speaker"],
-                             "content": f"{t['speaker']}: {text}", "created_at": (when + timedelta(minutes=i)).isoformat()})
+                msgs.append(
+                    {
+                        "role": "user" if t["speaker"] == c["speaker_a"] else "assistant",
+                        "name": t["speaker"],
+                        "content": f"{t['speaker']}: {text}",
+                        "created_at": (when + timedelta(minutes=i)).isoformat(),
+                    }
+                )
             for i in range(0, len(msgs), size):
                 if limit is not None and n >= limit:
                     return
-                yield conv["sample_id"], msgs[i:i + size]
+                yield conv["sample_id"], msgs[i : i + size]
                 n += 1
 
 
@@ -216,13 +238,14 @@ def _str(args: dict, name: str) -> str:
     return args[name]
 
 
-def reference_call(values: dict[str, str], limits: dict[str, int], tool: str, raw: Any) -> Optional[dict[str, str]]:
+def reference_call(values: dict[str, str], limits: dict[str, int], tool: str, raw: Any) -> dict[str, str] | None:
     """SPEC §7 applied to a copy of ``values``: the new values, or None when the call must be refused."""
     return reference_verdict(values, limits, tool, raw)[0]
 
 
-def reference_verdict(values: dict[str, str], limits: dict[str, int], tool: str,
-                      raw: Any) -> tuple[Optional[dict[str, str]], str]:
+def reference_verdict(
+    values: dict[str, str], limits: dict[str, int], tool: str, raw: Any
+) -> tuple[dict[str, str] | None, str]:
     """(new values or None, why): ``ok``, ``ok (unescaped)`` or the reason for refusing.
 
     Written independently of ``ai_memory_sdk.learners.tools``. Repairs the agent may make
@@ -275,9 +298,10 @@ def reference_verdict(values: dict[str, str], limits: dict[str, int], tool: str,
 @dataclass
 class PassAudit:
     """What one pass did and whether the store agrees with the replay."""
+
     run_id: str
     status: str
-    stop_reason: Optional[str]
+    stop_reason: str | None
     llm_calls: int
     requests: int
     request_bytes: int
@@ -296,17 +320,34 @@ def _tool_calls(exchange: Exchange) -> list[tuple[str, str, Any]]:
     if exchange.response is None:
         return []
     msg = (exchange.response.get("choices") or [{}])[0].get("message") or {}
-    return [(c.get("id") or "", (c.get("function") or {}).get("name") or "", (c.get("function") or {}).get("arguments"))
-            for c in msg.get("tool_calls") or []]
+    return [
+        (c.get("id") or "", (c.get("function") or {}).get("name") or "", (c.get("function") or {}).get("arguments"))
+        for c in msg.get("tool_calls") or []
+    ]
 
 
-def audit_run(mem: Any, subject: str, run_id: str, exchanges: Sequence[Exchange], before: dict[str, str],
-              limits: dict[str, int], seconds: float) -> PassAudit:
+def audit_run(
+    mem: Any,
+    subject: str,
+    run_id: str,
+    exchanges: Sequence[Exchange],
+    before: dict[str, str],
+    limits: dict[str, int],
+    seconds: float,
+) -> PassAudit:
     """Replay one pass's recorded calls and compare with what ``mem`` stored for ``run_id``."""
     run = mem.get_run(run_id)
     ok = [e for e in exchanges if e.status == 200 and e.response is not None]
-    audit = PassAudit(run_id, run.status, run.stop_reason, run.llm_calls, len(exchanges),
-                      sum(e.request_bytes for e in exchanges), seconds, statuses=[e.status for e in exchanges])
+    audit = PassAudit(
+        run_id,
+        run.status,
+        run.stop_reason,
+        run.llm_calls,
+        len(exchanges),
+        sum(e.request_bytes for e in exchanges),
+        seconds,
+        statuses=[e.status for e in exchanges],
+    )
     p = audit.problems
     if run.status not in ("completed", "failed"):
         p.append(f"run ended {run.status}")
@@ -316,8 +357,11 @@ def audit_run(mem: Any, subject: str, run_id: str, exchanges: Sequence[Exchange]
     finished = False  # the last response called memory_finish_edits validly
     for n, ex in enumerate(ok):
         nxt = ok[n + 1].request if n + 1 < len(ok) else None
-        answers = {m.get("tool_call_id"): m.get("content") or "" for m in (nxt or {}).get("messages", [])
-                   if m.get("role") == "tool"}
+        answers = {
+            m.get("tool_call_id"): m.get("content") or ""
+            for m in (nxt or {}).get("messages", [])
+            if m.get("role") == "tool"
+        }
         finished, refused = False, 0
         for call_id, tool, raw in _tool_calls(ex):
             audit.calls += 1
@@ -371,5 +415,8 @@ def audit_run(mem: Any, subject: str, run_id: str, exchanges: Sequence[Exchange]
 def block_state(mem: Any, subject: str) -> tuple[dict[str, str], dict[str, int], dict[str, str]]:
     """(values, limits, descriptions) of a subject's blocks."""
     blocks = mem.list_blocks(subject)
-    return ({b.label: b.value for b in blocks}, {b.label: b.limit for b in blocks},
-            {b.label: b.description for b in blocks})
+    return (
+        {b.label: b.value for b in blocks},
+        {b.label: b.limit for b in blocks},
+        {b.label: b.description for b in blocks},
+    )

@@ -19,6 +19,7 @@ Usage::
 
 or, in pytest, the session-scoped ``letta_server`` fixture (with ``letta_llm``).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 _log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ def _die_with_parent() -> None:
     """In the child before exec: get SIGKILL when the starting thread dies (Linux), so no server outlives a killed test run."""
     try:
         import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -129,8 +132,7 @@ def fix_archives_agents(db_path: Path) -> bool:
             return False
         conn.executescript(
             "BEGIN;"
-            "ALTER TABLE archives_agents RENAME TO _archives_agents_old;"
-            + _ARCHIVES_AGENTS_DDL + ";"
+            "ALTER TABLE archives_agents RENAME TO _archives_agents_old;" + _ARCHIVES_AGENTS_DDL + ";"
             "INSERT INTO archives_agents (agent_id, archive_id, created_at, is_owner)"
             " SELECT agent_id, archive_id,"
             " CASE WHEN created_at = 'now()' THEN CURRENT_TIMESTAMP ELSE created_at END, is_owner"
@@ -146,10 +148,19 @@ def fix_archives_agents(db_path: Path) -> bool:
 class LettaServer:
     """``letta server`` in a subprocess with a private HOME, stopped (whole process group) on exit."""
 
-    def __init__(self, llm_base_url: str, port: int = 0, *, host: str = "127.0.0.1",
-                 startup_timeout: float = 180.0, embedding_dim: int = EMBEDDING_DIM,
-                 default_embedding: bool = False, offline: bool = True,
-                 extra_env: Optional[dict[str, str]] = None, venv: Optional[Path] = None) -> None:
+    def __init__(
+        self,
+        llm_base_url: str,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        startup_timeout: float = 180.0,
+        embedding_dim: int = EMBEDDING_DIM,
+        default_embedding: bool = False,
+        offline: bool = True,
+        extra_env: dict[str, str] | None = None,
+        venv: Path | None = None,
+    ) -> None:
         """``llm_base_url`` ends in ``/v1``. ``default_embedding=True`` also registers
         ``openai/text-embedding-3-small`` as the server's default embedding (what the
         original SDK, which sends no embedding_config, needs). ``offline`` points the
@@ -165,9 +176,9 @@ class LettaServer:
         self.extra_env = dict(extra_env or {})
         self.venv = Path(venv) if venv else letta_venv()
         self.base_url = ""
-        self.startup_seconds: Optional[float] = None
-        self._tmp: Optional[tempfile.TemporaryDirectory] = None
-        self._proc: Optional[subprocess.Popen] = None
+        self.startup_seconds: float | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._proc: subprocess.Popen | None = None
         self._log_file: Any = None
 
     # -- paths and settings
@@ -205,18 +216,20 @@ class LettaServer:
     def env(self) -> dict[str, str]:
         """The server's environment: private dirs, loopback LLM, no telemetry, no proxy for loopback."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LETTA_", "OPENAI_", "VIRTUAL_ENV"))}
-        env.update({
-            "HOME": str(self.home),
-            "LETTA_DIR": str(self.letta_dir),
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": self.llm_base_url,
-            "LETTA_TELEMETRY_ENABLE_DATADOG": "false",
-            "LETTA_DISABLE_TRACING": "true",
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "HOME": str(self.home),
+                "LETTA_DIR": str(self.letta_dir),
+                "OPENAI_API_KEY": "sk-test",
+                "OPENAI_BASE_URL": self.llm_base_url,
+                "LETTA_TELEMETRY_ENABLE_DATADOG": "false",
+                "LETTA_DISABLE_TRACING": "true",
+                "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost",
+                "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         static = self._llama_index_static()
         if static is not None:  # offline copies shipped in llama-index: no downloads at run time
             env["NLTK_DATA"] = str(static / "nltk_cache")  # sentence splitting of long passages
@@ -229,12 +242,12 @@ class LettaServer:
         env.update(self.extra_env)
         return env
 
-    def _llama_index_static(self) -> Optional[Path]:
+    def _llama_index_static(self) -> Path | None:
         hits = sorted(self.venv.glob("lib/python*/site-packages/llama_index/core/_static"))
         return hits[0] if hits else None
 
     # -- lifecycle
-    def start(self) -> "LettaServer":
+    def start(self) -> LettaServer:
         """Prepare the private LETTA_DIR (schema fix, embedding config), start, wait for health."""
         exe = self.venv / "bin" / "letta"
         if not exe.exists():
@@ -251,8 +264,12 @@ class LettaServer:
         t0 = time.monotonic()
         self._proc = subprocess.Popen(
             [str(exe), "server", "--host", self.host, "--port", str(self.port)],
-            cwd=str(self.home), env=self.env(), stdin=subprocess.DEVNULL,
-            stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=str(self.home),
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             preexec_fn=_die_with_parent,
         )
         try:
@@ -286,7 +303,9 @@ class LettaServer:
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             if time.monotonic() - t0 > self.startup_timeout:
-                raise LettaStartError(f"letta server not healthy after {self.startup_timeout:.0f} s:\n{self.log_tail()}")
+                raise LettaStartError(
+                    f"letta server not healthy after {self.startup_timeout:.0f} s:\n{self.log_tail()}"
+                )
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -321,23 +340,30 @@ class LettaServer:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> "LettaServer":
+    def __enter__(self) -> LettaServer:
         return self.start()
 
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
 # ----------------------------------------------------------------------------- the sleeptime "model"
-_FACT_RULES: Sequence[tuple[str, "re.Pattern[str]"]] = (
+_FACT_RULES: Sequence[tuple[str, re.Pattern[str]]] = (
     ("Name", re.compile(r"\b(?i:my name is|my name's|call me)\s+([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)")),
     ("Location", re.compile(r"\bI (?:live|am living|'m living) in\s+([^.,;!?\n]+)", re.I)),
     ("Location", re.compile(r"\bI(?: am|'m) from\s+([^.,;!?\n]+)", re.I)),
     ("Job", re.compile(r"\bI work as (?:an? )?([^.,;!?\n]+)", re.I)),
-    ("Job", re.compile(r"\bI(?: am|'m) an? ([a-z][\w -]*?(?:er|or|ist|ian|ant|ent|eer|ect|nurse|chef|doctor))\b", re.I)),
+    (
+        "Job",
+        re.compile(r"\bI(?: am|'m) an? ([a-z][\w -]*?(?:er|or|ist|ian|ant|ent|eer|ect|nurse|chef|doctor))\b", re.I),
+    ),
     ("Likes", re.compile(r"\bI (?:really )?(?:love|like|enjoy|adore)\s+([^.,;!?\n]+)", re.I)),
-    ("Dislikes", re.compile(r"\bI (?:really )?(?:hate|dislike|can't stand|do not like|don't like)\s+([^.,;!?\n]+)", re.I)),
+    (
+        "Dislikes",
+        re.compile(r"\bI (?:really )?(?:hate|dislike|can't stand|do not like|don't like)\s+([^.,;!?\n]+)", re.I),
+    ),
     ("Age", re.compile(r"\bI(?: am|'m) (\d{1,3}) years? old", re.I)),
 )
 _ROLE_LINE = re.compile(r"^\s*(user|assistant|system|tool)\s*:\s?(.*)$", re.I)
@@ -347,7 +373,7 @@ def extract_facts(text: str) -> list[str]:
     """``Key: value`` lines from the user's first-person statements in a transcript, in order, deduplicated."""
     lines = text.splitlines()
     user_lines = [m.group(2) for m in map(_ROLE_LINE.match, lines) if m and m.group(1).lower() == "user"]
-    spoken = user_lines if any(_ROLE_LINE.match(l) for l in lines) else lines
+    spoken = user_lines if any(_ROLE_LINE.match(ln) for ln in lines) else lines
     found: list[tuple[int, str]] = []
     for line_no, line in enumerate(spoken):
         for key, rx in _FACT_RULES:
@@ -370,7 +396,7 @@ _ENVELOPES = {"heartbeat", "system_alert", "login"}
 _TAG = re.compile(r"</?[A-Za-z_][\w.:-]*(?:\s[^<>]*)?>")
 
 
-def _user_turn(content: str) -> Optional[str]:
+def _user_turn(content: str) -> str | None:
     """The application's text of a user message; None for Letta's own JSON envelopes (heartbeats, alerts)."""
     try:
         data = json.loads(content)
@@ -384,10 +410,13 @@ def _user_turn(content: str) -> Optional[str]:
     return content
 
 
-def block_value(system_prompt: str, label: str) -> Optional[str]:
+def block_value(system_prompt: str, label: str) -> str | None:
     """The value of block ``label`` as Letta 0.11.7 renders it in the system prompt (line-number prefixes removed)."""
-    m = re.search(rf"<{re.escape(label)}>\s*<description>.*?</description>.*?<value>\n?(.*?)</value>\s*</{re.escape(label)}>",
-                  system_prompt, re.S)
+    m = re.search(
+        rf"<{re.escape(label)}>\s*<description>.*?</description>.*?<value>\n?(.*?)</value>\s*</{re.escape(label)}>",
+        system_prompt,
+        re.S,
+    )
     if not m:
         return None
     lines = [ln for ln in m.group(1).splitlines() if not ln.startswith("# NOTE: Line numbers")]
@@ -406,7 +435,7 @@ class SleeptimeResponder:
     Requests that offer no ``memory_finish_edits`` tool get ``None`` (the server's default reply).
     """
 
-    def __init__(self, label: str = "human", summary_label: Optional[str] = None) -> None:
+    def __init__(self, label: str = "human", summary_label: str | None = None) -> None:
         """``summary_label`` (e.g. ``"summary"``) adds a ``memory_rethink`` of that block to the plan."""
         self.label = label
         self.summary_label = summary_label
@@ -424,7 +453,7 @@ class SleeptimeResponder:
                 said = _user_turn(_text_of(m.get("content")))
                 if said is not None:
                     turn, text = i, said
-        done = sum(len(m.get("tool_calls") or []) for m in messages[turn + 1:] if m.get("role") == "assistant")
+        done = sum(len(m.get("tool_calls") or []) for m in messages[turn + 1 :] if m.get("role") == "assistant")
         system = "\n".join(_text_of(m.get("content")) for m in messages if m.get("role") == "system")
         plan = self.plan(text, system) if turn >= 0 else []
         if done < len(plan):
@@ -473,6 +502,7 @@ except ImportError:  # pragma: no cover
     pytest = None  # type: ignore[assignment]
 
 if pytest is not None:
+
     @pytest.fixture(scope="session")
     def letta_llm() -> Iterator[Any]:
         """The session's scripted LLM behind the Letta server, answering as a :class:`SleeptimeResponder`."""

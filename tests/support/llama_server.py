@@ -32,6 +32,7 @@ pinned by tests/test_llama_server_smoke.py):
 * Any ``model`` name is accepted. One request runs at a time; a client timeout does not
   stop the generation, so the next request waits behind it.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator, Optional, Sequence
 
 _log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         try:
             import ctypes
+
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
@@ -128,10 +130,18 @@ class LlamaServer:
     The server runs in its own process group, which ``stop()`` terminates.
     """
 
-    def __init__(self, port: int = 0, *, n_ctx: int = DEFAULT_N_CTX, n_threads: Optional[int] = None,
-                 startup_timeout: float = 60.0, model_path: Optional[Path] = None,
-                 log_path: Optional[Path] = None, verbose: bool = False,
-                 extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        n_ctx: int = DEFAULT_N_CTX,
+        n_threads: int | None = None,
+        startup_timeout: float = 60.0,
+        model_path: Path | None = None,
+        log_path: Path | None = None,
+        verbose: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.requested_port = port
         self.n_ctx = n_ctx
         self.n_threads = n_threads or int(os.environ.get("AI_MEMORY_LLAMA_THREADS") or 2)
@@ -140,8 +150,8 @@ class LlamaServer:
         self.verbose = verbose
         self.extra_args = tuple(extra_args)
         self._log_path = log_path
-        self._log_file: Optional[object] = None
-        self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._log_file: object | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self.port: int = 0
         self.model: str = ""
         self.startup_seconds: float = 0.0
@@ -153,12 +163,12 @@ class LlamaServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         """The server's process id while it runs."""
         return self._proc.pid if self._proc is not None else None
 
     @property
-    def log_path(self) -> Optional[Path]:
+    def log_path(self) -> Path | None:
         """Where the server's stdout and stderr go (a temp file unless given)."""
         return self._log_path
 
@@ -184,27 +194,49 @@ class LlamaServer:
     # ------------------------------------------------------------------ lifecycle
     def _command(self, model: Path) -> list[str]:
         """The server command line; logits_all off keeps the logits buffer at n_batch rows."""
-        return [str(llama_python()), "-m", "llama_cpp.server",
-                "--model", str(model), "--model_alias", MODEL_ALIAS,
-                "--chat_format", CHAT_FORMAT,
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--n_ctx", str(self.n_ctx),
-                "--n_threads", str(self.n_threads), "--n_threads_batch", str(self.n_threads),
-                "--logits_all", "false", "--verbose", "true" if self.verbose else "false",
-                *self.extra_args]
+        return [
+            str(llama_python()),
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            MODEL_ALIAS,
+            "--chat_format",
+            CHAT_FORMAT,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--n_threads",
+            str(self.n_threads),
+            "--n_threads_batch",
+            str(self.n_threads),
+            "--logits_all",
+            "false",
+            "--verbose",
+            "true" if self.verbose else "false",
+            *self.extra_args,
+        ]
 
     def _env(self) -> dict[str, str]:
         """A clean environment: no project venv leakage, nothing fetched from any hub."""
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONNOUSERSITE="1",
-                   PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(self.n_threads))
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+        env.update(
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            PYTHONNOUSERSITE="1",
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS=str(self.n_threads),
+        )
         # Spinning OpenMP workers collapse on a shared 2-core box (measured: 1 token/s
         # instead of 12 under load); passive waiting costs little when the box is idle.
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         return env
 
-    def start(self) -> "LlamaServer":
+    def start(self) -> LlamaServer:
         """Spawn the server and wait until ``GET /v1/models`` answers."""
         if not llama_python().exists():
             raise LlamaNotInstalled(f"llama venv missing at {llama_venv()} (run: {SETUP_COMMAND})")
@@ -217,9 +249,15 @@ class LlamaServer:
         log_file = open(self._log_path, "ab")
         self._log_file = log_file
         t0 = time.monotonic()
-        self._proc = subprocess.Popen(self._command(model), stdin=subprocess.DEVNULL, stdout=log_file,
-                                      stderr=subprocess.STDOUT, env=self._env(), start_new_session=True,
-                                      preexec_fn=_die_with_parent)
+        self._proc = subprocess.Popen(
+            self._command(model),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         _log.info("llama server pid %s on port %s, log %s", self._proc.pid, self.port, self._log_path)
         try:
             self.model = self._wait_ready(t0)
@@ -237,8 +275,9 @@ class LlamaServer:
         while True:
             code = self._proc.poll()
             if code is not None:
-                raise RuntimeError(f"llama server exited with {code} before it was ready; "
-                                   f"log {self._log_path}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"llama server exited with {code} before it was ready; log {self._log_path}:\n{self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:
                     data = json.loads(resp.read())
@@ -248,8 +287,10 @@ class LlamaServer:
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             if time.monotonic() - t0 > self.startup_timeout:
-                raise TimeoutError(f"llama server not ready after {self.startup_timeout:.0f}s; "
-                                   f"log {self._log_path}:\n{self.log_tail()}")
+                raise TimeoutError(
+                    f"llama server not ready after {self.startup_timeout:.0f}s; "
+                    f"log {self._log_path}:\n{self.log_tail()}"
+                )
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -276,11 +317,12 @@ class LlamaServer:
             self._log_file.close()  # type: ignore[attr-defined]
             self._log_file = None
 
-    def __enter__(self) -> "LlamaServer":
+    def __enter__(self) -> LlamaServer:
         return self.start()
 
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -295,6 +337,7 @@ except ImportError:  # pragma: no cover
     pytest = None  # type: ignore[assignment]
 
 if pytest is not None:
+
     @pytest.fixture(scope="session")
     def llama_server() -> Iterator[LlamaServer]:
         """One SmolLM2 server for the whole session; fails under CI if not installed, else skips."""
@@ -310,8 +353,10 @@ if pytest is not None:
 if __name__ == "__main__":  # manual check: start, print the endpoint, stop on Enter/Ctrl-C
     logging.basicConfig(level=logging.INFO)
     with LlamaServer(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0) as _srv:
-        print(f"{_srv.base_url} model={_srv.model} started in {_srv.startup_seconds:.1f}s "
-              f"rss={_srv.rss_bytes() / 2**20:.0f} MiB log={_srv.log_path}")
+        print(
+            f"{_srv.base_url} model={_srv.model} started in {_srv.startup_seconds:.1f}s "
+            f"rss={_srv.rss_bytes() / 2**20:.0f} MiB log={_srv.log_path}"
+        )
         try:
             input("Enter to stop\n")
         except (KeyboardInterrupt, EOFError):

@@ -11,6 +11,7 @@ Usage::
                    fail(429, headers={"Retry-After": "0"}), reply("done"))
         client = openai.OpenAI(base_url=srv.base_url, api_key="x")
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,36 +28,44 @@ import threading
 import time
 import zlib
 from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Union
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small")
 _WORD = re.compile(r"\w+")
-_ERROR_CODES = {400: ("invalid_request_error", None), 401: ("invalid_request_error", "invalid_api_key"),
-                404: ("invalid_request_error", "not_found"), 429: ("requests", "rate_limit_exceeded"),
-                500: ("server_error", None), 503: ("server_error", "service_unavailable")}
+_ERROR_CODES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    404: ("invalid_request_error", "not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    503: ("server_error", "service_unavailable"),
+}
 
 
 # ----------------------------------------------------------------------------- steps
 @dataclass(frozen=True)
 class Reply:
     """A successful chat completion (text and/or tool calls)."""
-    content: Optional[str] = None
+
+    content: str | None = None
     tool_calls: tuple = ()  # ((name, dict | raw str), ...)
-    usage: Optional[dict] = None
+    usage: dict | None = None
     delay: float = 0.0
-    finish_reason: Optional[str] = None
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True)
 class Fail:
     """An HTTP error with an OpenAI-style error body unless ``body`` is given."""
+
     status: int
     body: Any = None
-    headers: Optional[dict] = None
+    headers: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class Drop:
 @dataclass(frozen=True)
 class Stall:
     """Sleep, then answer with ``then`` or the next step (queue/responder/default)."""
+
     seconds: float
     then: Any = None
 
@@ -74,14 +84,20 @@ class Stall:
 @dataclass(frozen=True)
 class InvalidJson:
     """Status 200 whose body is not JSON."""
+
     body: bytes = b'{"id": "chatcmpl-broken", "choices": [ this is not json'
 
 
-Step = Union[Reply, Fail, Drop, Stall, InvalidJson]
+Step = Union[Reply, Fail, Drop, Stall, InvalidJson]  # noqa: UP007 (a runtime alias: isinstance() takes it)
 
 
-def reply(content: Optional[str] = None, tool_calls: Sequence[Any] = (), usage: Optional[dict] = None,
-          delay: float = 0.0, finish_reason: Optional[str] = None) -> Reply:
+def reply(
+    content: str | None = None,
+    tool_calls: Sequence[Any] = (),
+    usage: dict | None = None,
+    delay: float = 0.0,
+    finish_reason: str | None = None,
+) -> Reply:
     """Build a reply; tool calls are ``(name, args)`` pairs, args a dict or a raw (maybe malformed) string."""
     calls = tuple((c["name"], c.get("arguments", {})) if isinstance(c, dict) else tuple(c) for c in tool_calls)
     return Reply(content, calls, usage, delay, finish_reason)
@@ -89,13 +105,20 @@ def reply(content: Optional[str] = None, tool_calls: Sequence[Any] = (), usage: 
 
 fail, drop, stall, invalid_json = Fail, Drop, Stall, InvalidJson  # the other step builders
 _FAULT_NAMES: dict[str, Step] = {  # fault_rate() kinds by name; 429 asks the openai client for a 10 ms wait
-    "429": Fail(429, headers={"Retry-After": "0", "retry-after-ms": "10"}), "500": Fail(500), "502": Fail(502),
-    "503": Fail(503), "drop": Drop(), "invalid_json": InvalidJson(), "stall": Stall(1.0)}
+    "429": Fail(429, headers={"Retry-After": "0", "retry-after-ms": "10"}),
+    "500": Fail(500),
+    "502": Fail(502),
+    "503": Fail(503),
+    "drop": Drop(),
+    "invalid_json": InvalidJson(),
+    "stall": Stall(1.0),
+}
 
 
 @dataclass
 class RecordedRequest:
     """One request as received; header names are lower-cased."""
+
     method: str
     path: str
     headers: dict
@@ -120,44 +143,54 @@ def _error_body(status: int, message: str) -> dict:
 
 
 def _pieces(text: str, size: int) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 # ----------------------------------------------------------------------------- server
 class ScriptedOpenAI:
     """Thread-safe scripted server: FIFO of steps, then ``responder``, then a default reply."""
 
-    def __init__(self, *, latency: float = 0.0, embedding_dim: int = 1536, models: Sequence[str] = DEFAULT_MODELS,
-                 strict: bool = False, api_key: Optional[str] = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        embedding_dim: int = 1536,
+        models: Sequence[str] = DEFAULT_MODELS,
+        strict: bool = False,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.latency = latency
         self.embedding_dim = embedding_dim
         self.models = list(models)
         self.strict = strict  # unscripted chat calls answer 500 so tests notice them
         self.api_key = api_key  # when set, other bearer tokens get 401
-        self.responder: Optional[Callable[[dict], Optional[Step]]] = None
+        self.responder: Callable[[dict], Step | None] | None = None
         self.counters: Counter = Counter()
         self._host, self._want_port = host, port
         self._cond = threading.Condition()
         self._chat: deque = deque()
         self._embed: deque = deque()
         self._requests: list[RecordedRequest] = []
-        self._fault: Optional[tuple[float, random.Random, list[Step]]] = None
+        self._fault: tuple[float, random.Random, list[Step]] | None = None
         self._ids = itertools.count(1)
         self._conns: set = set()
         self._stopping = threading.Event()
-        self._httpd: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
         self.port, self.base_url = 0, ""
 
     # -- lifecycle
-    def start(self) -> "ScriptedOpenAI":
+    def start(self) -> ScriptedOpenAI:
         self._stopping.clear()
         self._httpd = httpd = _Server((self._host, self._want_port), _Handler)
         httpd.owner = self
         self.port = httpd.server_address[1]
         self.base_url = f"http://{self._host}:{self.port}/v1"
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                         name=f"scripted-openai-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"scripted-openai-{self.port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -176,26 +209,26 @@ class ScriptedOpenAI:
             self._thread.join(timeout=5)
         self._httpd = self._thread = None
 
-    def __enter__(self) -> "ScriptedOpenAI":
+    def __enter__(self) -> ScriptedOpenAI:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- scripting
-    def script(self, *steps: Step) -> "ScriptedOpenAI":
+    def script(self, *steps: Step) -> ScriptedOpenAI:
         """Queue steps answered, in order, by the next chat calls."""
         with self._cond:
             self._chat.extend(steps)
         return self
 
-    def script_embeddings(self, *steps: Step) -> "ScriptedOpenAI":
+    def script_embeddings(self, *steps: Step) -> ScriptedOpenAI:
         """Queue faults for the next embedding calls (a ``Reply`` step means a normal answer)."""
         with self._cond:
             self._embed.extend(steps)
         return self
 
-    def fault_rate(self, p: float, seed: int = 0, kinds: Optional[Sequence[Union[str, Step]]] = None) -> None:
+    def fault_rate(self, p: float, seed: int = 0, kinds: Sequence[str | Step] | None = None) -> None:
         """Make a fraction ``p`` of chat calls fail before the script is consulted; p=0 turns it off."""
         names = kinds or ("429", "500", "503", "drop")
         steps = [_FAULT_NAMES[k] if isinstance(k, str) else k for k in names]
@@ -236,7 +269,7 @@ class ScriptedOpenAI:
         with self._cond:
             return self._cond.wait_for(lambda: self.counters[counter] >= n, timeout)
 
-    def embed(self, text: str, dim: Optional[int] = None) -> list[float]:
+    def embed(self, text: str, dim: int | None = None) -> list[float]:
         return embed_text(text, dim or self.embedding_dim)
 
     # -- internals used by the handler
@@ -267,7 +300,7 @@ class ScriptedOpenAI:
             return Fail(500, _error_body(500, "ScriptedOpenAI: unscripted chat call"))
         return Reply("ok")
 
-    def _handle(self, h: "_Handler", method: str) -> None:
+    def _handle(self, h: _Handler, method: str) -> None:
         path = h.path.split("?", 1)[0].rstrip("/")
         body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
         try:
@@ -300,7 +333,7 @@ class ScriptedOpenAI:
     def _model(self, name: str) -> dict:
         return {"id": name, "object": "model", "created": 1700000000, "owned_by": "scripted"}
 
-    def _fault_step(self, h: "_Handler", step: Optional[Step]) -> bool:
+    def _fault_step(self, h: _Handler, step: Step | None) -> bool:
         """Carry out a non-reply step; True when the request is done (None: close quietly)."""
         if step is None:
             h.close_connection = True
@@ -308,7 +341,13 @@ class ScriptedOpenAI:
         if isinstance(step, Fail):
             self._count("fails")
             body = step.body if step.body is not None else _error_body(step.status, f"Scripted error {step.status}")
-            raw = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            raw = (
+                body
+                if isinstance(body, bytes)
+                else body.encode()
+                if isinstance(body, str)
+                else json.dumps(body).encode()
+            )
             _send_raw(h, step.status, raw, headers=step.headers)
             return True
         if isinstance(step, Drop):
@@ -322,7 +361,7 @@ class ScriptedOpenAI:
             return True
         return False
 
-    def _resolve(self, h: "_Handler", step: Step, nxt: Callable[[], Step]) -> Optional[Step]:
+    def _resolve(self, h: _Handler, step: Step, nxt: Callable[[], Step]) -> Step | None:
         """Follow stalls; None when the server stopped or the client left meanwhile (its step stays queued)."""
         while isinstance(step, Stall):
             self._count("stalls")
@@ -331,7 +370,7 @@ class ScriptedOpenAI:
             step = step.then if step.then is not None else nxt()
         return step
 
-    def _chat_completion(self, h: "_Handler", req: dict, body_len: int) -> None:
+    def _chat_completion(self, h: _Handler, req: dict, body_len: int) -> None:
         self._count("chat")
         step = self._resolve(h, self._next_chat_step(req), lambda: self._next_chat_step(req, faults=False))
         if self._fault_step(h, step):
@@ -352,34 +391,56 @@ class ScriptedOpenAI:
         calls = []
         for name, args in step.tool_calls:
             arguments = args if isinstance(args, str) else json.dumps(args)
-            calls.append({"id": f"call_{next(self._ids):06d}", "type": "function",
-                          "function": {"name": name, "arguments": arguments}})
+            calls.append(
+                {
+                    "id": f"call_{next(self._ids):06d}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+            )
         message: dict = {"role": "assistant", "content": step.content, "refusal": None}
         if calls:
             message["tool_calls"] = calls
-        out_len = len(step.content or "") + sum(len(c["function"]["name"]) + len(c["function"]["arguments"]) for c in calls)
+        out_len = len(step.content or "") + sum(
+            len(c["function"]["name"]) + len(c["function"]["arguments"]) for c in calls
+        )
         usage = {"prompt_tokens": math.ceil(body_len / 4), "completion_tokens": max(1, math.ceil(out_len / 4))}
         usage.update(step.usage or {})
         usage.setdefault("total_tokens", usage["prompt_tokens"] + usage["completion_tokens"])
-        return {"id": f"chatcmpl-{next(self._ids):08d}", "object": "chat.completion", "created": int(time.time()),
-                "model": req.get("model") or "gpt-4o-mini", "system_fingerprint": "fp_scripted",
-                "choices": [{"index": 0, "message": message, "logprobs": None,
-                             "finish_reason": step.finish_reason or ("tool_calls" if calls else "stop")}],
-                "usage": usage}
+        return {
+            "id": f"chatcmpl-{next(self._ids):08d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req.get("model") or "gpt-4o-mini",
+            "system_fingerprint": "fp_scripted",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": step.finish_reason or ("tool_calls" if calls else "stop"),
+                }
+            ],
+            "usage": usage,
+        }
 
-    def _embeddings(self, h: "_Handler", req: dict) -> None:
+    def _embeddings(self, h: _Handler, req: dict) -> None:
         self._count("embeddings")
         with self._cond:
-            step: Optional[Step] = self._embed.popleft() if self._embed else None
-        if step is not None:
-            if self._fault_step(h, self._resolve(h, step, lambda: Reply())):
-                return
+            step: Step | None = self._embed.popleft() if self._embed else None
+        if step is not None and self._fault_step(h, self._resolve(h, step, lambda: Reply())):
+            return
         raw = req.get("input")
         if isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int)):
             raw = [raw]
         if not isinstance(raw, list) or not raw or any(x in ("", []) for x in raw):
-            return _send_json(h, 400, _error_body(400, "'$.input' is invalid: it must be a non-empty string "
-                                                       "or a non-empty array of non-empty inputs."))
+            return _send_json(
+                h,
+                400,
+                _error_body(
+                    400, "'$.input' is invalid: it must be a non-empty string or a non-empty array of non-empty inputs."
+                ),
+            )
         texts = [x if isinstance(x, str) else " ".join(f"t{t}" for t in x) for x in raw]
         dim = req.get("dimensions") or self.embedding_dim
         if not isinstance(dim, int) or dim < 1:
@@ -392,8 +453,16 @@ class ScriptedOpenAI:
                 vec = base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode("ascii")
             data.append({"object": "embedding", "index": i, "embedding": vec})
         tokens = sum(max(1, len(_WORD.findall(t))) for t in texts)
-        _send_json(h, 200, {"object": "list", "data": data, "model": req.get("model") or "text-embedding-3-small",
-                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        _send_json(
+            h,
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": req.get("model") or "text-embedding-3-small",
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
 
 def _stream_chunks(completion: dict, include_usage: bool) -> Iterator[dict]:
@@ -403,7 +472,7 @@ def _stream_chunks(completion: dict, include_usage: bool) -> Iterator[dict]:
     base = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
     base["object"] = "chat.completion.chunk"
 
-    def chunk(delta: dict, finish: Optional[str] = None) -> dict:
+    def chunk(delta: dict, finish: str | None = None) -> dict:
         out = dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
         if include_usage:
             out["usage"] = None
@@ -415,8 +484,18 @@ def _stream_chunks(completion: dict, include_usage: bool) -> Iterator[dict]:
             yield chunk({"content": piece})
     for i, call in enumerate(msg.get("tool_calls", [])):
         fn = call["function"]
-        yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
-                                     "function": {"name": fn["name"], "arguments": ""}}]})
+        yield chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": i,
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": fn["name"], "arguments": ""},
+                    }
+                ]
+            }
+        )
         for piece in _pieces(fn["arguments"], 16):
             yield chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
     yield chunk({}, choice["finish_reason"])
@@ -449,8 +528,9 @@ def _client_gone(conn: socket.socket) -> bool:
             pass
 
 
-def _send_raw(h: "_Handler", status: int, raw: bytes, ctype: str = "application/json",
-              headers: Optional[dict] = None) -> None:
+def _send_raw(
+    h: _Handler, status: int, raw: bytes, ctype: str = "application/json", headers: dict | None = None
+) -> None:
     h.send_response(status)
     h.send_header("Content-Type", ctype)
     h.send_header("Content-Length", str(len(raw)))
@@ -460,11 +540,11 @@ def _send_raw(h: "_Handler", status: int, raw: bytes, ctype: str = "application/
     h.wfile.write(raw)
 
 
-def _send_json(h: "_Handler", status: int, obj: Any) -> None:
+def _send_json(h: _Handler, status: int, obj: Any) -> None:
     _send_raw(h, status, json.dumps(obj).encode("utf-8"))
 
 
-def _send_sse(h: "_Handler", chunks: Iterator[dict]) -> None:
+def _send_sse(h: _Handler, chunks: Iterator[dict]) -> None:
     """Server-sent events over chunked transfer encoding, ending with ``data: [DONE]``."""
     h.send_response(200)
     h.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -485,6 +565,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     """Routes every request to the owning ScriptedOpenAI; keep-alive like real providers."""
+
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes; no 40 ms delayed-ACK stalls
     timeout = 120  # idle keep-alive connections are closed after this
@@ -507,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         try:
             super().handle_one_request()
-        except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError) as exc:
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, OSError) as exc:
             _log.debug("client connection ended: %s", exc)
             self.close_connection = True
 
@@ -527,6 +608,7 @@ except ImportError:  # pragma: no cover
     pytest = None  # type: ignore[assignment]
 
 if pytest is not None:
+
     @pytest.fixture
     def openai_server() -> Iterator[ScriptedOpenAI]:
         """A started ScriptedOpenAI, stopped after the test."""

@@ -43,8 +43,9 @@ def _crash(cfg: dict[str, Any]) -> None:
     print("READY", flush=True)
     subjects = cfg["subjects"]
     for n in range(cfg["batches"]):
-        run_id = memory.add_messages(subjects[n % len(subjects)], batch(cfg.get("tag", "c"), n, cfg["msgs"]),
-                                     skip_vector_storage=False)
+        run_id = memory.add_messages(
+            subjects[n % len(subjects)], batch(cfg.get("tag", "c"), n, cfg["msgs"]), skip_vector_storage=False
+        )
         print(f"ENQ {n} {run_id}", flush=True)
         time.sleep(cfg.get("gap", 0.0))
     print("ENQUEUED", flush=True)
@@ -60,15 +61,29 @@ def _write(cfg: dict[str, Any]) -> None:
     start = time.perf_counter()
     runs = []
     for n in range(cfg["batches"]):
-        runs.append(memory.add_messages(subjects[n % len(subjects)], batch(cfg["tag"], n, cfg["msgs"]),
-                                        skip_vector_storage=not cfg.get("archive", False)))
+        runs.append(
+            memory.add_messages(
+                subjects[n % len(subjects)],
+                batch(cfg["tag"], n, cfg["msgs"]),
+                skip_vector_storage=not cfg.get("archive", False),
+            )
+        )
     enqueued = time.perf_counter() - start
     if cfg.get("wait"):
         for run_id in runs:
             memory.wait_for_run(run_id, timeout=120)
     memory.close()
-    print("DONE " + json.dumps({"runs": len(runs), "enqueue_seconds": round(enqueued, 3),
-                                "total_seconds": round(time.perf_counter() - start, 3)}), flush=True)
+    print(
+        "DONE "
+        + json.dumps(
+            {
+                "runs": len(runs),
+                "enqueue_seconds": round(enqueued, 3),
+                "total_seconds": round(time.perf_counter() - start, 3),
+            }
+        ),
+        flush=True,
+    )
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ import json
 import resource
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ai_memory_sdk import Memory
 
@@ -50,10 +51,16 @@ def _timed(out: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
 def big_batch(mem: Memory, cfg: dict[str, Any], out: dict[str, Any]) -> None:
     n, size = cfg["n"], int(cfg["mb"] * 1_000_000)
     each = size // n
-    batch = [{"role": "user" if i % 2 == 0 else "assistant",
-              "content": (f"m{i} I like tea. " + "lorem ipsum dolor sit amet " * (each // 27 + 1))[:each]}
-             for i in range(n)]
-    run = _timed(out, "add_messages", lambda: mem.add_messages("big", batch, skip_vector_storage=not cfg.get("archive", True)))
+    batch = [
+        {
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": (f"m{i} I like tea. " + "lorem ipsum dolor sit amet " * (each // 27 + 1))[:each],
+        }
+        for i in range(n)
+    ]
+    run = _timed(
+        out, "add_messages", lambda: mem.add_messages("big", batch, skip_vector_storage=not cfg.get("archive", True))
+    )
     out["peak_after_add_mb"] = round(_peak_mb(), 1)
     del batch[:]  # what the caller still holds is not the engine's memory
     _timed(out, "learn", lambda: mem.wait_for_run(run, timeout=600))
@@ -99,9 +106,18 @@ def block_at_limit(mem: Memory, cfg: dict[str, Any], out: dict[str, Any]) -> Non
 
 def many_subjects(mem: Memory, cfg: dict[str, Any], out: dict[str, Any]) -> None:
     n = cfg["n"]
-    runs = _timed(out, "add_messages", lambda: [mem.add_messages(
-        f"user-{i}", [{"role": "user", "content": f"My name is User{i} and I live in City{i}."}],
-        skip_vector_storage=False) for i in range(n)])
+    runs = _timed(
+        out,
+        "add_messages",
+        lambda: [
+            mem.add_messages(
+                f"user-{i}",
+                [{"role": "user", "content": f"My name is User{i} and I live in City{i}."}],
+                skip_vector_storage=False,
+            )
+            for i in range(n)
+        ],
+    )
 
     def wait_all() -> None:
         for r in runs:
@@ -123,8 +139,12 @@ def main() -> None:
     mem = Memory(path=cfg["path"], learner="offline", embedder="none", **cfg.get("options", {}))
     out: dict[str, Any] = {"scenario": cfg["scenario"], "rss_before_mb": round(_rss_mb(), 1)}
     t = time.perf_counter()
-    {"big_batch": big_batch, "many_messages": many_messages, "block_at_limit": block_at_limit,
-     "many_subjects": many_subjects}[cfg["scenario"]](mem, cfg, out)
+    {
+        "big_batch": big_batch,
+        "many_messages": many_messages,
+        "block_at_limit": block_at_limit,
+        "many_subjects": many_subjects,
+    }[cfg["scenario"]](mem, cfg, out)
     out["total_s"] = round(time.perf_counter() - t, 3)
     mem.close()
     out["peak_rss_mb"] = round(_peak_mb(), 1)

@@ -46,10 +46,16 @@ def _pending(path: str) -> tuple[int, list[str]]:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    options: dict[str, Any] = dict(path=cfg["path"], learner=cfg.get("learner", "offline"), history_limit=0,
-                                   lease_seconds=cfg.get("lease_seconds", 10.0), poll_interval=0.05,
-                                   llm_base_url=cfg["base_url"], llm_api_key="sk-test",
-                                   embedder=cfg.get("embedder", "openai:text-embedding-3-small"))
+    options: dict[str, Any] = dict(
+        path=cfg["path"],
+        learner=cfg.get("learner", "offline"),
+        history_limit=0,
+        lease_seconds=cfg.get("lease_seconds", 10.0),
+        poll_interval=0.05,
+        llm_base_url=cfg["base_url"],
+        llm_api_key="sk-test",
+        embedder=cfg.get("embedder", "openai:text-embedding-3-small"),
+    )
     options.update(cfg.get("options", {}))
     mem = Memory(**options)
     print("READY", flush=True)

@@ -69,11 +69,20 @@ def main() -> None:
         xs = sorted(xs)
         return round(1000 * xs[min(len(xs) - 1, int(q * len(xs)))], 2) if xs else 0.0
 
-    print("DONE " + json.dumps({
-        "ops": {k: len(v) for k, v in lat.items()},
-        "p50_ms": {k: pct(v, 0.5) for k, v in lat.items()},
-        "p99_ms": {k: pct(v, 0.99) for k, v in lat.items()},
-        "errors": dict(errors), "leaks": leaks[:20], "leak_count": len(leaks)}), flush=True)
+    print(
+        "DONE "
+        + json.dumps(
+            {
+                "ops": {k: len(v) for k, v in lat.items()},
+                "p50_ms": {k: pct(v, 0.5) for k, v in lat.items()},
+                "p99_ms": {k: pct(v, 0.99) for k, v in lat.items()},
+                "errors": dict(errors),
+                "leaks": leaks[:20],
+                "leak_count": len(leaks),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

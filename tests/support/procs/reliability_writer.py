@@ -31,8 +31,9 @@ def batch_messages(batch_no: int, subject_no: int, n: int) -> list[dict[str, Any
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     errors: Counter = Counter()
-    options: dict[str, Any] = dict(path=cfg["path"], learner="offline", embedder="none", history_limit=0,
-                                   poll_interval=0.05)
+    options: dict[str, Any] = dict(
+        path=cfg["path"], learner="offline", embedder="none", history_limit=0, poll_interval=0.05
+    )
     options.update(cfg.get("options", {}))
     mem = Memory(**options)
     subjects: list[str] = cfg["subjects"]
@@ -61,8 +62,19 @@ def main() -> None:
         mem.close()
     except Exception as exc:
         errors[f"close {type(exc).__name__}: {exc}"] += 1
-    print("DONE " + json.dumps({"enqueue_seconds": round(enqueue_s, 3), "total_seconds": round(total_s, 3),
-                                "batches": len(runs), "failed": failed, "errors": dict(errors)}), flush=True)
+    print(
+        "DONE "
+        + json.dumps(
+            {
+                "enqueue_seconds": round(enqueue_s, 3),
+                "total_seconds": round(total_s, 3),
+                "batches": len(runs),
+                "failed": failed,
+                "errors": dict(errors),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
