@@ -44,6 +44,7 @@ class Settings(BaseModel):
     poll_interval: float = Field(default=0.5, gt=0)
     busy_timeout: float = Field(default=60.0, gt=0)
     secure_delete: bool = True
+    close_timeout: float = Field(default=30.0, ge=0)
 
     @property
     def llm_configured(self) -> bool:

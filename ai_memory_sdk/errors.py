@@ -49,6 +49,44 @@ class SubjectNotFoundError(AIMemoryError, LookupError):
     """An operation that needs an existing subject got an unknown id."""
 
 
+class SubjectExistsError(AIMemoryError, ValueError):
+    """``initialize_user_memory``/``initialize_subject`` of a subject that exists, without ``reset``.
+
+    The message is 0.2.0's, word for word (``noun`` is ``user`` or ``subject``).
+    """
+
+    def __init__(self, agent_id: str, subject_id: str, noun: str = "subject") -> None:
+        self.agent_id = agent_id
+        self.subject_id = subject_id
+        self.noun = noun
+        memory = " memory" if noun == "user" else ""
+        super().__init__(
+            f"Agent {agent_id} already exists for {noun} {subject_id}. Cannot re-initialize{memory} unless reset=True."
+        )
+
+
+class MemoryClosedError(AIMemoryError, RuntimeError):
+    """A call on a ``Memory`` after ``close()``."""
+
+
+class StoreError(AIMemoryError, RuntimeError):
+    """The store cannot be opened or used: the message names the path (or URL) and the cause."""
+
+    def __init__(self, path: str, cause: str) -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"store {path}: {cause}")
+
+
+class ServerUnreachableError(AIMemoryError, ConnectionError):
+    """The ``letta`` or ``remote`` engine's server did not answer; the message names its URL."""
+
+    def __init__(self, url: str, cause: str) -> None:
+        self.url = url
+        self.cause = cause
+        super().__init__(f"cannot reach {url}: {cause}")
+
+
 class UnsupportedByEngineError(AIMemoryError):
     """The selected engine cannot do this (e.g. block history on ``letta``).
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+RunKind = Literal["learn", "consolidate"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -50,6 +51,7 @@ class Run(_Model):
 
     id: str
     subject_id: str
+    kind: RunKind = "learn"
     status: RunStatus
     error: str | None = None
     stop_reason: str | None = None
@@ -60,6 +62,19 @@ class Run(_Model):
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+class SubjectSummary(_Model):
+    """One subject as the store lists it (``list_subjects``): what it holds and how its runs stand."""
+
+    subject_id: str
+    agent_id: str
+    created_at: datetime
+    blocks: int = 0
+    messages: int = 0
+    runs_queued: int = 0
+    runs_failed: int = 0
+    last_run_at: datetime | None = None
 
 
 class StoredMessage(_Model):

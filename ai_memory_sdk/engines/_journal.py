@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._fork import gate, inherited
+from .._process import owner_dead, process_owner
 from ..models import MessageIn
-from ..store.sqlite import owner_dead, process_owner
 
 log = logging.getLogger(__name__)
 

@@ -96,6 +96,14 @@ class LocalEngine:
     def _openai_client(self) -> Any:
         return openai_client(self.settings)
 
+    def info(self) -> dict[str, str]:
+        return {
+            "engine": self.name,
+            "store": self.path,
+            "learner": self.learner.name,
+            "embedder": self.embedder.name if self.embedder else "none",
+        }
+
     # -- process plumbing ------------------------------------------------------------------------
 
     def _check_fork(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..models import Block, StoredMessage
 from .tools import EditOp
@@ -34,14 +34,24 @@ class PassOutput:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     stop_reason: str | None = None
+    limit_refusals: int = 0  # edits refused for a block's character limit (the subject is consolidated next)
+    trace: list[dict[str, Any]] = field(default_factory=list)  # LLM steps: request, tool calls, answers
 
 
 class Learner(Protocol):
-    """``name`` is recorded on each run; ``learn`` raises LearnerError to fail the run."""
+    """``name`` is recorded on each run; a pass raises LearnerError to fail the run.
+
+    ``learn`` reads new messages into the blocks. ``consolidate`` gets the
+    blocks only (``inp.messages`` is empty) and rewrites them: duplicates
+    merged, contradictions resolved in favour of the newer dated fact, each
+    block condensed toward half its limit, no fact that still stands dropped.
+    """
 
     name: str
 
     def learn(self, inp: PassInput) -> PassOutput: ...
+
+    def consolidate(self, inp: PassInput) -> PassOutput: ...
 
 
 def split_for_passes(messages: Sequence[StoredMessage], max_chars: int) -> list[list[StoredMessage]]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._fork import gate, inherited
+from .._process import owner_dead, process_owner
 from ..errors import BlockNotFoundError, RunNotFoundError, RunStateError
 from ..models import Block, BlockSpec, BlockVersion, MessageIn, Run, StoredMessage
 from ..search.recipe import CONTENT_WEIGHT, CONTEXT_PASSAGES, CONTEXT_WEIGHT, passage_context
@@ -1117,29 +1118,6 @@ def _next_pk(conn: sqlite3.Connection, table: str) -> int:
         " coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key=?), 0)) + 1",
         (f"pk_floor:{table}",),
     ).fetchone()[0]
-
-
-def process_owner() -> str:
-    """``host:pid:nonce``: who holds a claim (or a journal row), so others can tell when it died."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def owner_dead(owner: str, host: str) -> bool:
-    """An owner of this host whose process is gone (another host's owner is never judged dead here)."""
-    o_host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    return o_host == host and pid.isdigit() and not pid_alive(int(pid))
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this host has this pid (a zombie counts as alive until reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _split_sql(script: str) -> list[str]:
