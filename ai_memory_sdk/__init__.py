@@ -8,15 +8,19 @@ from .errors import (
     AIMemoryError,
     BlockNotFoundError,
     LearnerError,
+    MemoryClosedError,
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
     RunStateError,
+    ServerUnreachableError,
+    StoreError,
+    SubjectExistsError,
     SubjectNotFoundError,
     UnsupportedByEngineError,
 )
 from .memory import AsyncMemory, Memory
-from .models import Block, BlockVersion, Run, SearchResult, StoredMessage
+from .models import Block, BlockVersion, Run, SearchResult, StoredMessage, SubjectSummary
 
 __version__ = "0.3.0"
 
@@ -28,13 +32,18 @@ __all__ = [
     "BlockVersion",
     "LearnerError",
     "Memory",
+    "MemoryClosedError",
     "Run",
     "RunCancelledError",
     "RunFailedError",
     "RunNotFoundError",
     "RunStateError",
     "SearchResult",
+    "ServerUnreachableError",
+    "StoreError",
     "StoredMessage",
+    "SubjectExistsError",
     "SubjectNotFoundError",
+    "SubjectSummary",
     "UnsupportedByEngineError",
 ]

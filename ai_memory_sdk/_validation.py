@@ -8,6 +8,7 @@ anything is stored.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -43,12 +44,12 @@ def label(value: Any) -> str:
     return value
 
 
-def description(value: Any) -> str:
+def description(value: Any, what: str = "description") -> str:
     if not isinstance(value, str):
-        raise TypeError(f"description must be a string, got {type(value).__name__}")
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
     if len(value) > MAX_DESCRIPTION:
-        raise ValueError(f"description must be at most {MAX_DESCRIPTION} characters, got {len(value)}")
-    return value
+        raise ValueError(f"{what} must be at most {MAX_DESCRIPTION} characters, got {len(value)}")
+    return text(value, what)
 
 
 def char_limit(value: Any, what: str = "char_limit") -> int:
@@ -64,7 +65,55 @@ def block_value(value: Any, limit: int, what: str = "value") -> str:
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
     if len(value) > limit:
         raise ValueError(f"{what} has {len(value)} characters, over the block's limit of {limit}")
+    return text(value, what)
+
+
+def text(value: str, what: str) -> str:
+    """A string that can be stored: no lone surrogates (they have no UTF-8 encoding)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} holds a lone surrogate {value[exc.start]!r} at index {exc.start}: not valid text"
+        ) from None
     return value
+
+
+def flag(value: Any, what: str) -> bool:
+    """A true boolean: ``"no"`` or ``0`` is not silently taken for one."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, got {value!r}")
+    return value
+
+
+def nonempty(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    return value
+
+
+def run_id(value: Any) -> str:
+    return nonempty(value, "run_id")
+
+
+def timeout(value: Any) -> float | None:
+    """Seconds to wait; None means no limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds or None, got {value!r}")
+    return float(value)
+
+
+RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+
+
+def run_status(value: Any) -> str | None:
+    if value is not None and value not in RUN_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}; got {value!r}")
+    return value  # type: ignore[no-any-return]
 
 
 def tags(value: Any, what: str = "tags") -> list[str]:
@@ -144,9 +193,12 @@ def _json_object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"{where} must be a JSON object (dict), got {type(value).__name__}")
     try:
-        return json.loads(json.dumps(value, allow_nan=False))
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{where} must be JSON-serialisable: {exc}") from None
+    text(encoded, where)
+    result: dict[str, Any] = json.loads(encoded)
+    return result
 
 
 def messages(batch: Any, *, now: datetime | None = None) -> list[MessageIn]:
@@ -167,10 +219,12 @@ def messages(batch: Any, *, now: datetime | None = None) -> list[MessageIn]:
         if "content" not in msg:
             raise ValueError(f"{where}.content is missing")
         allow_none = role == "assistant" and bool(msg.get("tool_calls"))
-        content = _content(msg["content"], where, allow_none)
+        content = text(_content(msg["content"], where, allow_none), f"{where}.content")
         name = msg.get("name")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"{where}.name must be a string, got {type(name).__name__}")
+        if name is not None:
+            text(name, f"{where}.name")
         metadata = _json_object(msg["metadata"], f"{where}.metadata") if msg.get("metadata") is not None else {}
         for key in _OPENAI_EXTRAS:
             if msg.get(key) is not None:
@@ -195,12 +249,14 @@ def file_specs(files: Any) -> list[dict[str, Any]]:
         if not isinstance(spec, dict):
             raise TypeError(f"files[{i}] must be a dict, got {type(spec).__name__}")
         path = spec.get("file_path")
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
         if not isinstance(path, str) or not path:
-            raise ValueError(f"files[{i}].file_path must be a non-empty string")
+            raise ValueError(f"files[{i}].file_path must be a path (a non-empty string or os.PathLike), got {path!r}")
         unknown = set(spec) - {"file_path", "label", "description", "subject_id"}
         if unknown:
             raise ValueError(f"files[{i}]: unknown field(s) {', '.join(sorted(unknown))}")
-        out.append(dict(spec))
+        out.append({**spec, "file_path": path})
     if not out:
         raise ValueError("files must contain at least one file")
     return out

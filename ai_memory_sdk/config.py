@@ -1,7 +1,8 @@
-"""Settings from constructor arguments and environment variables (SPEC §3), resolved once.
+"""Settings from constructor arguments and environment variables, resolved once (docs/configuration.md).
 
 An argument beats its variable; ``auto`` choices are resolved by the engine
-that uses them and logged there.
+that uses them and logged there. A bad value is a ``ValueError``/``TypeError``
+naming the argument or the variable it came from.
 """
 
 from __future__ import annotations
@@ -9,25 +10,27 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_MODEL = "gpt-4.1-mini"
 DEFAULT_LETTA_MODEL = "openai/gpt-4.1"
 
 
 class Settings(BaseModel):
-    """Every option of ``Memory(...)``; see the README's configuration table."""
+    """Every option of ``Memory(...)``; see docs/configuration.md."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
-    engine: str | None = None
+    engine: Literal["local", "letta", "remote"] | None = None
     path: str | None = None
+    server_url: str | None = None
+    server_api_key: str | None = None
     llm_api_key: str | None = None
     llm_base_url: str | None = None
     model: str = DEFAULT_MODEL
-    learner: str = "auto"
+    learner: Literal["auto", "llm", "offline"] = "auto"
     embedder: str = "auto"
     api_key: str | None = None  # Letta
     base_url: str | None = None  # Letta
@@ -40,11 +43,13 @@ class Settings(BaseModel):
     history_limit: int = Field(default=100, ge=0)
     llm_timeout: float = Field(default=60.0, gt=0)
     llm_retry_budget: float = Field(default=120.0, ge=0)
-    lease_seconds: float = Field(default=60.0, gt=0)
+    lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval: float = Field(default=0.5, gt=0)
     busy_timeout: float = Field(default=60.0, gt=0)
     secure_delete: bool = True
     close_timeout: float = Field(default=30.0, ge=0)
+    consolidate_at: float | None = Field(default=0.9, gt=0, le=1)
+    trace: bool = True
 
     @property
     def llm_configured(self) -> bool:
@@ -54,6 +59,8 @@ class Settings(BaseModel):
 _ENV = {
     "engine": "AI_MEMORY_ENGINE",
     "path": "AI_MEMORY_PATH",
+    "server_url": "AI_MEMORY_SERVER_URL",
+    "server_api_key": "AI_MEMORY_SERVER_API_KEY",
     "llm_api_key": "OPENAI_API_KEY",
     "llm_base_url": "OPENAI_BASE_URL",
     "model": "AI_MEMORY_MODEL",
@@ -67,31 +74,71 @@ _ENV = {
 
 
 def resolve(api_key: str | None = None, **options: Any) -> Settings:
-    """Merge arguments over environment variables; unknown options are a TypeError naming them."""
+    """Merge arguments over environment variables into ``Settings``.
+
+    An unknown option is a ``TypeError`` naming it; a bad value a
+    ``ValueError`` naming the argument, or the variable it came from.
+    """
     unknown = set(options) - set(Settings.model_fields)
     if unknown:
         raise TypeError(f"Memory() got unexpected option(s): {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
+    source: dict[str, str] = {}
     for field, var in _ENV.items():
         env = os.environ.get(var)
         if env:
             values[field] = env
+            source[field] = f"environment variable {var}"
     if api_key is not None:
         options["api_key"] = api_key
-    values.update({k: v for k, v in options.items() if v is not None})
-    settings = Settings(**values)
-    for field, allowed in (("learner", ("auto", "llm", "offline")), ("engine", (None, "local", "letta"))):
-        if getattr(settings, field) not in allowed:
-            raise ValueError(
-                f"{field} must be one of {', '.join(str(a) for a in allowed if a)}, got {getattr(settings, field)!r}"
-            )
-    return settings
+    for key, value in options.items():
+        if value is not None:
+            values[key] = value
+            source[key] = f"argument {key}"
+    if "path" in values:
+        values["path"] = _store_path(values["path"], source["path"])
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        where = source.get(field, f"argument {field}")
+        raise ValueError(f"{where}: {_explain(err)}, got {values.get(field)!r}") from None
+
+
+def _store_path(value: Any, where: str) -> str:
+    """A store path as a string: ``os.PathLike`` accepted, ``~`` expanded (URLs and ``:memory:`` kept)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{where}: must be a file path, ':memory:' or a postgresql:// URL, got {value!r}")
+    if value == ":memory:" or "://" in value:
+        return value
+    return os.path.expanduser(value)
+
+
+def _explain(err: Any) -> str:
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()), "")
+        return f"must be {op} {bound}"
+    if kind.startswith(("int_", "float_")):
+        return "must be a number" if kind.startswith("float") else "must be an integer"
+    if kind.startswith("bool"):
+        return "must be true or false"
+    return str(err.get("msg", "is not valid"))
 
 
 def choose_engine(settings: Settings) -> str:
-    """SPEC §2: ``engine`` > ``AI_MEMORY_ENGINE`` > ``letta`` when a Letta key is set > ``local``."""
+    """``engine`` > ``AI_MEMORY_ENGINE`` > ``remote`` with a server URL > ``letta`` with a Letta key > ``local``."""
     if settings.engine:
         return settings.engine
+    if settings.server_url:
+        return "remote"
     return "letta" if settings.api_key else "local"
 
 

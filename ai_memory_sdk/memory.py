@@ -1,7 +1,7 @@
-"""``Memory`` and ``AsyncMemory``: the public facade (one implementation, two faces).
+"""``Memory`` and ``AsyncMemory``: the public facade, one implementation with two faces.
 
-The facade owns what every engine shares: argument validation, the bound
-subject, default blocks, prompt formatting and run-outcome errors. Engines
+The logic of every method lives once, in ``_ops``; ``Memory`` drives it with
+direct engine calls and ``AsyncMemory`` with awaited ones. Engines
 (``engines/``) only store and learn.
 """
 
@@ -9,179 +9,205 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
+import os
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from . import _validation as check
-from . import config, formatting
+from . import _ops as ops
+from . import config
 from .engines.base import Engine
-from .errors import RunCancelledError, RunFailedError
-from .models import Block, BlockSpec, BlockVersion, Run, SearchResult, StoredMessage
+from .errors import MemoryClosedError
+from .models import Block, BlockVersion, Run, SearchResult, StoredMessage
 
 log = logging.getLogger(__name__)
-
-FILE_PART_CHARS = 4000
+T = TypeVar("T")
 
 
 def _make_engine(settings: config.Settings) -> Engine:
     name = config.choose_engine(settings)
-    log.info("ai_memory_sdk engine: %s", name)
     if name == "letta":
         from .engines.letta import LettaEngine
 
-        return LettaEngine(settings)
-    from .engines.local import LocalEngine
+        engine: Engine = LettaEngine(settings)
+    elif name == "remote":
+        from .engines.remote import RemoteEngine
 
-    return LocalEngine(settings)
+        engine = RemoteEngine(settings)
+    else:
+        from .engines.local import LocalEngine
+
+        engine = LocalEngine(settings)
+    log.info("ai_memory_sdk: %s", ", ".join(f"{k} {v}" for k, v in engine.info().items()))
+    return engine
+
+
+def _settings(api_key: str | None, options: dict[str, Any]) -> config.Settings:
+    """``None`` means "not given" (the variable or default applies), except for ``consolidate_at``: off."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if "consolidate_at" in options:
+        given["consolidate_at"] = options["consolidate_at"]
+    return config.resolve(api_key, **given)
 
 
 class Memory:
     """Long-term memory through learned context blocks (drop-in for ``ai-memory-sdk`` 0.2.0).
 
-    ``Memory()`` runs embedded (SQLite + background workers) unless a Letta
-    key or ``engine="letta"`` selects the Letta engine. Options: see SPEC §3
-    or the README (``path``, ``learner``, ``model``, ``embedder``, ...).
+    Runs embedded (a SQLite file and background workers in this process)
+    unless ``engine``, a server URL (``remote``) or a Letta key (``letta``)
+    selects another engine. Every option has an environment variable; see
+    docs/configuration.md.
     """
 
-    def __init__(self, api_key: str | None = None, subject_id: str | None = None, **options: Any) -> None:
-        self.settings = config.resolve(api_key, **options)
-        self.subject_id = check.subject_id(subject_id) if subject_id is not None else None
+    def __init__(
+        self,
+        api_key: str | None = None,
+        subject_id: str | None = None,
+        *,
+        engine: Literal["local", "letta", "remote"] | None = None,
+        path: str | os.PathLike[str] | None = None,
+        server_url: str | None = None,
+        server_api_key: str | None = None,
+        llm_api_key: str | None = None,
+        llm_base_url: str | None = None,
+        model: str | None = None,
+        learner: Literal["auto", "llm", "offline"] | None = None,
+        embedder: str | None = None,
+        base_url: str | None = None,
+        letta_model: str | None = None,
+        letta_embedding: str | None = None,
+        background: bool | None = None,
+        workers: int | None = None,
+        max_pass_chars: int | None = None,
+        max_steps: int | None = None,
+        history_limit: int | None = None,
+        llm_timeout: float | None = None,
+        llm_retry_budget: float | None = None,
+        lease_seconds: float | None = None,
+        poll_interval: float | None = None,
+        busy_timeout: float | None = None,
+        secure_delete: bool | None = None,
+        close_timeout: float | None = None,
+        consolidate_at: float | None = 0.9,
+        trace: bool | None = None,
+    ) -> None:
+        options = dict(locals())
+        for name in ("self", "api_key", "subject_id", "__class__"):
+            options.pop(name, None)
+        self.settings = _settings(api_key, options)
+        self.subject_id = ops.subject(None, subject_id) if subject_id is not None else None
+        self._closed = False
         self._engine: Engine = _make_engine(self.settings)
 
     @property
     def engine(self) -> str:
+        """The engine in use: ``local``, ``letta`` or ``remote``."""
         return self._engine.name
 
-    # -- lifecycle -------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        info = ", ".join(f"{k}={v!r}" for k, v in self._engine.info().items())
+        return f"Memory({info}{', closed' if self._closed else ''})"
+
+    def _run(self, op: ops.Op[T]) -> T:
+        if self._closed:
+            op.close()
+            raise MemoryClosedError("this Memory is closed; create a new one")
+        return ops.run_sync(self._engine, op)
+
+    def _sid(self, subject_id: str | None) -> str:
+        return ops.subject(self.subject_id, subject_id)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Finish the pass in progress and stop the workers; queued runs stay stored."""
-        self._engine.close()
+        """Wait up to ``close_timeout`` for the runs this Memory queued, then stop its workers.
+
+        Runs not learned by then stay stored and are named in one WARNING; the
+        next process with background workers (or ``ai-memory worker``) learns
+        them. Every later call raises ``MemoryClosedError``. Closing twice is fine.
+        """
+        if not self._closed:
+            self._closed = True
+            self._engine.close()
 
     def __enter__(self) -> Memory:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- helpers ---------------------------------------------------------------------------------
-
-    def _get_effective_subject(self, subject_id: str | None) -> str:
-        sid = subject_id or self.subject_id
-        if not sid:
-            raise ValueError(
-                "No subject_id provided and instance is not bound to a subject. "
-                "Pass subject_id=... or initialize Memory(subject_id=...)."
-            )
-        return check.subject_id(sid)
-
-    @staticmethod
-    def _user_blocks(prompt: str, limit: int, value: str, summary_prompt: str, summary_limit: int) -> list[BlockSpec]:
-        return [
-            BlockSpec(
-                label="human",
-                description=check.description(prompt),
-                limit=check.char_limit(limit),
-                value=check.block_value(value, limit, "user_context_block_value"),
-            ),
-            BlockSpec(
-                label="summary",
-                description=check.description(summary_prompt),
-                limit=check.char_limit(summary_limit, "summary_block_char_limit"),
-                value="",
-            ),
-        ]
-
-    # -- user helpers (0.2.0) --------------------------------------------------------------------
+    # -- user helpers (0.2.0) ------------------------------------------------------------------------
 
     def initialize_user_memory(
         self,
         user_id: str,
-        user_context_block_prompt: str = "Details about the human user you are speaking to.",
+        user_context_block_prompt: str = ops.USER_PROMPT,
         user_context_block_char_limit: int = 10000,
         user_context_block_value: str = "",
-        summary_block_prompt: str = "A short (1-2 sentences) running summary of the conversation.",
+        summary_block_prompt: str = ops.SUMMARY_PROMPT,
         summary_block_char_limit: int = 1000,
         reset: bool = False,
     ) -> str:
         """Create the user's ``human`` and ``summary`` blocks; returns the memory agent id.
 
-        Raises ``ValueError`` when the user exists and ``reset`` is false.
+        Raises ``SubjectExistsError`` (a ``ValueError``) when the user exists and ``reset`` is false;
+        ``reset=True`` erases everything stored about the user first.
         """
-        uid = check.subject_id(user_id, "user_id")
-        blocks = self._user_blocks(
-            user_context_block_prompt,
-            user_context_block_char_limit,
-            user_context_block_value,
-            summary_block_prompt,
-            summary_block_char_limit,
+        return self._run(
+            ops.initialize_user_memory(
+                user_id,
+                user_context_block_prompt,
+                user_context_block_char_limit,
+                user_context_block_value,
+                summary_block_prompt,
+                summary_block_char_limit,
+                reset,
+            )
         )
-        return self._engine.create_subject(uid, reset=reset, blocks=blocks, kind="user")
 
     def add_messages(
-        self, user_or_messages: Any, messages: list[dict[str, Any]] | None = None, skip_vector_storage: bool = True
+        self,
+        user_or_messages: str | list[dict[str, Any]],
+        messages: list[dict[str, Any]] | None = None,
+        skip_vector_storage: bool = True,
     ) -> str:
         """Store a batch and queue it for learning; returns the run id once the batch is durable.
 
-        ``add_messages(user_id, messages)`` creates the user's memory if missing;
-        ``add_messages(messages)`` uses the bound ``subject_id``.
+        ``add_messages(user_id, messages)`` creates the user's memory (``human`` and ``summary``) if missing;
+        ``add_messages(messages)`` uses the bound ``subject_id``. ``skip_vector_storage=False`` also archives
+        the messages for search.
         """
-        if isinstance(user_or_messages, str):
-            if messages is None:
-                raise ValueError("messages must be provided when calling add_messages(user_id, messages, ...)")
-            uid = check.subject_id(user_or_messages, "user_id")
-            batch = check.messages(messages)
-            defaults = self._user_blocks(
-                "Details about the human user you are speaking to.",
-                10000,
-                "",
-                "A short (1-2 sentences) running summary of the conversation.",
-                1000,
-            )
-            return self._engine.add_messages(uid, batch, archive=not skip_vector_storage, default_blocks=defaults)
-        if not isinstance(user_or_messages, (list, tuple)):
-            raise ValueError("First argument must be a user_id (str) or a messages list (List[Dict]).")
-        if messages is not None:
-            raise TypeError("add_messages(messages, ...) takes no second messages list")
-        return self.add_messages_for_subject(
-            self._get_effective_subject(None), list(user_or_messages), skip_vector_storage=skip_vector_storage
-        )
+        return self._run(ops.add_messages(self.subject_id, user_or_messages, messages, skip_vector_storage))
 
     def get_user_memory(self, user_id: str, prompt_formatted: bool = False) -> str | None:
-        """The ``human`` block (raw, or as ``<human description="...">...</human>``); None if unknown."""
-        return self.get_memory(
-            "human", prompt_formatted=prompt_formatted, subject_id=check.subject_id(user_id, "user_id")
-        )
+        """The ``human`` block (raw, or as ``<human description="...">...</human>``); None for an unknown user."""
+        return self._run(ops.user_block(user_id, "human", prompt_formatted))
 
     def get_summary(self, user_id: str, prompt_formatted: bool = False) -> str | None:
         """The ``summary`` block (raw, or as ``<conversation_summary>...</conversation_summary>``)."""
-        text = self._engine.block_text(check.subject_id(user_id, "user_id"), "summary")
-        if text is None:
-            return None
-        return formatting.format_summary(text[1]) if prompt_formatted else text[1]
+        return self._run(ops.user_block(user_id, "summary", prompt_formatted))
 
     def get_memory_agent_id(self, user_id: str) -> str | None:
-        return self._engine.agent_id(check.subject_id(user_id, "user_id"))
+        """The id of the user's memory agent (stable for the user's life); None for an unknown user."""
+        return self._run(ops.get_memory_agent_id(user_id))
 
     def delete_user(self, user_id: str) -> None:
-        """Erase everything stored about the user (blocks, history, messages, passages, runs)."""
-        self._engine.delete_subject(check.subject_id(user_id, "user_id"))
+        """Erase everything stored about the user: blocks, history, messages, passages, runs, traces."""
+        return self._run(ops.delete_user(user_id))
 
     def search(self, user_id: str, query: str, tags: list[str] | None = None, limit: int = 10) -> list[str]:
         """Archived passage texts, best first; ``tags=None`` means user messages, ``[]`` every role."""
-        return [r.content for r in self.search_passages(user_id, query, tags=tags, limit=limit)]
+        return self._run(ops.search(user_id, query, tags, limit))
 
-    # -- subject API (0.2.0) ---------------------------------------------------------------------
+    # -- subject API (0.2.0) -------------------------------------------------------------------------
 
     def initialize_subject(self, subject_id: str, reset: bool = False) -> str:
-        """Create a subject (no blocks); raises ``ValueError`` if it exists and ``reset`` is false."""
-        return self._engine.create_subject(check.subject_id(subject_id), reset=reset, blocks=[], kind="subject")
+        """Create a subject with no blocks; ``SubjectExistsError`` if it exists and ``reset`` is false."""
+        return self._run(ops.initialize_subject(subject_id, reset))
 
     def list_blocks(self, subject_id: str | None = None) -> list[Block]:
-        return self._engine.list_blocks(self._get_effective_subject(subject_id))
+        """The subject's blocks in creation order ([] for an unknown subject)."""
+        return self._run(ops.list_blocks(self._sid(subject_id)))
 
     def initialize_memory(
         self,
@@ -192,124 +218,73 @@ class Memory:
         reset: bool = False,
         subject_id: str | None = None,
     ) -> str:
-        """Create a labelled block; an existing label is kept as it is (its id returned) unless ``reset``."""
-        sid = self._get_effective_subject(subject_id)
-        limit = check.char_limit(char_limit)
-        spec = BlockSpec(
-            label=check.label(label),
-            description=check.description(description),
-            value=check.block_value(value, limit),
-            limit=limit,
-        )
-        return self._engine.create_block(sid, spec, reset=reset)
+        """Create a labelled block (and the subject if missing); an existing label is kept unless ``reset``.
+
+        Returns the block's id.
+        """
+        return self._run(ops.initialize_memory(self._sid(subject_id), label, description, value, char_limit, reset))
 
     def get_memory(self, label: str, prompt_formatted: bool = False, subject_id: str | None = None) -> str | None:
-        sid = self._get_effective_subject(subject_id)
-        text = self._engine.block_text(sid, check.label(label))
-        if text is None:
-            return None
-        return formatting.format_block(label, text[0], text[1]) if prompt_formatted else text[1]
+        """A block's value (raw, or as ``<label description="...">...</label>``); None if there is no such block."""
+        return self._run(ops.get_memory(self._sid(subject_id), label, prompt_formatted))
 
     def delete_block(self, label: str, subject_id: str | None = None) -> None:
-        self._engine.delete_block(self._get_effective_subject(subject_id), check.label(label))
+        """Delete a block and its history (nothing happens if there is none)."""
+        return self._run(ops.delete_block(self._sid(subject_id), label))
 
     def add_messages_for_subject(
         self, subject_id: str, messages: list[dict[str, Any]], skip_vector_storage: bool = True
     ) -> str:
-        sid = check.subject_id(subject_id)
-        return self._engine.add_messages(
-            sid, check.messages(messages), archive=not skip_vector_storage, default_blocks=[]
-        )
+        """Store a batch for a subject and queue it; returns the run id. Creates no blocks."""
+        return self._run(ops.add_messages_for_subject(subject_id, messages, skip_vector_storage))
 
     def add_messages_here(self, messages: list[dict[str, Any]], skip_vector_storage: bool = True) -> str:
-        return self.add_messages_for_subject(
-            self._get_effective_subject(None), messages, skip_vector_storage=skip_vector_storage
-        )
+        """``add_messages_for_subject`` for the bound subject."""
+        return self._run(ops.add_messages_for_subject(self._sid(None), messages, skip_vector_storage))
 
     def add_files(self, files: list[dict[str, Any]]) -> list[str]:
         """Learn text files: each is split into parts, archived for search and learned like messages.
 
-        ``files``: dicts with ``file_path`` and optional ``label``/``description``
-        (a block created for it if missing) and ``subject_id``. Returns one run id per file.
+        ``files``: dicts with ``file_path`` (a string or ``os.PathLike``) and optional ``label`` and
+        ``description`` (a block created for the file if missing) and ``subject_id``. Every file is read
+        before anything is stored. Returns one run id per file.
         """
-        specs = check.file_specs(files)
-        jobs = []
-        for i, spec in enumerate(specs):
-            sid = check.subject_id(
-                spec.get("subject_id") or self._get_effective_subject(None), f"files[{i}].subject_id"
-            )
-            path = Path(spec["file_path"])
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ValueError(f"files[{i}].file_path {str(path)!r} cannot be read as UTF-8 text: {exc}") from None
-            label = check.label(spec["label"]) if spec.get("label") else None
-            desc = check.description(spec.get("description") or f"What has been learned from the file {path.name}.")
-            jobs.append((sid, path, text, label, desc))
-        runs = []
-        for sid, path, text, label, desc in jobs:
-            if label:
-                self._engine.create_block(sid, BlockSpec(label=label, description=desc), reset=False)
-            parts = _split_text(text, FILE_PART_CHARS) or [""]
-            batch = [
-                {
-                    "role": "user",
-                    "name": path.name,
-                    "content": f"File {path.name} (part {n}/{len(parts)}):\n{part}",
-                    "metadata": {
-                        "file_path": str(path),
-                        "part": n,
-                        "parts": len(parts),
-                        **({"label": label} if label else {}),
-                    },
-                    "tags": ["file"],
-                }
-                for n, part in enumerate(parts, 1)
-            ]
-            runs.append(self.add_messages_for_subject(sid, batch, skip_vector_storage=False))
-        return runs
+        return self._run(ops.add_files(self.subject_id, files))
 
-    # -- runs ------------------------------------------------------------------------------------
+    # -- runs ----------------------------------------------------------------------------------------
 
-    def wait_for_run(self, run_id: str, timeout: int = 300) -> None:
+    def wait_for_run(self, run_id: str, timeout: float | None = 300) -> None:
         """Return when the run has completed.
 
-        Raises ``TimeoutError`` after ``timeout`` seconds, ``RunFailedError`` /
-        ``RunCancelledError`` when it ended otherwise, ``RunNotFoundError`` at
-        once for an unknown id.
+        Raises ``TimeoutError`` after ``timeout`` seconds (None: no limit), ``RunFailedError`` /
+        ``RunCancelledError`` when it ended otherwise, ``RunNotFoundError`` at once for an unknown id.
         """
-        if not isinstance(run_id, str) or not run_id:
-            raise TypeError("run_id must be a non-empty string")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-            raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
-        run = self._engine.wait_for_run(run_id, timeout)
-        if run.status == "failed":
-            raise RunFailedError(run)
-        if run.status == "cancelled":
-            raise RunCancelledError(run)
+        return self._run(ops.wait_for_run(run_id, timeout))
 
     def get_run(self, run_id: str) -> Run:
-        from .errors import RunNotFoundError
-
-        run = self._engine.get_run(run_id)
-        if run is None:
-            raise RunNotFoundError(f"Run {run_id} not found")
-        return run
+        """A run's status, kind, times, learner and LLM usage; ``RunNotFoundError`` for an unknown id."""
+        return self._run(ops.get_run(run_id))
 
     def list_runs(self, subject_id: str, status: str | None = None) -> list[Run]:
-        if status is not None and status not in ("queued", "running", "completed", "failed", "cancelled"):
-            raise ValueError(f"status must be queued, running, completed, failed or cancelled; got {status!r}")
-        return self._engine.list_runs(check.subject_id(subject_id), status)
+        """The subject's runs, oldest first, optionally of one status."""
+        return self._run(ops.list_runs(subject_id, status))
 
     def cancel_run(self, run_id: str) -> Run:
-        """Cancel a queued run (its messages stay stored)."""
-        return self._engine.cancel_run(run_id)
+        """Cancel a queued run (its messages stay stored); ``RunStateError`` if it is not queued."""
+        return self._run(ops.run_call("cancel_run", run_id))
 
     def retry_run(self, run_id: str) -> Run:
-        """Put a failed run back on the queue."""
-        return self._engine.retry_run(run_id)
+        """Put a failed run back on the queue; ``RunStateError`` if it did not fail."""
+        return self._run(ops.run_call("retry_run", run_id))
 
-    # -- new in this project ---------------------------------------------------------------------
+    def consolidate(self, subject_id: str | None = None) -> str:
+        """Queue a consolidation run: the learner rewrites the blocks to merge, resolve and condense them.
+
+        Returns its run id (``Run.kind == "consolidate"``); ``SubjectNotFoundError`` for an unknown subject.
+        """
+        return self._run(ops.consolidate(self._sid(subject_id)))
+
+    # -- new in this project -------------------------------------------------------------------------
 
     def search_passages(
         self,
@@ -322,20 +297,8 @@ class Memory:
         start: datetime | str | None = None,
         end: datetime | str | None = None,
     ) -> list[SearchResult]:
-        sid = check.subject_id(subject_id)
-        q = check.query(query)
-        tag_list = ["user"] if tags is None else check.tags(tags)
-        if tag_match_mode not in ("any", "all"):
-            raise ValueError(f"tag_match_mode must be 'any' or 'all', got {tag_match_mode!r}")
-        return self._engine.search(
-            sid,
-            q,
-            tags=tag_list,
-            tag_match_mode=tag_match_mode,
-            limit=check.limit(limit),
-            start=check.optional_timestamp(start, "start"),
-            end=check.optional_timestamp(end, "end"),
-        )
+        """Archived passages with scores, roles, tags and times, best first (see docs/search.md)."""
+        return self._run(ops.search_passages(subject_id, query, tags, tag_match_mode, limit, start, end))
 
     def get_messages(
         self,
@@ -347,90 +310,270 @@ class Memory:
     ) -> list[StoredMessage]:
         """Stored messages of a subject, oldest first (``limit``: the newest ones in the window).
 
-        On the ``letta`` engine only archived messages (``skip_vector_storage=False``,
-        file parts) are listed: Letta keeps no other copy.
+        On the ``letta`` engine only archived messages (``skip_vector_storage=False``, file parts) are
+        listed: Letta keeps no other copy.
         """
-        return self._engine.get_messages(
-            check.subject_id(subject_id),
-            limit=None if limit is None else check.limit(limit),
-            before=check.optional_timestamp(before, "before"),
-            after=check.optional_timestamp(after, "after"),
-        )
+        return self._run(ops.get_messages(subject_id, limit, before, after))
 
     def delete_message(self, message_id: str) -> None:
         """Remove a stored message and its passage everywhere."""
-        if not isinstance(message_id, str) or not message_id:
-            raise TypeError("message_id must be a non-empty string")
-        self._engine.delete_message(message_id)
+        return self._run(ops.delete_message(message_id))
 
     def get_context(self, subject_id: str | None = None) -> str:
         """Every block of the subject in creation order, prompt-formatted, one per line."""
-        return formatting.format_context(self._engine.list_blocks(self._get_effective_subject(subject_id)))
+        return self._run(ops.get_context(self._sid(subject_id)))
 
     def set_memory(self, label: str, value: str, subject_id: str | None = None) -> None:
         """Set a block's value directly (same limit check; recorded in history)."""
-        if not isinstance(value, str):
-            raise TypeError(f"value must be a string, got {type(value).__name__}")
-        self._engine.set_block_value(self._get_effective_subject(subject_id), check.label(label), value)
+        return self._run(ops.set_memory(self._sid(subject_id), label, value))
 
     def block_history(self, label: str, subject_id: str | None = None) -> list[BlockVersion]:
-        return self._engine.block_history(self._get_effective_subject(subject_id), check.label(label))
+        """A block's stored versions, oldest first (the newest ``history_limit``)."""
+        return self._run(ops.block_history(self._sid(subject_id), label))
 
     def restore_block(self, label: str, version: int, subject_id: str | None = None) -> str:
         """Make an earlier version the block's current value (a new version); returns it."""
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise TypeError(f"version must be an integer, got {type(version).__name__}")
-        return self._engine.restore_block(self._get_effective_subject(subject_id), check.label(label), version)
+        return self._run(ops.restore_block(self._sid(subject_id), label, version))
 
 
-def _split_text(text: str, size: int) -> list[str]:
-    """Cut text into parts of at most ``size`` characters, at paragraph or line ends where possible."""
-    parts = []
-    while len(text) > size:
-        cut = max(text.rfind("\n\n", 0, size), text.rfind("\n", 0, size))
-        cut = cut + 1 if cut > size // 2 else size
-        parts.append(text[:cut])
-        text = text[cut:]
-    if text:
-        parts.append(text)
-    return parts
+class _InThreads:
+    """An engine's methods as coroutines, each run in a worker thread (SQLite and HTTP never block the loop)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.engine, name)
+
+        @functools.wraps(method)
+        async def in_thread(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(method, *args, **kwargs)
+
+        return in_thread
 
 
 class AsyncMemory:
-    """``Memory`` with every method a coroutine (safe inside a running event loop).
+    """``Memory`` with every method a coroutine, safe inside a running event loop.
 
-    Each call runs the shared synchronous implementation in a worker thread,
-    so the event loop is never blocked by SQLite or HTTP.
+    The embedded engines run each call in a worker thread; the ``remote``
+    engine uses an async HTTP client.
     """
 
-    def __init__(self, api_key: str | None = None, subject_id: str | None = None, **options: Any) -> None:
-        self._sync = Memory(api_key, subject_id, **options)
+    def __init__(
+        self,
+        api_key: str | None = None,
+        subject_id: str | None = None,
+        *,
+        engine: Literal["local", "letta", "remote"] | None = None,
+        path: str | os.PathLike[str] | None = None,
+        server_url: str | None = None,
+        server_api_key: str | None = None,
+        llm_api_key: str | None = None,
+        llm_base_url: str | None = None,
+        model: str | None = None,
+        learner: Literal["auto", "llm", "offline"] | None = None,
+        embedder: str | None = None,
+        base_url: str | None = None,
+        letta_model: str | None = None,
+        letta_embedding: str | None = None,
+        background: bool | None = None,
+        workers: int | None = None,
+        max_pass_chars: int | None = None,
+        max_steps: int | None = None,
+        history_limit: int | None = None,
+        llm_timeout: float | None = None,
+        llm_retry_budget: float | None = None,
+        lease_seconds: float | None = None,
+        poll_interval: float | None = None,
+        busy_timeout: float | None = None,
+        secure_delete: bool | None = None,
+        close_timeout: float | None = None,
+        consolidate_at: float | None = 0.9,
+        trace: bool | None = None,
+    ) -> None:
+        options = dict(locals())
+        for name in ("self", "api_key", "subject_id", "__class__"):
+            options.pop(name, None)
+        self.settings = _settings(api_key, options)
+        self.subject_id = ops.subject(None, subject_id) if subject_id is not None else None
+        self._closed = False
+        if config.choose_engine(self.settings) == "remote":
+            from .engines.remote import AsyncRemoteEngine
 
-    @property
-    def subject_id(self) -> str | None:
-        return self._sync.subject_id
+            self._engine: Any = AsyncRemoteEngine(self.settings)
+            self._sync: Engine | None = None
+        else:
+            self._sync = _make_engine(self.settings)
+            self._engine = _InThreads(self._sync)
 
     @property
     def engine(self) -> str:
-        return self._sync.engine
+        """The engine in use: ``local``, ``letta`` or ``remote``."""
+        return str(self._engine.name) if self._sync is None else self._sync.name
+
+    def __repr__(self) -> str:
+        info = self._sync.info() if self._sync is not None else {"engine": "remote"}
+        return f"AsyncMemory({', '.join(f'{k}={v!r}' for k, v in info.items())}{', closed' if self._closed else ''})"
+
+    async def _run(self, op: ops.Op[T]) -> T:
+        if self._closed:
+            op.close()
+            raise MemoryClosedError("this AsyncMemory is closed; create a new one")
+        return await ops.run_async(self._engine, op)
+
+    def _sid(self, subject_id: str | None) -> str:
+        return ops.subject(self.subject_id, subject_id)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._engine.close()
 
     async def __aenter__(self) -> AsyncMemory:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def initialize_user_memory(
+        self,
+        user_id: str,
+        user_context_block_prompt: str = ops.USER_PROMPT,
+        user_context_block_char_limit: int = 10000,
+        user_context_block_value: str = "",
+        summary_block_prompt: str = ops.SUMMARY_PROMPT,
+        summary_block_char_limit: int = 1000,
+        reset: bool = False,
+    ) -> str:
+        return await self._run(
+            ops.initialize_user_memory(
+                user_id,
+                user_context_block_prompt,
+                user_context_block_char_limit,
+                user_context_block_value,
+                summary_block_prompt,
+                summary_block_char_limit,
+                reset,
+            )
+        )
 
-def _async_twin(name: str) -> Any:
-    method = getattr(Memory, name)
+    async def add_messages(
+        self,
+        user_or_messages: str | list[dict[str, Any]],
+        messages: list[dict[str, Any]] | None = None,
+        skip_vector_storage: bool = True,
+    ) -> str:
+        return await self._run(ops.add_messages(self.subject_id, user_or_messages, messages, skip_vector_storage))
 
-    @functools.wraps(method)
-    async def twin(self: AsyncMemory, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(getattr(self._sync, name), *args, **kwargs)
+    async def get_user_memory(self, user_id: str, prompt_formatted: bool = False) -> str | None:
+        return await self._run(ops.user_block(user_id, "human", prompt_formatted))
 
-    return twin
+    async def get_summary(self, user_id: str, prompt_formatted: bool = False) -> str | None:
+        return await self._run(ops.user_block(user_id, "summary", prompt_formatted))
+
+    async def get_memory_agent_id(self, user_id: str) -> str | None:
+        return await self._run(ops.get_memory_agent_id(user_id))
+
+    async def delete_user(self, user_id: str) -> None:
+        return await self._run(ops.delete_user(user_id))
+
+    async def search(self, user_id: str, query: str, tags: list[str] | None = None, limit: int = 10) -> list[str]:
+        return await self._run(ops.search(user_id, query, tags, limit))
+
+    async def initialize_subject(self, subject_id: str, reset: bool = False) -> str:
+        return await self._run(ops.initialize_subject(subject_id, reset))
+
+    async def list_blocks(self, subject_id: str | None = None) -> list[Block]:
+        return await self._run(ops.list_blocks(self._sid(subject_id)))
+
+    async def initialize_memory(
+        self,
+        label: str,
+        description: str,
+        value: str = "",
+        char_limit: int = 10000,
+        reset: bool = False,
+        subject_id: str | None = None,
+    ) -> str:
+        return await self._run(
+            ops.initialize_memory(self._sid(subject_id), label, description, value, char_limit, reset)
+        )
+
+    async def get_memory(self, label: str, prompt_formatted: bool = False, subject_id: str | None = None) -> str | None:
+        return await self._run(ops.get_memory(self._sid(subject_id), label, prompt_formatted))
+
+    async def delete_block(self, label: str, subject_id: str | None = None) -> None:
+        return await self._run(ops.delete_block(self._sid(subject_id), label))
+
+    async def add_messages_for_subject(
+        self, subject_id: str, messages: list[dict[str, Any]], skip_vector_storage: bool = True
+    ) -> str:
+        return await self._run(ops.add_messages_for_subject(subject_id, messages, skip_vector_storage))
+
+    async def add_messages_here(self, messages: list[dict[str, Any]], skip_vector_storage: bool = True) -> str:
+        return await self._run(ops.add_messages_for_subject(self._sid(None), messages, skip_vector_storage))
+
+    async def add_files(self, files: list[dict[str, Any]]) -> list[str]:
+        return await self._run(ops.add_files(self.subject_id, files))
+
+    async def wait_for_run(self, run_id: str, timeout: float | None = 300) -> None:
+        return await self._run(ops.wait_for_run(run_id, timeout))
+
+    async def get_run(self, run_id: str) -> Run:
+        return await self._run(ops.get_run(run_id))
+
+    async def list_runs(self, subject_id: str, status: str | None = None) -> list[Run]:
+        return await self._run(ops.list_runs(subject_id, status))
+
+    async def cancel_run(self, run_id: str) -> Run:
+        return await self._run(ops.run_call("cancel_run", run_id))
+
+    async def retry_run(self, run_id: str) -> Run:
+        return await self._run(ops.run_call("retry_run", run_id))
+
+    async def consolidate(self, subject_id: str | None = None) -> str:
+        return await self._run(ops.consolidate(self._sid(subject_id)))
+
+    async def search_passages(
+        self,
+        subject_id: str,
+        query: str,
+        *,
+        tags: list[str] | None = None,
+        tag_match_mode: str = "any",
+        limit: int = 10,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+    ) -> list[SearchResult]:
+        return await self._run(ops.search_passages(subject_id, query, tags, tag_match_mode, limit, start, end))
+
+    async def get_messages(
+        self,
+        subject_id: str,
+        *,
+        limit: int | None = None,
+        before: datetime | str | None = None,
+        after: datetime | str | None = None,
+    ) -> list[StoredMessage]:
+        return await self._run(ops.get_messages(subject_id, limit, before, after))
+
+    async def delete_message(self, message_id: str) -> None:
+        return await self._run(ops.delete_message(message_id))
+
+    async def get_context(self, subject_id: str | None = None) -> str:
+        return await self._run(ops.get_context(self._sid(subject_id)))
+
+    async def set_memory(self, label: str, value: str, subject_id: str | None = None) -> None:
+        return await self._run(ops.set_memory(self._sid(subject_id), label, value))
+
+    async def block_history(self, label: str, subject_id: str | None = None) -> list[BlockVersion]:
+        return await self._run(ops.block_history(self._sid(subject_id), label))
+
+    async def restore_block(self, label: str, version: int, subject_id: str | None = None) -> str:
+        return await self._run(ops.restore_block(self._sid(subject_id), label, version))
 
 
-PUBLIC_METHODS = [name for name, member in inspect.getmembers(Memory, inspect.isfunction) if not name.startswith("_")]
-for _name in PUBLIC_METHODS:
-    setattr(AsyncMemory, _name, _async_twin(_name))
+# Each coroutine is documented as its Memory twin (one text; tests/test_compat.py checks the signatures match).
+for _name, _method in vars(AsyncMemory).items():
+    if not _name.startswith("_") and callable(_method) and getattr(Memory, _name, None) is not None:
+        _method.__doc__ = getattr(Memory, _name).__doc__

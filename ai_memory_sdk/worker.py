@@ -1,10 +1,11 @@
 """Background workers: claim a subject's queued runs, learn them in one pass, apply.
 
 Threads in the calling process (``background=True``) or the foreground of
-``ai-memory worker``. A claim is a lease on the store: renewed by a heartbeat
-while the pass runs, released by completion, and taken back by
-``SQLiteStore.recover`` when its process dies. A pass is applied by one
-transaction that checks the claim still holds, so no batch is applied twice.
+``ai-memory worker``. The pool talks to one queue interface only
+(``store.base.RunQueue``): a claim is a lease, renewed by a heartbeat while
+the pass runs, applied by one transaction that checks the claim still holds
+(so nothing is applied twice), and handed back (``release``) when the pool
+stops before the pass ends.
 """
 
 from __future__ import annotations
@@ -13,138 +14,142 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
-import numpy as np
-
+from ._fork import PerProcess
 from .errors import LearnerError
 from .learners.base import Learner, PassInput, PassOutput, split_for_passes
-from .learners.tools import ToolError, apply_op
-from .search.embedders import Embedder
-from .store.sqlite import Claim, SQLiteStore
+from .models import Block
+from .store.base import Claim, PassResult, RunQueue, RunStats
 
 log = logging.getLogger(__name__)
 
-BACKFILL_BATCH = 64  # passages embedded per idle step when the store's embedder changed
-BACKFILL_RETRY = 60.0  # seconds before re-embedding is tried again after the embedder failed
+Embed = Callable[[Claim], tuple[list[tuple[int, bytes]], str | None]]
+"""The claim's passage vectors and the embedder's name (``search.indexer.Indexer.embed_claim``); never raises."""
+
+
+@dataclass
+class _Threads:
+    """What a process's pool runs; a forked child starts with none (threads do not survive a fork)."""
+
+    threads: list[threading.Thread] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    inflight: dict[int, Claim] = field(default_factory=dict)  # thread id -> the claim it is learning
 
 
 class WorkerPool:
-    """A bounded set of worker threads over one store; ``completed`` wakes ``wait_for_run``."""
+    """A bounded set of worker threads over one run queue."""
 
     def __init__(
         self,
-        store: SQLiteStore,
+        queue: RunQueue,
         learner: Learner,
-        embedder: Embedder | None,
+        embed: Embed,
         *,
         concurrency: int = 4,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.5,
         max_pass_chars: int = 24_000,
+        consolidate_at: float | None = 0.9,
+        idle: Callable[[], bool] = lambda: False,
+        trace: bool = True,
     ) -> None:
-        self.store = store
+        self.queue = queue
         self.learner = learner
-        self.embedder = embedder
+        self.embed = embed
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.max_pass_chars = max_pass_chars
-        self.completed = threading.Condition()
-        self.generation = 0  # bumped (under ``completed``) whenever a run of this process ends
-        self._wake = threading.Condition()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._active = 0
-        self._active_lock = threading.Lock()
-        self._start_lock = threading.Lock()
-        self._backfill_lock = threading.Lock()
-        self._backfill_pending = embedder is not None  # look once for passages without this embedder's vectors
-        self._backfill_after = 0
-        self._backfill_done = 0
-        self._backfill_retry_at = 0.0
-        self._dim_checked = False
-        self._dim_reset = False
+        self.consolidate_at = consolidate_at
+        self.idle = idle  # background work for idle time (re-embedding); True when it did something
+        self.trace = trace  # store what each pass sent and did (the inspector)
+        self._state = PerProcess(_Threads)
 
-    # -- lifecycle -------------------------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
+        return any(t.is_alive() for t in self._state.get().threads)
 
     def start(self) -> None:
-        with self._start_lock:
-            if self.running:
+        state = self._state.get()
+        with state.lock:
+            if any(t.is_alive() for t in state.threads):
                 return
-            self._stop.clear()
-            self.store.recover()
-            self._threads = [
+            state.stop.clear()
+            self.queue.recover()
+            state.threads = [
                 threading.Thread(target=self._loop, name=f"ai-memory-worker-{i}", daemon=True)
                 for i in range(self.concurrency)
             ]
-            self._threads.append(threading.Thread(target=self._heartbeat, name="ai-memory-heartbeat", daemon=True))
-            for t in self._threads:
+            state.threads.append(threading.Thread(target=self._heartbeat, name="ai-memory-heartbeat", daemon=True))
+            for t in state.threads:
                 t.start()
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Let passes in progress finish, then stop; queued runs stay in the store."""
-        self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
-        for t in self._threads:
-            t.join(timeout)
-        self._threads = []
+    def stop(self, timeout: float | None = None) -> list[Claim]:
+        """Let passes in progress finish within ``timeout``, then stop; returns the claims handed back unapplied.
 
-    def wake(self) -> None:
-        """Wake one idle worker (busy ones look for more work when their pass ends)."""
-        with self._wake:
-            self._wake.notify()
+        A pass still running at the deadline (a stalled LLM call) is released
+        to the queue: its thread is abandoned, and its late ``complete`` finds
+        the claim gone, so nothing of it is ever applied.
+        """
+        state = self._state.get()
+        state.stop.set()
+        self.wake(len(state.threads))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in state.threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        with state.lock:
+            abandoned = list(state.inflight.values())
+            state.inflight.clear()
+            state.threads = []
+        released = [c for c in abandoned if self.queue.release(c)]
+        if released:
+            log.warning(
+                "stopped with %d pass(es) unfinished (run(s) %s): handed back to the queue, nothing applied",
+                len(released),
+                ", ".join(r for c in released for r in c.run_ids),
+            )
+        return released
 
-    def reset_after_fork(self) -> None:
-        """Threads do not survive a fork: forget them so the child starts its own."""
-        self._threads = []
-        self.completed = threading.Condition()
-        self._wake = threading.Condition()
-        self._stop = threading.Event()
-        self._active_lock = threading.Lock()
-        self._start_lock = threading.Lock()
-        self._backfill_lock = threading.Lock()
-        self._active = 0
+    def wake(self, count: int = 1) -> None:
+        """Wake idle workers (busy ones look for more work when their pass ends)."""
+        self.queue.wake(count)
 
-    # -- loops -----------------------------------------------------------------------------------
+    # -- loops ---------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        stop = self._state.get().stop
+        while not stop.is_set():
             try:
                 did = self.run_once()
             except Exception:  # a store error must not kill the worker: log, back off, go on
                 log.exception("worker iteration failed")
                 did = False
-            if not did:
+            if not did and not stop.is_set():
                 try:
-                    did = self.backfill_once()
+                    did = self.idle()
                 except Exception:
-                    log.exception("re-embedding step failed")
-                    self._backfill_retry_at = time.monotonic() + BACKFILL_RETRY
-            if not did:
-                with self._wake:
-                    if not self._stop.is_set():
-                        self._wake.wait(self.poll_interval)
+                    log.exception("idle-time work failed")
+            if not did and not stop.is_set():
+                self.queue.wait_for_work(self.poll_interval)
 
     def _heartbeat(self, stop: threading.Event | None = None) -> None:
-        stop = stop or self._stop
+        state = self._state.get()
+        stop = stop or state.stop
         interval = self.lease_seconds / 3
         last_recover = time.monotonic()
         while not stop.wait(interval):
             try:
-                if self._active:
-                    self.store.renew_leases(self.lease_seconds)
+                if state.inflight:
+                    self.queue.renew_leases(self.lease_seconds)
                 if time.monotonic() - last_recover > self.lease_seconds / 2:
                     last_recover = time.monotonic()
-                    if self.store.recover():
-                        self.wake()
-                    self.store.finish_purge()  # a delete's WAL truncation that a reader deferred
+                    self.queue.recover()
+                    self.queue.maintain()
             except Exception:
                 log.exception("lease heartbeat failed")
 
@@ -154,7 +159,7 @@ class WorkerPool:
         A heartbeat renews the leases meanwhile: without it, a pass longer than
         the lease is taken back by another process's recovery and learned twice.
         """
-        self.store.recover()
+        self.queue.recover()
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(done,), name="ai-memory-drain-heartbeat", daemon=True)
         beat.start()
@@ -168,23 +173,22 @@ class WorkerPool:
         return n
 
     def run_once(self) -> bool:
-        claim = self.store.claim(self.lease_seconds)
+        """Claim and learn one pass; False when there was nothing to claim."""
+        claim = self.queue.claim(self.lease_seconds)
         if claim is None:
             return False
-        with self._active_lock:
-            self._active += 1
+        state = self._state.get()
+        me = threading.get_ident()
+        with state.lock:
+            state.inflight[me] = claim
         try:
             self.process(claim)
         finally:
-            with self._active_lock:
-                self._active -= 1
-            with self.completed:
-                self.generation += 1
-                self.completed.notify_all()
-        self.wake()  # another subject may have become runnable meanwhile
+            with state.lock:
+                state.inflight.pop(me, None)
         return True
 
-    # -- one pass --------------------------------------------------------------------------------
+    # -- one pass ------------------------------------------------------------------------------------
 
     def process(self, claim: Claim) -> None:
         """Learn a claim in one pass; if a coalesced pass fails on its content, learn its runs one by one.
@@ -194,159 +198,100 @@ class WorkerPool:
         together: retrying each would only spend the retry budget again.
         """
         failure = self._learn(claim)
-        if failure is not None and len(claim.run_ids) > 1 and failure[1] != "llm_error":
-            log.info("coalesced pass of runs %s failed (%s); learning them one by one", claim.run_ids, failure[0])
-            for single in self.store.split_claim(claim):
+        if failure is not None and len(claim.run_ids) > 1 and failure.stats.stop_reason != "llm_error":
+            log.info("coalesced pass of runs %s failed (%s); learning them one by one", claim.run_ids, failure.error)
+            for single in self.queue.split_claim(claim):
                 failure = self._learn(single)
                 if failure is not None:
-                    self.store.fail(
-                        single, learner=self._learner_name, error=failure[0], stop_reason=failure[1], stats=failure[2]
-                    )
+                    self._fail(single, failure)
         elif failure is not None:
-            self.store.fail(
-                claim, learner=self._learner_name, error=failure[0], stop_reason=failure[1], stats=failure[2]
-            )
+            self._fail(claim, failure)
 
     @property
-    def _learner_name(self) -> str:
+    def learner_name(self) -> str:
         return getattr(self.learner, "name", type(self.learner).__name__)
 
-    def _learn(self, claim: Claim) -> tuple[str, str | None, dict[str, Any]] | None:
-        """Run the learner over the claim's messages and apply the result; (error, stop_reason, stats) on failure."""
-        stats: dict[str, Any] = {}
+    def _fail(self, claim: Claim, failure: _Failure) -> None:
+        self.queue.fail(claim, learner=self.learner_name, error=failure.error, stats=failure.stats, trace=failure.trace)
+
+    def _learn(self, claim: Claim) -> _Failure | None:
+        """Run the learner over the claim and apply the result; the failure when it did not finish."""
+        out = PassOutput()
         try:
-            blocks, versions = self.store.pass_blocks(claim.subject_pk)
-            messages = self.store.claim_messages(claim)
-            out = PassOutput()
-            current = list(blocks)
-            for chunk in split_for_passes(messages, self.max_pass_chars):
-                part = self.learner.learn(PassInput(claim.subject_id, current, chunk, datetime.now(timezone.utc)))
-                _merge(out, part)
-                stats = _stats(out)
-                current = [
-                    b.model_copy(update={"value": out.values[b.label]}) if b.label in out.values else b for b in blocks
-                ]
-            vectors = self._embed(claim)
+            blocks, versions = self.queue.pass_blocks(claim.subject_pk)
+            now = datetime.now(timezone.utc)
+            if claim.kind == "consolidate":
+                if blocks:
+                    _merge(out, self.learner.consolidate(PassInput(claim.subject_id, blocks, [], now)))
+            else:
+                messages = self.queue.claim_messages(claim)
+                if not blocks:
+                    log.warning(
+                        "subject %r has no blocks: run(s) %s stored its messages but learned nothing; create blocks"
+                        " with initialize_memory() (or use add_messages(user_id, ...) for the human/summary pair)",
+                        claim.subject_id,
+                        ", ".join(claim.run_ids),
+                    )
+                    out.stop_reason = "no_blocks"
+                current = list(blocks)
+                for chunk in split_for_passes(messages, self.max_pass_chars) if blocks else []:
+                    _merge(out, self.learner.learn(PassInput(claim.subject_id, current, chunk, now)))
+                    current = [_with(b, out.values.get(b.label)) for b in blocks]
         except LearnerError as exc:
             log.warning("run(s) %s of subject %r failed: %s", claim.run_ids, claim.subject_id, exc)
             failed = exc.stats  # what the failing part spent, on top of the parts before it
-            stats = {k: stats.get(k, 0) + failed.get(k, 0) for k in ("llm_calls", "prompt_tokens", "completion_tokens")}
-            return str(exc), exc.stop_reason, stats
+            stats = RunStats(
+                out.llm_calls + failed.get("llm_calls", 0),
+                out.prompt_tokens + failed.get("prompt_tokens", 0),
+                out.completion_tokens + failed.get("completion_tokens", 0),
+                exc.stop_reason,
+            )
+            return _Failure(str(exc), stats, self._trace(claim, out))
         except Exception as exc:
             log.exception("run(s) %s of subject %r failed", claim.run_ids, claim.subject_id)
-            return f"{type(exc).__name__}: {exc}", "error", stats
+            return _Failure(f"{type(exc).__name__}: {exc}", RunStats(stop_reason="error"), None)
+        vectors, embedder = self.embed(claim)
         values = {label: (value, versions[label]) for label, value in out.values.items() if label in versions}
-
-        def replay(label: str, value: str, limit: int) -> str | None:
-            """The block changed during the pass: apply this pass's edits on top of the newer value."""
-            for op in out.ops:
-                if op.args.get("label") == label:
-                    try:
-                        value = apply_op(op, value, limit)
-                    except ToolError as exc:
-                        log.warning("edit of %r skipped: the block changed during the pass (%s)", label, exc)
-            return value
-
-        if not self.store.complete(
-            claim,
-            learner=self._learner_name,
+        result = PassResult(
+            learner=self.learner_name,
             values=values,
+            ops=out.ops,
             vectors=vectors,
-            embedder=self.embedder.name if self.embedder else None,
-            stats=_stats(out),
-            replay=replay,
-        ):
+            embedder=embedder,
+            stats=RunStats(out.llm_calls, out.prompt_tokens, out.completion_tokens, out.stop_reason),
+            trace=self._trace(claim, out),
+            consolidate=claim.kind == "learn" and self._needs_consolidation(blocks, out),
+        )
+        if not self.queue.complete(claim, result):
             log.warning(
-                "claim on run(s) %s was lost (recovered by another process, or subject deleted);"
+                "claim on run(s) %s was lost (recovered by another process, handed back, or subject deleted);"
                 " its pass was discarded",
                 claim.run_ids,
             )
         return None
 
-    def _embed(self, claim: Claim) -> list[tuple[int, bytes]]:
-        if self.embedder is None:
-            return []
-        pending = self.store.claim_passages(claim, self.embedder.name)
-        if not pending:
-            return []
-        matrix = self._vectors([text for _, text in pending])
-        return [(pk, np.ascontiguousarray(row, dtype=np.float32).tobytes()) for (pk, _), row in zip(pending, matrix)]
+    def _trace(self, claim: Claim, out: PassOutput) -> dict[str, object] | None:
+        """What the inspector shows of a pass: the learner's steps and the edits it made (None: tracing off)."""
+        return _trace(claim, self.learner_name, out) if self.trace else None
 
-    def _vectors(self, texts: list[str]) -> np.ndarray:
-        """Embed; the first time, check the dimension against the one the store recorded for this embedder."""
-        assert self.embedder is not None
-        matrix = self.embedder.embed(texts)
-        if matrix.ndim != 2 or matrix.shape[0] != len(texts):
-            raise ValueError(f"{self.embedder.name} returned {matrix.shape} for {len(texts)} texts")
-        if not self._dim_checked:
-            self._dim_checked = True
-            name = self.embedder.name
-            recorded = self.store.get_meta(f"embedder_dim:{name}")
-            if recorded is not None and int(recorded) != matrix.shape[1]:
-                log.warning(
-                    "%s now gives %d-dimensional vectors, the store's are %d-dimensional: they are dropped"
-                    " and the passages re-embedded in the background",
-                    name,
-                    matrix.shape[1],
-                    int(recorded),
-                )
-                self.store.drop_vectors(embedder=name)
-                self._backfill_pending, self._backfill_after, self._dim_reset = True, 0, True
-        return matrix
-
-    def backfill_once(self) -> bool:
-        """Embed one batch of stored passages that lack this embedder's vectors (idle time); True if it did.
-
-        That happens after the store's embedder changed (or a run's vectors
-        were lost): until then those passages are found by lexical search
-        only. When none is left, other embedders' vectors are dropped.
-        """
-        if not self._backfill_pending or self.embedder is None or time.monotonic() < self._backfill_retry_at:
+    def _needs_consolidation(self, blocks: list[Block], out: PassOutput) -> bool:
+        """After a pass: an edit refused for a limit, or a block left above ``consolidate_at`` of its limit."""
+        if self.consolidate_at is None:
             return False
-        if not self._backfill_lock.acquire(blocking=False):
-            return False
-        try:
-            name = self.embedder.name
-            recorded = self.store.get_meta("embedder")
-            if recorded is not None and recorded != name:
-                log.warning(
-                    "the store's embedder is now %s (set by another process); this process embeds with %s"
-                    " and does not re-embed old passages",
-                    recorded,
-                    name,
-                )
-                self._backfill_pending = False
-                return False
-            rows = self.store.passages_without_vectors(name, limit=BACKFILL_BATCH, after_pk=self._backfill_after)
-            if not rows:
-                self._backfill_pending = False
-                if self._backfill_done:
-                    log.info("re-embedding with %s finished: %d passage(s)", name, self._backfill_done)
-                dropped = self.store.drop_vectors(keep=name)
-                if dropped:
-                    log.info("dropped %d vector(s) of previous embedders", dropped)
-                return False
-            try:
-                matrix = self._vectors([r[2] for r in rows])
-            except Exception as exc:
-                log.warning("re-embedding with %s failed (%s); retried in %gs", name, exc, BACKFILL_RETRY)
-                self._backfill_retry_at = time.monotonic() + BACKFILL_RETRY
-                return False
-            if not self._backfill_done:
-                log.info("re-embedding stored passages with %s in the background", name)
-            self.store.put_vectors(
-                [
-                    (pk, spk, np.ascontiguousarray(v, dtype=np.float32).tobytes())
-                    for (pk, spk, _), v in zip(rows, matrix)
-                ],
-                name,
-            )
-            self._backfill_after = 0 if self._dim_reset else rows[-1][0]
-            self._dim_reset = False
-            self._backfill_done += len(rows)
+        if out.limit_refusals:
             return True
-        finally:
-            self._backfill_lock.release()
+        return any(len(out.values.get(b.label, b.value)) > self.consolidate_at * b.limit for b in blocks)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: str
+    stats: RunStats
+    trace: dict[str, object] | None
+
+
+def _with(block: Block, value: str | None) -> Block:
+    return block if value is None else block.model_copy(update={"value": value})
 
 
 def _merge(total: PassOutput, part: PassOutput) -> None:
@@ -355,13 +300,16 @@ def _merge(total: PassOutput, part: PassOutput) -> None:
     total.llm_calls += part.llm_calls
     total.prompt_tokens += part.prompt_tokens
     total.completion_tokens += part.completion_tokens
-    total.stop_reason = part.stop_reason
+    total.limit_refusals += part.limit_refusals
+    total.trace.extend(part.trace)
+    total.stop_reason = part.stop_reason or total.stop_reason
 
 
-def _stats(out: PassOutput) -> dict[str, Any]:
+def _trace(claim: Claim, learner: str, out: PassOutput) -> dict[str, object]:
     return {
-        "llm_calls": out.llm_calls,
-        "prompt_tokens": out.prompt_tokens,
-        "completion_tokens": out.completion_tokens,
-        "stop_reason": out.stop_reason,
+        "kind": claim.kind,
+        "learner": learner,
+        "runs": list(claim.run_ids),
+        "steps": out.trace,
+        "edits": [{"tool": op.tool, "args": op.args} for op in out.ops],
     }

@@ -47,9 +47,9 @@ def _channel(memory: Memory, subject: str, query: str, channel: str, tags: list[
     engine: Any = memory._engine
     pk = engine.store.subject_pk(subject)
     ranked = hybrid.ranked(
-        engine.store,
+        engine.store.index,
         engine.vectors,
-        engine.embedder,
+        engine.indexer.embedder,
         pk,
         query,
         tags=tags or [],
@@ -58,8 +58,8 @@ def _channel(memory: Memory, subject: str, query: str, channel: str, tags: list[
         end=None,
         channels=channel,
     )
-    rows = engine.store.passages([p for p, _ in ranked])
-    return [rows[p]["content"] for p, _ in ranked]
+    rows = engine.store.index.passages([p for p, _ in ranked])
+    return [rows[p].content for p, _ in ranked]
 
 
 def _openai(
@@ -397,7 +397,7 @@ def test_changed_embedder_is_never_mixed_and_is_backfilled(
 
     # auto takes the recorded embedder, not the default text-embedding-3-small
     auto = make_memory(embedder="auto", llm_base_url=openai_server.base_url, llm_api_key="test-key")
-    assert auto._engine.embedder.name == "openai:embed-b"
+    assert auto._engine.indexer.embedder.name == "openai:embed-b"
 
 
 def test_changed_dimension_under_the_same_name_is_reembedded(make_memory, tmp_path) -> None:
@@ -451,13 +451,16 @@ def test_lexical_budget_drops_frequent_terms(memory: Memory) -> None:
         )
     )
     store = memory._engine.store
-    assert hybrid.lexical_match(store, "weather blizzard", budget=1000)[0] == '"weather" OR "blizzard"'
+    index = store.index
+    index.budget = 1000
+    assert index._match("weather blizzard")[0] == '"weather" OR "blizzard"'
     # 'weather' matches ~40 passages (content and context): over a budget of 10 it is dropped
-    assert hybrid.lexical_match(store, "weather blizzard", budget=10)[:2] == ('"blizzard"', 0)
-    match, min_pk, _ = hybrid.lexical_match(store, "weather report", budget=10)  # only frequent words
+    index.budget = 10
+    assert index._match("weather blizzard")[:2] == ('"blizzard"', 0)
+    match, min_pk, _ = index._match("weather report")  # only frequent words
     assert match in ('"weather"', '"report"') and min_pk > 0
-    view = memory._engine.vectors.view(store, store.subject_pk(uid), None)
-    newest = hybrid.lexical(store, view, store.subject_pk(uid), "weather report", None, budget=10)
+    view = memory._engine.vectors.view(index, store.subject_pk(uid), None)
+    newest = hybrid.lexical(index, view, store.subject_pk(uid), "weather report", None)
     assert newest and min(newest) >= min_pk
 
 

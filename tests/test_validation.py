@@ -241,7 +241,7 @@ def test_label_allowed(memory: Memory, good: str) -> None:
 
 def test_description_char_limit_and_value_rules(memory: Memory) -> None:
     sid = _uid("blocks")
-    with pytest.raises(ValueError, match="description"):
+    with pytest.raises(ValueError, match=r"user_context_block_prompt|description"):
         memory.initialize_memory("b", "d" * 2001, subject_id=sid)
     with pytest.raises(TypeError, match="description"):
         memory.initialize_memory("b", None, subject_id=sid)  # type: ignore[arg-type]
@@ -269,7 +269,7 @@ def test_description_char_limit_and_value_rules(memory: Memory) -> None:
         memory.initialize_user_memory(uid, user_context_block_char_limit=3, user_context_block_value="abcd")
     with pytest.raises(ValueError, match="summary_block_char_limit"):
         memory.initialize_user_memory(uid, summary_block_char_limit=0)
-    with pytest.raises(ValueError, match="description"):
+    with pytest.raises(ValueError, match=r"user_context_block_prompt|description"):
         memory.initialize_user_memory(uid, user_context_block_prompt="p" * 2001)
     assert memory.get_memory_agent_id(uid) is None  # nothing created by a refused call
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,3 +183,18 @@ def apply_op(op: EditOp, value: str, limit: int) -> str:
     if op.tool == "memory_rethink":
         return memory_rethink(value, a["new_memory"], limit, label)
     raise ToolError(f"unknown tool '{op.tool}'")
+
+
+def replay(ops: Sequence[EditOp], label: str, value: str, limit: int) -> str:
+    """Apply a pass's edits of one block on a newer value of it (the application edited it during the pass).
+
+    Edits that no longer apply (their ``old_str`` is gone, or the result would
+    exceed the limit) are skipped with a warning; the others keep their order.
+    """
+    for op in ops:
+        if op.args.get("label") == label:
+            try:
+                value = apply_op(op, value, limit)
+            except ToolError as exc:
+                log.warning("edit of %r skipped: the block changed during the pass (%s)", label, exc)
+    return value

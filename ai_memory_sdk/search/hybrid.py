@@ -1,4 +1,4 @@
-"""Hybrid retrieval: FTS5 BM25 and cosine similarity, min-max normalised and fused 1.5 : 1.
+"""Hybrid retrieval: lexical (BM25) and cosine similarity, min-max normalised and fused 1.5 : 1.
 
 Each channel gives its best ``CANDIDATES`` passages of the subject; each
 list is scaled to [0, 1] and the fused score is ``1.5 * bm25 + 1.0 * cosine``
@@ -7,8 +7,8 @@ beats reciprocal rank fusion by 0.08 recall@10 (docs/dev/search-research.md).
 
 Per subject, a cache holds numpy arrays of its passages (pk, time, tag bits)
 and of its vectors (a normalised float32 matrix and sign-bit codes). It is
-brought up to date at the start of each search from per-subject counters the
-store's triggers keep: new rows are appended, a deletion rebuilds it. Tag and
+brought up to date at the start of each search from the store's per-subject
+changes (``PassageIndex.changes``): new rows are appended, a deletion rebuilds it. Tag and
 time filters are vectorised masks over those arrays.
 
 Vector search is exact up to ``EXACT_MAX`` vectors (one matrix-vector
@@ -17,16 +17,12 @@ MiniLM vector) picks a few thousand candidates, which are rescored exactly:
 at 100k passages 3.9 ms against 17.8 ms for the full product, which is bound
 by memory bandwidth, with the same top-10 (benchmarks/search_latency.py).
 
-Lexical search scores every passage its query matches, at 2-3 µs each; a
-query of common words at 100k passages would score most of them. When the
-store's matches would exceed ``LEXICAL_BUDGET``, the most frequent terms are
-dropped (they carry the least IDF), and a query of only very frequent words
-is scored over the newest matches.
+The lexical channel is the store's (``PassageIndex.lexical``: FTS5 in SQLite);
+this module gives it a predicate over pks for the subject and its filters.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -39,9 +35,8 @@ import numpy as np
 
 from .._fork import PerProcess, gate
 from ..models import SearchResult
-from ..store.sqlite import SQLiteStore
+from ..store.base import IndexCursor, PassageIndex
 from .embedders import Embedder
-from .recipe import query_terms, quote
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +46,16 @@ W_VECTOR = 1.0
 EXACT_MAX = 8_192  # above this many vectors: sign-code prefilter, then exact rescoring
 RESCORE_MIN = 1_024  # candidates rescored exactly: at least this many ...
 RESCORE_FRACTION = 0.04  # ... or this share of the subject's vectors
-LEXICAL_BUDGET = 2_000  # matching passages (whole store) one lexical query may score
 CACHE_BYTES = 1 << 30  # cached arrays over all subjects; least recently used are dropped
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
     """Set bits per uint64 (numpy >= 2 has it built in)."""
     if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
-    return _POP8[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+        counted: np.ndarray = np.bitwise_count(x)
+        return counted
+    summed: np.ndarray = _POP8[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+    return summed
 
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -112,9 +108,7 @@ class _SubjectIndex:
         self._reset()
 
     def _reset(self) -> None:
-        self.gen = (0, 0)
-        self.max_pk = 0
-        self.max_seq = 0
+        self.cursor = IndexCursor()
         self.n = 0
         self.m = 0
         self.pks = np.zeros(0, np.int64)
@@ -136,18 +130,14 @@ class _SubjectIndex:
             for a in (self.pks, self.created, self.tagbits, self.has_vec, self.vec_pos, self.vectors, self.codes)
         )
 
-    def refresh(self, store: SQLiteStore, subject_pk: int, embedder: str | None) -> _View:
+    def refresh(self, index: PassageIndex, subject_pk: int, embedder: str | None) -> _View:
         with self.lock:
-            with store.snapshot() as conn:
-                gen = store.search_gen(conn, subject_pk)
-                if gen != self.gen:
-                    if gen[1] != self.gen[1] or gen[0] < self.gen[0]:
-                        self._reset()  # something was deleted: rebuild from the store
-                    rows = store.passage_rows(conn, subject_pk, self.max_pk)
-                    vrows = store.vector_rows(conn, subject_pk, embedder, self.max_seq) if embedder else []
-                    self._add_passages(rows)
-                    self._add_vectors(vrows)
-                    self.gen = gen
+            changes = index.changes(subject_pk, embedder, self.cursor)
+            if changes.reset:
+                self._reset()
+            self._add_passages(changes.passages)
+            self._add_vectors(changes.vectors)
+            self.cursor = changes.cursor
             n, m = self.n, self.m
             return _View(
                 self.pks[:n],
@@ -160,7 +150,7 @@ class _SubjectIndex:
                 aligned=self.aligned and m == n,
             )
 
-    def _add_passages(self, rows: Sequence[tuple[int, float, str]]) -> None:
+    def _add_passages(self, rows: Sequence[tuple[int, float, list[str]]]) -> None:
         if not rows:
             return
         n0, n1 = self.n, self.n + len(rows)
@@ -173,7 +163,7 @@ class _SubjectIndex:
         masks = []
         for _, _, tags in rows:
             mask = 0
-            for tag in json.loads(tags):
+            for tag in tags:
                 bit = self.tag_bit.get(tag)
                 if bit is None:
                     bit = self.tag_bit[tag] = len(self.tag_bit)
@@ -187,12 +177,10 @@ class _SubjectIndex:
         for w in range(words):
             self.tagbits[n0:n1, w] = np.array([(x >> (64 * w)) & _WORD_MASK for x in masks], dtype=np.uint64)
         self.n = n1
-        self.max_pk = int(rows[-1][0])
 
     def _add_vectors(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
         if not rows:
             return
-        self.max_seq = int(rows[-1][0])
         if not self.dim:
             self.dim = len(rows[0][2]) // 4
         keep = [r for r in rows if len(r[2]) == 4 * self.dim]
@@ -207,9 +195,9 @@ class _SubjectIndex:
         sel = np.flatnonzero(ok)
         if not len(sel):
             return
-        mat = np.frombuffer(b"".join(keep[i][2] for i in sel), dtype=np.float32).reshape(len(sel), self.dim)
+        mat: np.ndarray = np.frombuffer(b"".join(keep[i][2] for i in sel), dtype=np.float32).reshape(len(sel), self.dim)
         norms = np.linalg.norm(mat, axis=1, keepdims=True)
-        mat = mat / np.where(norms == 0, 1.0, norms)
+        mat = (mat / np.where(norms == 0, 1.0, norms)).astype(np.float32, copy=False)
         m0, m1 = self.m, self.m + len(sel)
         if self.vectors.shape[1] != self.dim:
             self.vectors = np.zeros((0, self.dim), np.float32)
@@ -234,13 +222,13 @@ class VectorCache:
         self._max = max_bytes
         self.warned: set[tuple[int, str | None]] = set()  # subjects whose missing vectors were logged
 
-    def view(self, store: SQLiteStore, subject_pk: int, embedder: str | None) -> _View:
+    def view(self, index: PassageIndex, subject_pk: int, embedder: str | None) -> _View:
         key = (subject_pk, embedder)
         with gate:  # the cache's locks are held only inside the fork gate, so a forked child finds them free
             with self._lock:
                 entry = self._entries.pop(key, None) or _SubjectIndex()
                 self._entries[key] = entry  # most recently used last
-            view = entry.refresh(store, subject_pk, embedder)
+            view = entry.refresh(index, subject_pk, embedder)
             with self._lock:
                 total = sum(e.nbytes for e in self._entries.values())
                 for k in list(self._entries):
@@ -271,7 +259,7 @@ def _mask(
         for b in known:
             want[b // 64] |= np.uint64(1 << (b % 64))
         hit = view.tagbits & want
-        mask = (hit == want).all(axis=1) if mode == "all" else hit.any(axis=1)
+        mask = np.asarray((hit == want).all(axis=1) if mode == "all" else hit.any(axis=1))
     if start is not None:
         m = view.created >= start.timestamp()
         mask = m if mask is None else mask & m
@@ -284,84 +272,31 @@ def _mask(
 # -- channels ------------------------------------------------------------------------------------
 
 
-def lexical_match(store: SQLiteStore, query: str, budget: int = LEXICAL_BUDGET) -> tuple[str, int, int]:
-    """(FTS5 expression, lowest pk to scan, passages in the store) for a query, within ``budget`` scored passages.
-
-    Small stores get the whole bag of words. Otherwise terms are kept rarest
-    first while their matches fit the budget; if even the rarest term matches
-    more, it alone is scored over its ``budget`` newest matches.
-    """
-    terms = query_terms(query)
-    if not terms:
-        return "", 0, 0
-    lo, hi = store.passage_pk_range()
-    size = hi - lo + 1 if hi else 0  # an upper bound: deleted pks leave holes
-    if size <= budget:
-        return " OR ".join(quote(t) for t in terms), 0, size
-    counts = sorted((store.fts_doc_count_capped(quote(t), budget + 1), i, t) for i, t in enumerate(terms))
-    kept, total = [], 0
-    for df, _, t in counts:
-        if df and total + df <= budget:
-            kept.append(t)
-            total += df
-    if kept:
-        if len(kept) < len(terms):
-            log.debug(
-                "lexical query %r: kept %s, dropped the more frequent %s",
-                query,
-                kept,
-                [t for t in terms if t not in kept],
-            )
-        return " OR ".join(quote(t) for t in kept), 0, size
-    rarest = next((t for df, _, t in counts if df), None)
-    if rarest is None:
-        return "", 0, size
-    min_pk = store.fts_nth_newest(quote(rarest), budget)
-    log.debug("lexical query %r: every term is frequent; %r scored over passages from pk %d", query, rarest, min_pk)
-    return quote(rarest), min_pk, size
-
-
 def lexical(
-    store: SQLiteStore,
-    view: _View,
-    subject_pk: int,
-    query: str,
-    mask: np.ndarray | None,
-    k: int = CANDIDATES,
-    budget: int = LEXICAL_BUDGET,
+    index: PassageIndex, view: _View, subject_pk: int, query: str, mask: np.ndarray | None, k: int = CANDIDATES
 ) -> dict[int, float]:
-    """pk -> -bm25 of the subject's best ``k`` allowed passages for the query.
+    """pk -> lexical score of the subject's best ``k`` allowed passages for the query."""
+    if not len(view.pks):
+        return {}
 
-    A subject that holds most of the store is filtered here, against the
-    view's pks, rather than by joining ``passages`` in SQL (half the cost).
-    """
-    match, min_pk, size = lexical_match(store, query, budget)
-    if not match or not len(view.pks):
-        return {}
-    join = len(view.pks) < 0.5 * size
-    if mask is None and join:
-        return dict(store.fts(subject_pk, match, k, min_pk=min_pk))
-    share = (float(mask.mean()) if mask is not None else 1.0) * (1.0 if join else len(view.pks) / max(size, 1))
-    if share == 0.0:
-        return {}
-    limit: int | None = max(4 * k, int(2 * k / share))
-    while True:
-        rows = store.fts(subject_pk if join else None, match, limit, min_pk=min_pk)
-        pks = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    def allowed(pks: np.ndarray) -> np.ndarray:
         pos = np.minimum(np.searchsorted(view.pks, pks), len(view.pks) - 1)
-        ok = view.pks[pos] == pks  # a passage of this subject (pks are never reused)
+        ok: np.ndarray = view.pks[pos] == pks  # a passage of this subject (pks are never reused)
         if mask is not None:
             ok &= mask[pos]
-        out = [rows[i] for i in np.flatnonzero(ok)[:k]]
-        if len(out) >= k or limit is None or len(rows) < limit:
-            return dict(out)
-        limit = None  # the filter is more selective than its share suggested: rank every match
+        return ok
+
+    share = float(mask.mean()) if mask is not None else 1.0
+    return dict(
+        index.lexical(subject_pk, query, k, allowed=allowed, subject_size=len(view.pks), allowed_fraction=share)
+    )
 
 
 def _dot(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
     """``matrix @ q`` without BLAS: OpenBLAS runs every gemv above ~9k elements on all its threads, and on a busy
     machine waiting for them cost 5-15 ms per product in our measurements; einsum's own loop stays on one."""
-    return np.einsum("ij,j->i", matrix, q)
+    product: np.ndarray = np.einsum("ij,j->i", matrix, q)
+    return product
 
 
 def semantic(view: _View, qvec: np.ndarray, mask: np.ndarray | None, k: int = CANDIDATES) -> dict[int, float]:
@@ -423,7 +358,7 @@ def fuse(
 # -- the search ----------------------------------------------------------------------------------
 
 
-def _vector_channel(view: _View, embedder: Embedder, query: str, mask: np.ndarray | None) -> dict[int, float]:
+def _vector_channel(view: _View, embedder: Embedder, query: str, mask: np.ndarray | None, k: int) -> dict[int, float]:
     qvec = np.asarray(embedder.embed([query])[0], dtype=np.float32)
     if qvec.shape[0] != view.vectors.shape[1]:
         log.warning(
@@ -433,7 +368,7 @@ def _vector_channel(view: _View, embedder: Embedder, query: str, mask: np.ndarra
             view.vectors.shape[1],
         )
         return {}
-    return semantic(view, qvec, mask)
+    return semantic(view, qvec, mask, k)
 
 
 # Threads for the vector channel of searches in flight (a forked child starts its own pool).
@@ -443,7 +378,7 @@ _channel_threads = PerProcess(
 
 
 def ranked(
-    store: SQLiteStore,
+    index: PassageIndex,
     cache: VectorCache,
     embedder: Embedder | None,
     subject_pk: int,
@@ -454,18 +389,21 @@ def ranked(
     start: datetime | None,
     end: datetime | None,
     channels: str = "hybrid",
-    budget: int = LEXICAL_BUDGET,
+    k: int = CANDIDATES,
 ) -> list[tuple[int, float]]:
-    """(pk, score) of the subject's passages for a query, best first: ``hybrid``, ``lexical`` or ``vector``."""
+    """(pk, score) of the subject's passages for a query, best first: ``hybrid``, ``lexical`` or ``vector``.
+
+    Each channel contributes its best ``k`` candidates.
+    """
     name = embedder.name if embedder is not None else None
-    view = cache.view(store, subject_pk, name)
+    view = cache.view(index, subject_pk, name)
     mask = _mask(view, tags, tag_match_mode, start, end)
     vec_later: Future[dict[int, float]] | None = None
     if embedder is not None and channels != "lexical" and len(view.vec_pos):
         # The channels overlap: FTS5 and numpy both release the GIL (100k passages, tags=["user"]: 11.7 -> 6.7 ms
         # p50 in benchmarks/search_latency.py). The caller holds no gate while it waits: the helper may enter it.
-        vec_later = _channel_threads.get().submit(_vector_channel, view, embedder, query, mask)
-    lex = lexical(store, view, subject_pk, query, mask, budget=budget) if channels != "vector" else {}
+        vec_later = _channel_threads.get().submit(_vector_channel, view, embedder, query, mask, k)
+    lex = lexical(index, view, subject_pk, query, mask, k) if channels != "vector" else {}
     vec = vec_later.result() if vec_later is not None else {}
     if embedder is not None and view.missing and (subject_pk, name) not in cache.warned:
         cache.warned.add((subject_pk, name))
@@ -479,7 +417,7 @@ def ranked(
 
 
 def search(
-    store: SQLiteStore,
+    index: PassageIndex,
     cache: VectorCache,
     embedder: Embedder | None,
     subject_pk: int,
@@ -493,7 +431,16 @@ def search(
 ) -> list[SearchResult]:
     """The subject's best ``limit`` passages for a query, with their fused scores."""
     best = ranked(
-        store, cache, embedder, subject_pk, query, tags=tags, tag_match_mode=tag_match_mode, start=start, end=end
+        index,
+        cache,
+        embedder,
+        subject_pk,
+        query,
+        tags=tags,
+        tag_match_mode=tag_match_mode,
+        start=start,
+        end=end,
+        k=max(CANDIDATES, limit),
     )[:limit]
-    rows = store.passages([pk for pk, _ in best])
-    return [SearchResult(score=score, **rows[pk]) for pk, score in best if pk in rows]
+    rows = index.passages([pk for pk, _ in best])
+    return [SearchResult(score=score, **vars(rows[pk])) for pk, score in best if pk in rows]

@@ -164,8 +164,10 @@ class RunQueue(Protocol):
     run left ``running`` by a dead worker is taken back after its lease.
     """
 
-    owner: str
-    """``host:pid:nonce`` of this process (``_process.process_owner``): the lease owner of its claims."""
+    @property
+    def owner(self) -> str:
+        """``host:pid:nonce`` of this process (``_process.process_owner``): the lease owner of its claims."""
+        ...
 
     def claim(self, lease_seconds: float) -> Claim | None:
         """Atomically take the next pass, or return None when no subject has runnable work.
@@ -259,6 +261,10 @@ class RunQueue(Protocol):
         """
         ...
 
+    def wake(self, count: int = 1) -> None:
+        """Wake up to ``count`` threads of this process waiting in ``wait_for_work`` (a pool that stops)."""
+        ...
+
     def maintain(self) -> None:
         """Periodic housekeeping the worker's heartbeat calls: finish deferred purges of deleted text."""
         ...
@@ -287,17 +293,23 @@ class PassageIndex(Protocol):
         k: int,
         *,
         allowed: Callable[[np.ndarray], np.ndarray] | None = None,
-        subject_size: int = 0,
+        subject_size: int | None = None,
+        allowed_fraction: float = 1.0,
     ) -> list[tuple[int, float]]:
         """The subject's best ``k`` passages for ``query`` by lexical relevance: (pk, score), best first.
 
-        ``query`` is the user's raw text (any text is valid: the backend
-        turns it into its own syntax and never raises for it). Scores are
-        higher-is-better and comparable only within one call. ``allowed``
-        maps an int64 array of pks to a bool mask of the ones that may be
-        returned (tag and time filters); ``subject_size`` is how many
-        passages the subject has (a planning hint). A query with no
-        searchable word returns ``[]``.
+        ``query`` is the user's raw text (any text is valid: the backend turns
+        it into its own syntax and never raises for it); a query with no
+        searchable word returns ``[]``. Scores are higher-is-better and
+        comparable only within one call.
+
+        ``allowed`` (optional) maps an int64 array of passage pks, of any
+        subject, to a bool mask of those that may be returned: passages of
+        this subject that pass the caller's tag and time filters. With it, a
+        backend may rank matches store-wide and filter them, when that is
+        cheaper than restricting the query to the subject. Planning hints:
+        ``subject_size`` is how many passages the subject has (None: unknown),
+        ``allowed_fraction`` the share of them ``allowed`` accepts.
         """
         ...
 
@@ -337,11 +349,21 @@ class Store(Protocol):
     failure (unreachable, corrupt, read-only) ``StoreError`` naming the path.
     """
 
-    path: str
-    """Where the store is, for messages and logs (a URL with its password masked)."""
-    tenant: str
-    queue: RunQueue
-    index: PassageIndex
+    @property
+    def path(self) -> str:
+        """Where the store is, for messages and logs (a URL with its password masked)."""
+        ...
+
+    @property
+    def tenant(self) -> str:
+        """The tenant this view is bound to (``""`` for the embedded store)."""
+        ...
+
+    @property
+    def queue(self) -> RunQueue: ...
+
+    @property
+    def index(self) -> PassageIndex: ...
 
     def scoped(self, tenant: str) -> Store:
         """A view of the same store (same connections, queue and index) bound to ``tenant``."""

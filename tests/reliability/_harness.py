@@ -520,16 +520,16 @@ def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, s
         path = os.path.join(workdir, f"erasure-{len(out)}.db")
         shutil.copyfile(base, path)
         store = SQLiteStore(path, secure_delete=secure)
-        conn = store._conn()
+        conn = store.db.conn()
         times: dict[str, float] = {}
         t0 = time.perf_counter()
-        with store._tx() as c:
-            store._delete_subject(c, victim)
+        with store.db.tx() as c:
+            store._delete(c, victim)
             c.execute("DELETE FROM meta WHERE key='purge_pending'")  # this benchmark purges by hand below
         times["delete_tx"] = time.perf_counter() - t0
         if optimize:
             t = time.perf_counter()
-            with store._tx() as c:
+            with store.db.tx() as c:
                 c.execute("INSERT INTO passages_fts(passages_fts) VALUES ('optimize')")
             times["fts_optimize"] = time.perf_counter() - t
         if vacuum:

@@ -76,7 +76,7 @@ def test_a_batch_that_kills_its_process_fails_alone_after_the_crash_limit(tmp_pa
     import signal
 
     from ai_memory_sdk import Memory
-    from ai_memory_sdk.store.sqlite import MAX_ATTEMPTS
+    from ai_memory_sdk.store.base import MAX_ATTEMPTS
 
     from ._harness import Child
 

@@ -85,8 +85,9 @@ MIGRATIONS: list[str] = [
         removed INTEGER NOT NULL DEFAULT 0
     );
 
-    -- Archival passages (SPEC §9). ``context`` is what the lexical index adds to a passage: its date as
-    -- words and the text of the 2 passages of the subject stored before it, written once at enqueue.
+    -- Archival passages. ``context`` is what the lexical index adds to a passage: its date as words and
+    -- the text of the 2 passages of the subject stored before it, written at enqueue and rewritten when
+    -- one of those is deleted.
     CREATE TABLE passages (
         pk INTEGER PRIMARY KEY,
         subject_pk INTEGER NOT NULL REFERENCES subjects(pk) ON DELETE CASCADE,
@@ -135,6 +136,63 @@ MIGRATIONS: list[str] = [
         UPDATE search_gen SET removed=removed+1 WHERE subject_pk=old.subject_pk;
     END;
 
+    """,
+    # v2: tenants (a subject id is unique per tenant), run kinds, pass traces, agent sessions, API keys.
+    # subjects is rebuilt (its UNIQUE(subject_id) becomes UNIQUE(tenant, subject_id)) with foreign keys off.
+    """
+    CREATE TABLE subjects_v2 (
+        pk INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL DEFAULT '',
+        subject_id TEXT NOT NULL,
+        agent_id TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        UNIQUE (tenant, subject_id)
+    );
+    INSERT INTO subjects_v2(pk, tenant, subject_id, agent_id, created_at)
+        SELECT pk, '', subject_id, agent_id, created_at FROM subjects;
+    DROP TABLE subjects;
+    ALTER TABLE subjects_v2 RENAME TO subjects;
+
+    ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'learn';
+    CREATE INDEX runs_claim ON runs(claim_id);
+
+    -- What a pass sent to the model and what it did (the inspector): one row per claim, so a coalesced
+    -- pass is stored once for all its runs (runs.claim_id).
+    CREATE TABLE traces (
+        claim_id TEXT PRIMARY KEY,
+        subject_pk INTEGER NOT NULL REFERENCES subjects(pk) ON DELETE CASCADE,
+        trace TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX traces_subject ON traces(subject_pk);
+
+    -- OpenAI Agents SDK sessions: items in order, each session bound to the subject it teaches.
+    CREATE TABLE sessions (
+        pk INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        subject_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (tenant, session_id)
+    );
+    CREATE INDEX sessions_subject ON sessions(tenant, subject_id);
+    CREATE TABLE session_items (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_pk INTEGER NOT NULL REFERENCES sessions(pk) ON DELETE CASCADE,
+        item TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX session_items_session ON session_items(session_pk, seq);
+
+    -- HTTP server keys: only a hash is stored; a name (its tenant) has at most one active key.
+    CREATE TABLE api_keys (
+        pk INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE UNIQUE INDEX api_keys_active ON api_keys(name) WHERE revoked_at IS NULL;
     """,
 ]
 

@@ -1,0 +1,230 @@
+"""The SQLite connection layer: one connection per thread, transactions, migrations, errors.
+
+WAL mode with ``synchronous=NORMAL``: a committed transaction survives a crash
+of the process (a power loss may lose the last ones). Every write is ``BEGIN
+IMMEDIATE`` with a busy timeout, so concurrent writers queue instead of
+failing. A forked child opens its own connections (``_fork.PerProcess``) and
+never touches its parent's. Every public method of the store's classes runs
+under the fork gate and turns SQLite's errors into ``StoreError`` naming the
+file (``guarded``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..._fork import PerProcess, gate
+from ...errors import StoreError
+from ._schema import MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+_OUR_TABLES = frozenset({"meta", "subjects", "blocks", "block_versions", "runs", "messages", "search_gen", "passages"})
+
+
+class _Connections:
+    """This process's connections to one file: one per thread."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.all: list[sqlite3.Connection] = []
+        self.lock = threading.Lock()
+
+
+class Database:
+    """One SQLite file: per-thread connections, ``tx()``/``read()`` transactions and schema migration."""
+
+    def __init__(self, path: str, *, busy_timeout: float = 60.0, secure_delete: bool = True) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.secure_delete = secure_delete
+        self.closed = False
+        self._conns = PerProcess(_Connections)  # a child's parent connections are kept, never touched
+        self._open()
+
+    # -- connections -------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Create the file if needed, refuse what is not ours, migrate; errors name the path and cause."""
+        target = Path(self.path)
+        if target.is_dir():
+            raise StoreError(self.path, "is a directory; give the path of a SQLite file (it is created if missing)")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(self.path, f"cannot create its directory ({exc.strerror or exc})") from None
+        with translated(self.path):
+            self._migrate()
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        if self.closed:
+            raise StoreError(self.path, "the store is closed")
+        state = self._conns.get()
+        conn: sqlite3.Connection | None = getattr(state.local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA secure_delete={'ON' if self.secure_delete else 'OFF'}")
+            state.local.conn = conn
+            with state.lock:
+                state.all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        self.closed = True
+        state = self._conns.get()
+        with state.lock:
+            conns, state.all = state.all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing is best effort
+                pass
+        state.local = threading.local()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock up front (no deadlock on a read-to-write upgrade)."""
+        with gate:
+            conn = self.conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: everything read inside sees one state of the store."""
+        with gate:
+            conn = self.conn()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        conn = self.conn()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                self.path,
+                f"has schema version {version}; this ai_memory_sdk knows up to {SCHEMA_VERSION}."
+                " Upgrade the package to open it (nothing was changed)",
+            )
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("PRAGMA foreign_keys=OFF")  # a table rebuild must not cascade (only outside a transaction)
+        try:
+            with self.tx() as c:
+                version = c.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
+                if version == 0:
+                    foreign = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+                    if foreign:
+                        raise StoreError(
+                            self.path,
+                            "is a SQLite database of another application (tables: "
+                            + ", ".join(sorted(foreign)[:8])
+                            + "); refusing to add tables to it. Give ai_memory_sdk a file of its own",
+                        )
+                for i in range(version, SCHEMA_VERSION):
+                    log.info("migrating %s to schema version %d", self.path, i + 1)
+                    for stmt in _split_sql(MIGRATIONS[i]):
+                        c.execute(stmt)
+                    c.execute(f"PRAGMA user_version={i + 1}")
+                broken = c.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise StoreError(self.path, f"migration left {len(broken)} broken reference(s); nothing changed")
+        finally:
+            conn.execute("PRAGMA foreign_keys=ON")
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (``sqlite3.complete_statement`` keeps triggers whole)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+@contextmanager
+def translated(path: str) -> Iterator[None]:
+    """Turn SQLite's own errors into ``StoreError`` naming the file (a corrupt file, a read-only mount, ...)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(path, _cause(exc)) from exc
+
+
+def _cause(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "file is not a database" in text:
+        return "is not a SQLite database (a corrupt file, or another kind of file)"
+    if "readonly" in text or "read-only" in text:
+        return f"cannot be written ({text}): check the file's and its directory's permissions"
+    if "unable to open" in text:
+        return f"cannot be opened ({text}): check that its directory exists and is writable"
+    if "locked" in text:
+        return f"{text} (another process held the write lock past the busy timeout)"
+    return text
+
+
+_C = TypeVar("_C", bound=type)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def waits(fn: _F) -> _F:
+    """Mark a method that sleeps (``wait_for_run``): ``guarded`` leaves it outside the fork gate."""
+    fn.__waits__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def guarded(cls: _C) -> _C:
+    """Run every public method of ``cls`` under the fork gate, with SQLite errors as ``StoreError``.
+
+    The class must have a ``db`` attribute (its ``Database``). Methods marked
+    ``waits`` only translate errors: a fork must not wait for a sleeping thread.
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if getattr(fn, "__waits__", False):
+
+            @functools.wraps(fn)
+            def waiting(self: Any, *args: Any, **kwargs: Any) -> Any:
+                with translated(self.db.path):
+                    return fn(self, *args, **kwargs)
+
+            return waiting
+
+        @functools.wraps(fn)
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with gate, translated(self.db.path):
+                return fn(self, *args, **kwargs)
+
+        return method
+
+    for name, fn in list(vars(cls).items()):
+        if not name.startswith("_") and callable(fn) and not isinstance(fn, (staticmethod, classmethod, type)):
+            setattr(cls, name, wrap(fn))
+    return cls
