@@ -1,6 +1,6 @@
 """The ``letta`` engine's journal: batches accepted but not yet learned, in a local SQLite file.
 
-``add_messages`` must return only once the batch survives a crash (SPEC §6),
+``add_messages`` must return only once the batch survives a crash (the durability promise),
 but a batch queued behind a busy subject cannot be sent to Letta yet (runs of
 one agent must not overlap). So it is written here first, in one commit. The
 sending thread records each Letta run it starts and each passage it stores;
@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._fork import gate, inherited
-from .._process import owner_dead, process_owner
-from ..models import MessageIn
+from ..._fork import PerProcess, gate
+from ..._process import owner_dead, process_owner
+from ...models import MessageIn
 
 log = logging.getLogger(__name__)
 
@@ -65,39 +65,42 @@ class Entry:
     archived: int
 
 
+class _Connection:
+    """This process's side of the journal: its SQLite connection, the lock around it, and its owner name."""
+
+    def __init__(self, path: str) -> None:
+        self.owner = process_owner()
+        self.lock = threading.Lock()
+        self.conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(_SCHEMA)
+
+
 class Journal:
-    """One SQLite file (WAL), shared by the processes of one machine; every write is one short commit."""
+    """One SQLite file (WAL), shared by the processes of one machine; every write is one short commit.
+
+    A forked child opens its own connection under a new owner name on first use
+    (``PerProcess``); the parent's stays untouched.
+    """
 
     def __init__(self, path: str | os.PathLike[str], server: str) -> None:
         self.path = str(path)
         self.server = server
-        self.owner = process_owner()
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = self._connect()
+        self._local: PerProcess[_Connection] = PerProcess(lambda: _Connection(self.path))
+        self._local.get()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
-        return conn
-
-    def _checked(self) -> sqlite3.Connection:
-        """The connection (call inside the gate); a forked child opens its own and takes a new owner name."""
-        if os.getpid() != self._pid:
-            inherited.append(self._conn)  # the parent's: never touched here
-            self._pid, self._lock = os.getpid(), threading.Lock()
-            self.owner = process_owner()
-            self._conn = self._connect()
-        return self._conn
+    @property
+    def owner(self) -> str:
+        """This process's owner name on the rows it writes or adopts."""
+        return self._local.get().owner
 
     def _write(self, sql: str, args: Sequence[object]) -> None:
         with gate:
-            conn = self._checked()
-            with self._lock:
-                conn.execute(sql, args)
+            local = self._local.get()
+            with local.lock:
+                local.conn.execute(sql, args)
 
     def add(
         self,
@@ -153,8 +156,9 @@ class Journal:
         """Take over this server's rows whose process died; oldest first."""
         host = socket.gethostname()
         with gate:
-            conn = self._checked()
-            with self._lock:
+            local = self._local.get()
+            conn = local.conn
+            with local.lock:
                 owners = [
                     r[0] for r in conn.execute("SELECT DISTINCT owner FROM pending WHERE server=?", (self.server,))
                 ]
@@ -171,7 +175,7 @@ class Journal:
                     ).fetchall()
                     conn.execute(
                         f"UPDATE pending SET owner=? WHERE server=? AND owner IN ({marks})",
-                        (self.owner, self.server, *dead),
+                        (local.owner, self.server, *dead),
                     )
                 except BaseException:
                     conn.execute("ROLLBACK")
