@@ -1,0 +1,48 @@
+"""The ``ai-memory`` command: demo, ingest, show, search, runs, worker, delete.
+
+The CLI prints; the library only logs. A mistake (command line, file,
+environment) ends with one line on stderr and exit status 2; a failure of
+the work itself (LLM endpoint, store, timeout) with one line and status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import AIMemoryError
+from . import learn, subjects
+from ._errors import FAILED, INTERRUPTED, USAGE, UsageError, report
+from ._open import store_options
+from ._parser import build_parser
+
+Command = Callable[[argparse.Namespace, dict[str, Any]], int]
+COMMANDS: dict[str, Command] = {
+    "demo": learn.demo,
+    "ingest": learn.ingest,
+    "worker": learn.worker,
+    "show": subjects.show,
+    "search": subjects.search,
+    "runs": subjects.runs,
+    "delete": subjects.delete,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args, store_options(args))
+    except UsageError as exc:
+        return report(str(exc), USAGE)
+    except KeyboardInterrupt:
+        return report("interrupted", INTERRUPTED)
+    except (AIMemoryError, TimeoutError, OSError) as exc:  # RunFailedError carries the learner's error
+        return report(str(exc), FAILED)
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,7 @@
+"""``python -m ai_memory_sdk.cli``: the ``ai-memory`` command without its console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
