@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_MODEL = "gpt-4.1-mini"
 DEFAULT_LETTA_MODEL = "openai/gpt-4.1"
@@ -51,12 +51,20 @@ class Settings(BaseModel):
     consolidate_at: float | None = Field(default=0.9, gt=0, le=1)
     trace: bool = True
 
+    @field_validator("embedder")
+    @classmethod
+    def _embedder_spec(cls, value: str) -> str:
+        kind, sep, name = value.partition(":")
+        if value in ("auto", "none") or (sep and name and kind in ("openai", "sentence-transformers")):
+            return value
+        raise ValueError("must be 'auto', 'none', 'openai:<model>' or 'sentence-transformers:<name or path>'")
+
     @property
     def llm_configured(self) -> bool:
         return bool(self.llm_api_key or self.llm_base_url)
 
 
-_ENV = {
+ENV_VARS = {
     "engine": "AI_MEMORY_ENGINE",
     "path": "AI_MEMORY_PATH",
     "server_url": "AI_MEMORY_SERVER_URL",
@@ -84,7 +92,7 @@ def resolve(api_key: str | None = None, **options: Any) -> Settings:
         raise TypeError(f"Memory() got unexpected option(s): {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
     source: dict[str, str] = {}
-    for field, var in _ENV.items():
+    for field, var in ENV_VARS.items():
         env = os.environ.get(var)
         if env:
             values[field] = env
@@ -130,6 +138,8 @@ def _explain(err: Any) -> str:
         return "must be a number" if kind.startswith("float") else "must be an integer"
     if kind.startswith("bool"):
         return "must be true or false"
+    if kind == "value_error":
+        return str(ctx.get("error", err.get("msg", "is not valid")))
     return str(err.get("msg", "is not valid"))
 
 

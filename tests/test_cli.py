@@ -265,7 +265,7 @@ def test_a_bad_environment_value_names_the_variable(
     learned: str, chat: Path, var: str, value: str, args: list[str]
 ) -> None:
     args = [a.replace("{chat}", str(chat)) for a in args]
-    assert_usage_error(cli("--path", learned, *args, env={var: value}), f"environment variable {var}='{value}'")
+    assert_usage_error(cli("--path", learned, *args, env={var: value}), f"environment variable {var}", repr(value))
 
 
 @pytest.mark.parametrize("name", ["chat.ndjson", "chat.txt", "chat.json", "chat"])

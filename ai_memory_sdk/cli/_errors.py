@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-
-from pydantic import ValidationError
-
-from .. import config
 
 USAGE = 2  # a mistake in the command line, a file or the environment: nothing was done
 FAILED = 1  # the command was right but its work failed (the LLM endpoint, the store, a timeout)
@@ -30,17 +25,12 @@ def report(message: str, status: int) -> int:
 
 
 def config_error(exc: ValueError | TypeError, options: dict[str, object]) -> UsageError:
-    """A bad setting, named as the user wrote it: ``--embedder`` or ``AI_MEMORY_LEARNER=...``."""
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else ""
-        text = f"{field} {err['msg'].lower()}, got {err['input']!r}"
-    else:
-        text = str(exc)
-        field = text.split(" ", 1)[0]
-    if field in options:
-        return UsageError(f"option --{field}: {text}")
-    var = config._ENV.get(field)
-    if var and os.environ.get(var):
-        return UsageError(f"environment variable {var}={os.environ[var]!r}: {text}")
+    """A bad setting, named as the user wrote it: ``option --embedder`` or ``environment variable AI_MEMORY_...``.
+
+    ``config.resolve`` names the source as ``argument NAME`` or ``environment variable VAR``.
+    """
+    text = str(exc)
+    name, sep, rest = text.removeprefix("argument ").partition(": ")
+    if text.startswith("argument ") and sep and name in options:
+        return UsageError(f"option --{name.replace('_', '-')}: {rest}")
     return UsageError(text)
