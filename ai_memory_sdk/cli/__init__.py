@@ -7,36 +7,27 @@ the work itself (LLM endpoint, store, timeout) with one line and status 1.
 
 from __future__ import annotations
 
-import argparse
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from ..errors import AIMemoryError
 from . import learn, subjects
 from ._errors import FAILED, INTERRUPTED, USAGE, UsageError, report
 from ._open import store_options
-from ._parser import build_parser
+from ._parser import CommandModule, build_parser
 
-Command = Callable[[argparse.Namespace, dict[str, Any]], int]
-COMMANDS: dict[str, Command] = {
-    "demo": learn.demo,
-    "ingest": learn.ingest,
-    "worker": learn.worker,
-    "show": subjects.show,
-    "search": subjects.search,
-    "runs": subjects.runs,
-    "delete": subjects.delete,
-}
+# Each module registers its commands; a new command group is one module and one entry here.
+MODULES: tuple[CommandModule, ...] = (learn, subjects)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser, commands = build_parser(MODULES)
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return COMMANDS[args.command](args, store_options(args))
+        return commands[args.command](args, store_options(args))
     except UsageError as exc:
         return report(str(exc), USAGE)
     except KeyboardInterrupt:
@@ -45,4 +36,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(str(exc), FAILED)
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["MODULES", "build_parser", "main"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from .. import __version__
 from .. import _validation as check
@@ -15,6 +15,18 @@ T = TypeVar("T")
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 
+Command = Callable[[argparse.Namespace, dict[str, Any]], int]
+"""A command: its parsed arguments and the ``Memory`` options given on the command line, to an exit status."""
+AddCommand = Callable[[str, str], argparse.ArgumentParser]
+"""Adds a command (name, help) with the store options and returns its parser, for the command's own arguments."""
+
+
+class CommandModule(Protocol):
+    """A module of commands (``learn``, ``subjects``, ...): ``register`` adds them and returns their handlers."""
+
+    def register(self, command: AddCommand) -> dict[str, Command]: ...
+
+
 class _Parser(argparse.ArgumentParser):
     """``argparse`` whose errors are one line naming the option, with a pointer to ``--help``."""
 
@@ -22,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
-def _argument(convert: Callable[[str], T]) -> Callable[[str], T]:
+def argument(convert: Callable[[str], T]) -> Callable[[str], T]:
     """An argparse ``type`` that reports the check's own message rather than argparse's "invalid value"."""
 
     def checked(text: str) -> T:
@@ -34,7 +46,7 @@ def _argument(convert: Callable[[str], T]) -> Callable[[str], T]:
     return checked
 
 
-def _count(text: str) -> int:
+def count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -44,7 +56,7 @@ def _count(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -54,7 +66,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _subject(text: str) -> str:
+def subject(text: str) -> str:
     return check.subject_id(text, "subject")
 
 
@@ -85,7 +97,8 @@ def _add_store_options(p: argparse.ArgumentParser, *, after_command: bool) -> No
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[CommandModule]) -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    """The parser of ``ai-memory`` (the store options, then each module's commands) and the commands' handlers."""
     p = _Parser(prog="ai-memory", description="Long-term memory for AI applications.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}", help="print the version")
     _add_store_options(p, after_command=False)
@@ -98,50 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_store_options(c, after_command=True)
         return c
 
-    d = command("demo", "learn from a short built-in conversation and print the blocks (a throwaway store by default)")
-    d.add_argument(
-        "--timeout", type=_argument(_seconds), default=300.0, help="seconds to wait for each batch (default 300)"
-    )
-
-    i = command("ingest", "store messages from a JSON or JSON Lines file and learn them")
-    i.add_argument(
-        "file",
-        help="a JSON list of messages, an object with a 'messages' list, or JSON Lines (one message per line)",
-    )
-    i.add_argument("--subject", required=True, type=_argument(_subject), help="the user (or subject) they are about")
-    i.add_argument(
-        "--bare",
-        action="store_true",
-        help="a subject without the default human and summary blocks (blocks are then created by the app)",
-    )
-    i.add_argument("--batch", type=_argument(_count), default=20, help="messages per stored batch (default 20)")
-    i.add_argument(
-        "--archive",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also archive the messages for search (default: yes)",
-    )
-    i.add_argument("--no-wait", action="store_true", help="return once stored; a worker learns them later")
-    i.add_argument(
-        "--timeout", type=_argument(_seconds), default=600.0, help="seconds to wait for each batch (default 600)"
-    )
-
-    s = command("show", "print a subject's blocks as prompt-formatted XML")
-    s.add_argument("subject", type=_argument(_subject), help="the user (or subject) id")
-
-    q = command("search", "search a subject's archived messages")
-    q.add_argument("subject", type=_argument(_subject), help="the user (or subject) id")
-    q.add_argument("query", type=_argument(check.query), help="words or a question")
-    q.add_argument("--limit", type=_argument(_count), default=10, help="most results to print (default 10)")
-    q.add_argument("--all-roles", action="store_true", help="search every role, not only user messages")
-
-    r = command("runs", "list a subject's runs (the learning of each stored batch)")
-    r.add_argument("subject", type=_argument(_subject), help="the user (or subject) id")
-    r.add_argument("--status", choices=STATUSES, help="only runs in this status")
-
-    w = command("worker", "learn the queued batches of a store whose apps use background=False")
-    w.add_argument("--once", action="store_true", help="drain the queue and exit")
-
-    x = command("delete", "erase everything stored about a subject")
-    x.add_argument("subject", type=_argument(_subject), help="the user (or subject) id")
-    return p
+    handlers: dict[str, Command] = {}
+    for module in modules:
+        handlers.update(module.register(command))
+    return p, handlers

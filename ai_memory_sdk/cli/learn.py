@@ -14,6 +14,7 @@ from . import _display
 from ._errors import UsageError, config_error
 from ._files import read_messages
 from ._open import open_memory, settings
+from ._parser import AddCommand, Command, argument, count, seconds, subject
 
 DEMO_USER = "demo-user"
 DEMO_CONVERSATION: list[list[dict[str, str]]] = [
@@ -107,3 +108,37 @@ def worker(args: argparse.Namespace, options: dict[str, Any]) -> int:
     finally:
         engine.close()
     return 0
+
+
+def register(command: AddCommand) -> dict[str, Command]:
+    d = command("demo", "learn from a short built-in conversation and print the blocks (a throwaway store by default)")
+    d.add_argument(
+        "--timeout", type=argument(seconds), default=300.0, help="seconds to wait for each batch (default 300)"
+    )
+
+    i = command("ingest", "store messages from a JSON or JSON Lines file and learn them")
+    i.add_argument(
+        "file",
+        help="a JSON list of messages, an object with a 'messages' list, or JSON Lines (one message per line)",
+    )
+    i.add_argument("--subject", required=True, type=argument(subject), help="the user (or subject) they are about")
+    i.add_argument(
+        "--bare",
+        action="store_true",
+        help="a subject without the default human and summary blocks (blocks are then created by the app)",
+    )
+    i.add_argument("--batch", type=argument(count), default=20, help="messages per stored batch (default 20)")
+    i.add_argument(
+        "--archive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also archive the messages for search (default: yes)",
+    )
+    i.add_argument("--no-wait", action="store_true", help="return once stored; a worker learns them later")
+    i.add_argument(
+        "--timeout", type=argument(seconds), default=600.0, help="seconds to wait for each batch (default 600)"
+    )
+
+    w = command("worker", "learn the queued batches of a store whose apps use background=False")
+    w.add_argument("--once", action="store_true", help="drain the queue and exit")
+    return {"demo": demo, "ingest": ingest, "worker": worker}

@@ -10,10 +10,12 @@ import argparse
 import sys
 from typing import Any
 
+from .. import _validation as check
 from ..memory import Memory
 from . import _display
 from ._errors import UsageError
 from ._open import open_memory
+from ._parser import STATUSES, AddCommand, Command, argument, count, subject
 
 
 def _require_subject(mem: Memory, subject: str) -> None:
@@ -77,3 +79,22 @@ def delete(args: argparse.Namespace, options: dict[str, Any]) -> int:
         mem.delete_user(args.subject)
     print(f"deleted everything stored about {args.subject!r}")
     return 0
+
+
+def register(command: AddCommand) -> dict[str, Command]:
+    s = command("show", "print a subject's blocks as prompt-formatted XML")
+    s.add_argument("subject", type=argument(subject), help="the user (or subject) id")
+
+    q = command("search", "search a subject's archived messages")
+    q.add_argument("subject", type=argument(subject), help="the user (or subject) id")
+    q.add_argument("query", type=argument(check.query), help="words or a question")
+    q.add_argument("--limit", type=argument(count), default=10, help="most results to print (default 10)")
+    q.add_argument("--all-roles", action="store_true", help="search every role, not only user messages")
+
+    r = command("runs", "list a subject's runs (the learning of each stored batch)")
+    r.add_argument("subject", type=argument(subject), help="the user (or subject) id")
+    r.add_argument("--status", choices=STATUSES, help="only runs in this status")
+
+    x = command("delete", "erase everything stored about a subject")
+    x.add_argument("subject", type=argument(subject), help="the user (or subject) id")
+    return {"show": show, "search": search, "runs": runs, "delete": delete}
