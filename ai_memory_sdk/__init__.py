@@ -22,7 +22,7 @@ from .errors import (
 from .memory import AsyncMemory, Memory
 from .models import Block, BlockVersion, Run, SearchResult, StoredMessage, SubjectSummary
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "AIMemoryError",
