@@ -216,25 +216,6 @@ def test_model_may_retry_after_refused_calls(make, openai_server) -> None:
     assert answers[2].endswith("Current value of 'human':\nJob: chef\n" + HUMAN)  # it changed during the pass
 
 
-def test_retry_after_header_forms() -> None:
-    import email.utils
-    from datetime import datetime, timedelta, timezone
-
-    import httpx
-
-    from ai_memory_sdk.learners.llm import _retry_after
-
-    def wait(headers: dict[str, str]) -> Any:
-        return _retry_after(httpx.Response(429, headers=headers))
-
-    assert wait({"Retry-After": "3"}) == 3.0 and wait({"Retry-After": "0.5"}) == 0.5
-    assert wait({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
-    date = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
-    assert 28 <= wait({"Retry-After": date}) <= 30
-    assert wait({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # in the past: no wait
-    assert wait({"Retry-After": "soon"}) is None and wait({}) is None
-
-
 def test_step_limit_fails_the_run_and_changes_no_block(make, openai_server) -> None:
     mem = make(max_steps=3)
     uid = _user(mem)

@@ -7,9 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
-from ai_memory_sdk import Memory, RunFailedError
+from ai_memory_sdk import Memory
 from ai_memory_sdk.learners import OfflineLearner, PassInput
 from ai_memory_sdk.models import Block, StoredMessage
 
@@ -200,14 +198,15 @@ def test_learner_pass_is_deterministic_and_pure() -> None:
     assert blocks[0].value == "Name: Old"  # the input is not modified
 
 
-def test_human_over_its_limit_fails_the_run_without_truncating(memory: Memory) -> None:
+def test_a_fact_without_room_is_refused_counted_and_named_never_truncated(memory: Memory, caplog) -> None:
     uid = _uid()
     memory.initialize_user_memory(uid, user_context_block_char_limit=15, user_context_block_value="Name: Al")
-    run = memory.add_messages(uid, [{"role": "user", "content": "I live in Llanfairpwllgwyngyll"}])
-    with pytest.raises(RunFailedError):
-        memory.wait_for_run(run, timeout=10)
-    assert memory.get_user_memory(uid) == "Name: Al"
-    assert memory.get_summary(uid) == ""  # a failed pass changes no block
+    with caplog.at_level("WARNING", logger="ai_memory_sdk.learners.offline"):
+        _learn(memory, uid, "I live in Llanfairpwllgwyngyll")
+    assert memory.get_user_memory(uid) == "Name: Al"  # the standing fact stays, the new one is not cut to fit
+    summary = memory.get_summary(uid) or ""
+    assert "Not kept (no room in human): location Llanfairpwllgwyngyll." in summary, summary
+    assert any("no room" in r.getMessage() and "Llanfairpwllgwyngyll" in r.getMessage() for r in caplog.records)
 
 
 def test_application_text_in_human_is_kept(memory: Memory) -> None:
