@@ -158,8 +158,10 @@ class _Profile:
         lower = change.key.lower()
         if not change.item:
             old = self.facts.get(lower)
-            if not (by_date and old is not None and _dated_later(old[1], change.value)):
+            if old is None:
                 self.facts[lower] = (change.key, change.value)
+            elif not (by_date and _dated_later(old[1], change.value)):
+                self.facts[lower] = (old[0], change.value)  # the first line's place and spelling of the key
             return
         folded = change.value.casefold()
         key, value = self.facts.get(lower, (change.key, ""))
@@ -214,9 +216,7 @@ def _learn_profile(human: Block, messages: Sequence[StoredMessage]) -> tuple[str
 # -- the summary block: one dated line per batch, the oldest folded into one line ----------------
 
 _SPAN = r"(?:(?P<start>\d{4}-\d{2}-\d{2})(?: to (?P<end>\d{4}-\d{2}-\d{2}))?|Earlier): "
-_FOLD_LINE = re.compile(
-    _SPAN + r"(?P<entries>\d+) earlier entries, (?P<messages>\d+) messages(?:; about: (?P<items>.*))?\.$"
-)
+_FOLD_LINE = re.compile(_SPAN + r"(?P<entries>\d+) entries, (?P<messages>\d+) messages(?:; about: (?P<items>.*))?\.$")
 _NOTE_LINE = re.compile(
     _SPAN + r"(?:(?P<messages>\d+) message\(s\)|long message continued); user: (?P<about>.*?)\."
     r"(?: " + re.escape(_FULL) + r": (?P<refused>.*)\.)?$"
@@ -265,7 +265,7 @@ class _Entries:
         span = self.start or "Earlier"
         if self.end and self.end != self.start:
             span = f"{self.start} to {self.end}"
-        head = f"{span}: {self.entries} earlier entries, {self.messages} messages"
+        head = f"{span}: {self.entries} entries, {self.messages} messages"
         listing = _listing(self.items, self.more, width - len(head) - len("; about: ."))
         return f"{head}; about: {listing}." if listing else f"{head}."
 
@@ -338,26 +338,42 @@ def _summary_note(messages: Sequence[StoredMessage], learned: list[str], refused
 
 
 def _fold_summary(lines: list[str], target: int, limit: int) -> str:
-    """Fold the oldest lines into one until the text is within ``target``; never over ``limit``.
+    """Fold the fewest oldest lines into one that makes the text fit ``target``; never over ``limit``.
 
-    The newest line stays as it is while the limit allows; the folded line counts what it
-    holds and names what was learned as far as a quarter of the limit allows.
+    The newest line stays as it is while the limit allows. The folded line counts the
+    entries and messages it holds and names what they were about in up to a quarter of
+    the limit (at least 80 characters), counting what it cannot name.
     """
-    width = max(80, limit // 4)
     lines = [ln for ln in lines if ln.strip()]
-    while len("\n".join(lines)) > target and len(lines) > 2:
-        lines[0:2] = [_Entries.parse(lines[0]).merge(_Entries.parse(lines[1])).render(width)]
-    if len("\n".join(lines)) > limit and len(lines) == 2:
-        lines[0] = _Entries.parse(lines[0]).render(limit - len(lines[1]) - 1)
-        if len("\n".join(lines)) > limit:
-            log.debug("summary limit %d holds only the newest line", limit)
-            lines.pop(0)
     text = "\n".join(lines)
-    return text if len(text) <= limit else _shorten(text, limit)
+    if len(text) <= target or len(lines) < 2:
+        return text if len(text) <= limit else _shorten(text, limit)
+    width = max(80, limit // 4)
+    merged = _Entries.parse(lines[0])
+    rest = len(text) - len(lines[0]) - 1  # length of the lines after the folded ones
+    k = 0
+    while len(merged.render(width)) > target - rest - 1 and k < len(lines) - 2:
+        k += 1
+        merged = merged.merge(_Entries.parse(lines[k]))
+        rest -= len(lines[k]) + 1
+    room = target - rest - 1
+    fold = merged.render(min(width, room))
+    if len(fold) > room:  # the target cannot be met: as short as it gets, within the limit
+        room = limit - rest - 1
+        fold = merged.render(min(width, room))
+    if len(fold) > room:
+        log.debug("summary limit %d holds only the newest line", limit)
+        return lines[-1] if len(lines[-1]) <= limit else _shorten(lines[-1], limit)
+    return "\n".join([fold, *lines[k + 1 :]])
 
 
 def _summarise(summary: Block, note: str) -> str:
-    return _fold_summary([*summary.value.split("\n"), note], summary.limit, summary.limit)
+    """Append the batch's note; a summary that overflows is folded to three quarters of its limit, which
+    leaves the folded line room to name things and the next batches room to add theirs."""
+    lines = [*summary.value.split("\n"), note]
+    if len("\n".join(ln for ln in lines if ln.strip())) <= summary.limit:
+        return _fold_summary(lines, summary.limit, summary.limit)
+    return _fold_summary(lines, summary.limit * 3 // 4, summary.limit)
 
 
 # -- the learner ---------------------------------------------------------------------------------
