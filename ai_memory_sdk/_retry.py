@@ -140,7 +140,7 @@ class RetryBudget:
         """Seconds to wait after the ``failures``-th failure: the server's wish plus a little, else backoff."""
         if err.retry_after is not None:
             return err.retry_after + random.uniform(0, min(1.0, err.retry_after * _RETRY_AFTER_JITTER))
-        backoff: float = min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** max(0, self.failures - 1))
+        backoff: float = min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** min(max(0, self.failures - 1), 16))
         return backoff * random.uniform(0.5, 1.0)
 
     def gave_up(self, err: Transient) -> str:
