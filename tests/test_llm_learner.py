@@ -1,4 +1,4 @@
-"""The LLM memory agent (SPEC §7), end to end: Memory -> SQLite -> worker -> openai client -> scripted server."""
+"""The LLM memory agent, end to end: Memory -> SQLite -> worker -> openai client -> scripted server."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ __all__ = ["openai_server"]  # the fixture, imported for pytest
 
 HUMAN = "Name: Sam\nCity: Paris\nPet: cat\nLikes: cat videos"
 FINISH = ("memory_finish_edits", {})
-REFERENCE_BATCH = [  # 10 messages of about 80 characters: the SPEC §7 budget batch
+REFERENCE_BATCH = [  # 10 messages of about 80 characters: the request-budget batch
     {"role": "user", "content": "Hi! I'm Priya, I just moved to Lisbon from Toronto for a new job at a fintech."},
     {"role": "assistant", "content": "Welcome to Lisbon, Priya! How are you finding the city so far? Settling in ok?"},
     {"role": "user", "content": "Loving it, though the hills are brutal. I cycle to work, so my legs are dying."},

@@ -1,4 +1,4 @@
-"""SPEC §8: the offline learner, through the public API and as a learner on its own."""
+"""The offline learner, through the public API and as a learner on its own."""
 
 from __future__ import annotations
 

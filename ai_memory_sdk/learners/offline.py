@@ -196,7 +196,8 @@ def _learn_profile(human: Block, messages: Sequence[StoredMessage]) -> tuple[str
     for message in messages:
         if message.role != "user":
             continue
-        for change in _statements(_PART.sub("", message.content, count=1)):
+        marker = _PART.match(message.content)
+        for change in _statements(message.content[marker.end() :] if marker else message.content):
             trial = profile.copy()
             trial.apply(change)
             new = trial.render()
@@ -370,10 +371,9 @@ def _fold_summary(lines: list[str], target: int, limit: int) -> str:
 def _summarise(summary: Block, note: str) -> str:
     """Append the batch's note; a summary that overflows is folded to three quarters of its limit, which
     leaves the folded line room to name things and the next batches room to add theirs."""
-    lines = [*summary.value.split("\n"), note]
-    if len("\n".join(ln for ln in lines if ln.strip())) <= summary.limit:
-        return _fold_summary(lines, summary.limit, summary.limit)
-    return _fold_summary(lines, summary.limit * 3 // 4, summary.limit)
+    lines = [ln for ln in summary.value.split("\n") if ln.strip()] + [note]
+    text = "\n".join(lines)
+    return text if len(text) <= summary.limit else _fold_summary(lines, summary.limit * 3 // 4, summary.limit)
 
 
 # -- the learner ---------------------------------------------------------------------------------
@@ -410,7 +410,7 @@ class OfflineLearner:
                     len(new if new is not None else human.value),
                     human.limit,
                     len(refused),
-                    "; ".join(refused[:5]) + (", ..." if len(refused) > 5 else ""),
+                    "; ".join(refused[:5]) + ("; ..." if len(refused) > 5 else ""),
                 )
         summary = blocks.get("summary")
         if summary is not None and inp.messages:

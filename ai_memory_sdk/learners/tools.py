@@ -1,4 +1,4 @@
-"""The four memory tools (SPEC §7) as pure functions on text.
+"""The four memory tools (Letta's names) as pure functions on text.
 
 The LLM agent loop, the offline learner, conflict replay and the tests all
 use these; none of them touches a store.

@@ -1,4 +1,4 @@
-"""Embedders behind one small interface, and the ``auto`` choice of SPEC §9.
+"""Embedders behind one small interface, and the ``auto`` choice.
 
 An embedder's ``name`` is recorded with every vector (and its dimension in
 the store's meta), so vectors of different embedders are never compared.
@@ -232,10 +232,12 @@ def local_model_available() -> bool:
 
 
 def make_embedder(spec: str, *, recorded: str | None, llm_configured: bool, openai_client: Any) -> Embedder | None:
-    """Resolve ``AI_MEMORY_EMBEDDER`` (``auto`` per SPEC §9); None means lexical search only.
+    """Resolve ``AI_MEMORY_EMBEDDER``; None means lexical search only.
 
     ``auto`` takes the store's recorded embedder; if that one cannot be built
     here (its package is missing), search is lexical and the vectors are kept.
+    Else ``auto`` is the OpenAI-compatible endpoint's default embedding model when
+    an LLM is configured, and ``fallback_embedder()`` when not.
     """
     if spec == "auto" and recorded:
         try:
