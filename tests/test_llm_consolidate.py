@@ -176,9 +176,11 @@ def test_trace_records_each_step_compactly(openai_server: ScriptedOpenAI) -> Non
     ]
     assert [a["answer"][:5] for a in first["answers"]] == ["OK: b", "Error"]
     assert first["usage"] == {"prompt_tokens": 1500, "completion_tokens": 60}
-    # step 2: the changed user turn in full; the echoed response and answers by reference; no system prompt again
+    # step 2: what the user turn gained; the echoed response and answers by reference; no system prompt again
+    before, after = sent[0]["messages"][1]["content"], sent[1]["messages"][1]["content"]
+    assert after.startswith(before)  # the user turn only grew: the trace keeps what was added
     assert second["request"]["messages"] == [
-        {"index": 1, **sent[1]["messages"][1]},
+        {"index": 1, "role": "user", "prefix_chars": len(before), "content_tail": after[len(before) :]},
         {"index": 2, "role": "assistant", "echo": "response"},
         {"index": 3, "role": "tool", "echo": "answer", "tool_call_id": first["answers"][0]["tool_call_id"]},
         {"index": 4, "role": "tool", "echo": "answer", "tool_call_id": first["answers"][1]["tool_call_id"]},

@@ -289,7 +289,7 @@ def build_request(
 # -- errors ---------------------------------------------------------------------------------------
 
 
-def _classify(exc: BaseException, endpoint: str) -> Exception:
+def _classify(exc: Exception, endpoint: str) -> Exception:
     """Map an ``openai`` exception to ``Transient`` or a final ``LearnerError``; others pass through."""
     import openai
 
@@ -302,7 +302,7 @@ def _classify(exc: BaseException, endpoint: str) -> Exception:
             f"{endpoint} answered HTTP {exc.status_code}: {status_message(exc)}" + (f" ({hint})" if hint else ""),
             stop_reason="llm_error",
         )
-    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+    return exc
 
 
 # -- the agent loop -------------------------------------------------------------------------------
@@ -322,20 +322,40 @@ def _sent_arguments(raw_args: Any) -> str:
     return raw_args if isinstance(raw_args, str) else json.dumps(raw_args or {})
 
 
+def _shared_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of two strings (binary search on slices: C speed)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _trace_messages(sent: Sequence[Mapping[str, Any]], before: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The messages of a request that the step before did not send as they are, each with its ``index``.
 
     The previous step's response and its calls' answers, sent back as ``assistant`` and
     ``tool`` messages, are named (``echo``), not copied: the trace holds them under that step.
+    A message that only grew (the user turn gains the answers so far) keeps ``prefix_chars``
+    of its previous version and records the rest as ``content_tail``.
     """
     out: list[dict[str, Any]] = []
     for i, message in enumerate(sent):
-        if i < len(before) and before[i] == message:
+        old = before[i] if i < len(before) else None
+        if old == message:
             continue
-        if i >= len(before) and before and message["role"] == "assistant":
+        if old is None and before and message["role"] == "assistant":
             out.append({"index": i, "role": "assistant", "echo": "response"})
-        elif i >= len(before) and before and message["role"] == "tool":
+        elif old is None and before and message["role"] == "tool":
             out.append({"index": i, "role": "tool", "echo": "answer", "tool_call_id": message["tool_call_id"]})
+        elif old is not None and isinstance(old.get("content"), str) and isinstance(message.get("content"), str):
+            kept = _shared_prefix(old["content"], message["content"])
+            out.append(
+                {"index": i, "role": message["role"], "prefix_chars": kept, "content_tail": message["content"][kept:]}
+            )
         else:
             out.append({"index": i, **message})
     return out
@@ -365,7 +385,7 @@ class LLMLearner:
     @property
     def endpoint(self) -> str:
         """``LLM endpoint <base URL>``, as errors and retry warnings name it."""
-        url = getattr(self.client, "base_url", None) or self.settings.llm_base_url or "of the OpenAI API"
+        url = getattr(self.client, "base_url", None) or self.settings.llm_base_url or "(the openai client's default)"
         return f"LLM endpoint {str(url).rstrip('/')}"
 
     def learn(self, inp: PassInput) -> PassOutput:
