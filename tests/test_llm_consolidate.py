@@ -206,3 +206,12 @@ def test_trace_size_for_the_reference_batch(openai_server: ScriptedOpenAI) -> No
         f"\ntrace of a one-step pass over the reference batch: {size} bytes (request body {body} bytes)"
     )
     assert size < body  # no tool schemas in the trace
+
+
+def test_arguments_with_an_integer_past_pythons_digit_limit_are_refused_as_invalid_json() -> None:
+    from ai_memory_sdk.learners.tools import EditSession
+
+    session = EditSession({b.label: b for b in _blocks("Name: Sam")})
+    ok, answer = session.call("memory_insert", '{"label": "human", "new_str": "x", "insert_line": ' + "9" * 5000 + "}")
+    assert not ok and answer.startswith("Error: arguments are not valid JSON (Exceeds the limit")
+    assert session.values["human"] == "Name: Sam" and session.limit_refusals == 0
