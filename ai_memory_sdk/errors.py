@@ -6,7 +6,7 @@ everything specific to this package derives from :class:`AIMemoryError`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models import Run
@@ -102,7 +102,15 @@ class UnsupportedByEngineError(AIMemoryError):
 class LearnerError(AIMemoryError):
     """A learner pass could not finish; the run is marked ``failed`` with it."""
 
-    def __init__(self, message: str, *, stop_reason: str | None = None, stats: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        stop_reason: str | None = None,
+        stats: dict[str, int] | None = None,
+        trace: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.stop_reason = stop_reason
         self.stats = stats or {}  # llm_calls / prompt_tokens / completion_tokens spent before failing
+        self.trace = trace or []  # the steps the pass took before it failed (the inspector shows them)
         super().__init__(message)

@@ -430,6 +430,7 @@ class LLMLearner:
                 response, request = self._create(build, budget)
             except LearnerError as exc:
                 exc.stats = {**out.usage(), **exc.stats}
+                exc.trace = out.trace + exc.trace
                 raise
             out.llm_calls += 1
             usage = getattr(response, "usage", None)
@@ -508,6 +509,7 @@ class LLMLearner:
                 " (max_steps); no edit of this pass was applied",
                 stop_reason="max_steps",
                 stats=out.usage(),
+                trace=out.trace,
             )
         out.values = session.changed()
         out.ops = list(session.ops)

@@ -279,14 +279,3 @@ def _build(spec: str, openai_client: Any) -> Embedder | None:
     raise ValueError(
         f"embedder must be 'auto', 'none', 'openai:<model>' or 'sentence-transformers:<name or path>', got {spec!r}"
     )
-
-
-class EmbedderModelMissing(Exception):
-    """An embeddings endpoint answered that it has no such model (HTTP 404): retrying cannot help."""
-
-
-def fallback_embedder() -> Embedder | None:
-    """What ``auto`` falls back to from an endpoint without the model: the local MiniLM if installed, else None."""
-    if local_model_available():
-        return SentenceTransformerEmbedder(DEFAULT_LOCAL_MODEL)
-    return None
