@@ -112,9 +112,7 @@ def _learns(llm: ScriptedOpenAI) -> None:
     )
 
 
-def test_an_embeddings_endpoint_without_the_model_falls_back(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_an_embeddings_endpoint_without_the_model_falls_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with ScriptedOpenAI() as llm:
         _learns(llm)
         llm.script_embeddings(*[fail(404, {"error": {"message": "model not found", "code": "model_not_found"}})] * 50)
@@ -144,7 +142,9 @@ def test_a_dead_embedder_does_not_fail_learning(tmp_path: Path, caplog: pytest.L
                 m.wait_for_run(run, timeout=120)
                 assert m.get_user_memory("u") == "Name: Sam"
                 assert m.search("u", "Oslo") == [HI[0]["content"]]  # lexically searchable meanwhile
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "embedding" in r.getMessage()]
+    warnings = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "embedding" in r.getMessage()
+    ]
     assert warnings and "openai:text-embedding-3-small" in warnings[0]
 
 
