@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ai_memory_sdk import Memory
+
+# Fixture modules (tests/ is on sys.path through pyproject's pytest ``pythonpath``):
+# openai_server (a scripted LLM on 127.0.0.1), letta_server/letta_llm (one real Letta
+# server per session), llama_server (one llama.cpp server per session).
+pytest_plugins = ["support.openai_server", "support.letta_server", "support.llama_server"]
 
 # Tests never reach a real provider: scrub variables a developer's shell may carry.
 for _var in (
@@ -29,7 +35,7 @@ os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ai-memory-tests-")
 
 
 @pytest.fixture
-def make_memory(tmp_path) -> Iterator[Callable[..., Memory]]:
+def make_memory(tmp_path: Path) -> Iterator[Callable[..., Memory]]:
     """Build local-engine ``Memory`` objects on a fresh SQLite file; all closed after the test."""
     made: list[Memory] = []
 
@@ -47,9 +53,5 @@ def make_memory(tmp_path) -> Iterator[Callable[..., Memory]]:
 
 
 @pytest.fixture
-def memory(make_memory) -> Memory:
+def memory(make_memory: Callable[..., Memory]) -> Memory:
     return make_memory()
-
-
-from support.letta_server import letta_llm, letta_server  # noqa: E402,F401  (session: one real Letta server)
-from support.openai_server import openai_server  # noqa: E402,F401  (fixture: a scripted LLM on 127.0.0.1)
