@@ -416,7 +416,9 @@ def _residue(path: str, needles: list[bytes]) -> list[str]:
     return out
 
 
-def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, seed: int = 0) -> dict[str, Any]:
+def erasure_costs(
+    workdir: str, *, subjects: int = 500, per_subject: int = 40, writes: int = 2000, seed: int = 0
+) -> dict[str, Any]:
     """Time ``delete_user``'s purge strategies on copies of one store, and scan each for residue.
 
     Variants: ``secure_delete`` + FTS5 ``optimize`` + ``wal_checkpoint(TRUNCATE)`` (what the store does);
@@ -488,11 +490,11 @@ def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, s
                     [{"role": "user", "content": f"I like item{i}. My name is W{i}."}],
                     skip_vector_storage=False,
                 )
-                for i in range(2000)
+                for i in range(writes)
             ]
             for r in runs:
                 mem.wait_for_run(r)
-        out[f"2000 batches enqueued+learned, secure_delete={'on' if secure else 'off'}"] = (
+        out[f"{writes} batches enqueued+learned, secure_delete={'on' if secure else 'off'}"] = (
             f"{time.perf_counter() - t:.2f} s"
         )
     os.remove(base)
