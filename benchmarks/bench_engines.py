@@ -1,6 +1,6 @@
 """Caller-side latency: local engine vs letta engine vs the original ai-memory-sdk 0.2.0, one Letta server.
 
-    python benchmarks/bench_engines.py [--reps 5] [--latency 0.2] [--json FILE] [--no-original]
+    .venv/bin/python benchmarks/bench_engines.py [--reps 5] [--latency 0.2] [--json FILE] [--no-original] [--smoke]
 
 Everything runs on 127.0.0.1: a scripted OpenAI-compatible endpoint answering
 every chat call after a fixed latency (default 200 ms) as Letta's sleeptime
@@ -33,14 +33,15 @@ on three systems:
 It prints the figures side by side with ratios to the original, plus LLM calls
 and request bytes per run (the original never clears its agent's history).
 The measuring code is one stdlib-only function shared by all three systems.
+``--smoke``: one repetition of each, a 10 ms scripted LLM.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import _common
+from support.letta_server import LettaServer, SleeptimeResponder, original_sdk_venv
+from support.openai_server import ScriptedOpenAI
+
 BATCH = 10
 GET_CALLS = 20
 
@@ -144,13 +148,13 @@ def _original_child(cfg: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- the parent
 def _p50_ms(values: list[float]) -> float:
-    return 1000 * statistics.median(values) if values else float("nan")
+    return 1000 * _common.percentile(values, 0.5)
 
 
 class _Phases:
     """LLM requests seen during each phase of one system's measurement."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: ScriptedOpenAI) -> None:
         self.llm = llm
         self.start = 0
         self.learn: list[Any] = []
@@ -163,7 +167,9 @@ class _Phases:
             self.learn = self.llm.chat_requests[self.start : n]
 
 
-def _run_ours(engine: str, llm: Any, letta: Any, reps: int, archive_reps: int, tmp: str) -> tuple[dict, _Phases]:
+def _run_ours(
+    engine: str, llm: ScriptedOpenAI, letta: LettaServer, reps: int, archive_reps: int, tmp: str
+) -> tuple[dict, _Phases]:
     from ai_memory_sdk import Memory
 
     if engine == "local":
@@ -199,10 +205,7 @@ def _run_ours(engine: str, llm: Any, letta: Any, reps: int, archive_reps: int, t
     return out, phases
 
 
-def _run_original(llm: Any, letta: Any, reps: int, archive_reps: int) -> tuple[dict, _Phases]:
-    sys.path.insert(0, str(ROOT))
-    from tests.support.letta_server import original_sdk_venv
-
+def _run_original(llm: ScriptedOpenAI, letta: LettaServer, reps: int, archive_reps: int) -> tuple[dict, _Phases]:
     python = original_sdk_venv() / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"original SDK venv missing at {python}: run bash .ci/setup-letta.sh (or pass --no-original)")
@@ -247,16 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the raw figures to this file")
     parser.add_argument("--no-original", action="store_true", help="skip ai-memory-sdk 0.2.0")
     parser.add_argument("--original-child", help=argparse.SUPPRESS)
+    _common.add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    if args.original_child:
+    if args.original_child:  # inside the original SDK's venv
         _original_child(json.loads(args.original_child))
         return 0
-
-    sys.path.insert(0, str(ROOT))
-    import logging
-
-    from tests.support.letta_server import LettaServer, SleeptimeResponder
-    from tests.support.openai_server import ScriptedOpenAI
+    if args.smoke:
+        args.reps, args.archive_reps, args.latency = 1, 1, 0.01
 
     logging.basicConfig(level=logging.WARNING)
     systems = ["local", "letta"] + ([] if args.no_original else ["original"])
@@ -291,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         ("  ... -> wait_for_run", "add_archive_wait"),
     ]
     print(
-        f"\nbench_engines: {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
-        f"load {os.getloadavg()[0]:.1f}; Letta 0.11.7 server (start {startup or 0:.0f} s); scripted LLM "
+        f"\nbench_engines: {_common.machine_line()}; Letta 0.11.7 server (start {startup or 0:.0f} s); scripted LLM "
         f"{args.latency * 1000:.0f} ms per call; p50 over {args.reps} reps ({args.archive_reps} with archival, "
         f"{args.reps * GET_CALLS} get calls); total {time.perf_counter() - t_start:.0f} s"
     )

@@ -36,7 +36,7 @@ from ai_memory_sdk import Memory
 from ai_memory_sdk.search import hybrid
 
 KS = (5, 10, 20)
-SMOKE_TURNS = 120  # --smoke: the first conversation's first turns, and the questions they answer
+SMOKE_TURNS = 60  # --smoke: the first conversation's first turns, and the questions they answer
 
 
 def session_time(text: str) -> datetime:

@@ -49,7 +49,7 @@ from ai_memory_sdk.search.embedders import SentenceTransformerEmbedder
 
 EMBEDDER = "sentence-transformers:all-MiniLM-L6-v2"
 # --smoke: one store just over the exact-search limit (so the prefilter path runs), few turns and queries
-SMOKE = {"sizes": str(hybrid.EXACT_MAX + 500), "queries": 10, "turns": 300, "ingest": 40}
+SMOKE = {"sizes": str(hybrid.EXACT_MAX + 500), "queries": 10, "turns": 100, "ingest": 40}
 
 
 class _Fixed:

@@ -37,8 +37,8 @@ from support.openai_server import ScriptedOpenAI, stall
 
 # --smoke: every section, each a few seconds (the bounds scenarios scaled down alike)
 SMOKE = {
-    "crash_rounds": 2,
-    "crash_runs": 12,
+    "crash_rounds": 1,
+    "crash_runs": 8,
     "crash_subjects": 4,
     "batches": 10,
     "fault_runs": 20,

@@ -1,7 +1,7 @@
 """Retrieval recipes for archival search, measured on the LoCoMo dev split.
 
 Standalone research harness (issue 4). It rebuilds the benchmark exactly as
-``/work/shared/data/locomo/README.md`` defines it, then compares ways to build
+the data's README (``../shared/data/locomo/README.md``) defines it, then compares ways to build
 the indexed text, normalise the FTS5 query and fuse lexical and vector
 rankings. BM25 is SQLite FTS5's own ``bm25()`` over a real in-memory FTS5
 table; cosine similarity is numpy over MiniLM-L6 vectors (cached as .npy).
@@ -11,7 +11,10 @@ non-commercial benchmark use only. The data is read in place, never copied.
 
 Usage::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/research/locomo_recipes.py
+    .venv/bin/python benchmarks/research/locomo_recipes.py [--timing] [--smoke]
+
+(The embedding model is loaded with ``HF_HUB_OFFLINE=1``: nothing is downloaded.)
+``--smoke``: the first conversation's first turns, the reference and two recipes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import math
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -31,11 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for _common (a script one level down)
+import _common
+
 log = logging.getLogger("locomo_recipes")
 
-DEFAULT_DATA = Path("/work/shared/data/locomo/locomo_dev.json")
 DEFAULT_CACHE = Path("/tmp/locomo_vec_cache")
 KS = (5, 10, 20)
+SMOKE_TURNS = 120  # --smoke: the first conversation's first turns, and the questions they answer
 
 
 # --------------------------------------------------------------------------
@@ -658,32 +665,43 @@ def time_embedding(bench: Bench, recipes: Sequence[TextRecipe], sample_every: in
     print(f"  one query: {(time.perf_counter() - t0) / len(qs) * 1000:.1f} ms")
 
 
-def main(argv: list[str] | None = None) -> None:
+def truncated(conv: Conversation, turns: int) -> Conversation:
+    """The first ``turns`` turns of a conversation and the questions whose evidence lies among them."""
+    return Conversation(conv.sample_id, conv.turns[:turns], [q for q in conv.questions if max(q[1]) < turns])
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=_common.LOCOMO_DEV)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--timing", action="store_true", help="also time embedding per text recipe")
     ap.add_argument("--timing-only", action="store_true", help="only time embedding")
+    _common.add_smoke_flag(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    print(_common.LOCOMO_ATTRIBUTION)
     convs = load_locomo(args.data)
+    recipes = RECIPES
+    if args.smoke:
+        convs, recipes = [truncated(convs[0], SMOKE_TURNS)], [RECIPES[0], CHOSEN]
     bench = Bench(convs, Embedder(args.cache))
     print(f"{len(bench.questions)} questions, {sum(len(c.turns) for c in convs)} turns; recall@5/10/20")
     print(f"{'recipe':64s} {'bm25':17s} {'vector':17s} {'hybrid':17s}")
     if args.timing_only:
         time_embedding(bench, [T(), T(date=True), T(prev=1), T(prev=2), T(prev=1, nxt=1), T(prev=2, nxt=2)])
-        return
+        return 0
     ref = reference_runs(bench)
     print(
         f"{'README reference (py Okapi/subject, cosine, rrf k=60)':64s} "
         f"{fmt(ref['bm25'])} {fmt(ref['vector'])} {fmt(ref['hybrid'])}"
     )
-    for rec in RECIPES:
+    for rec in recipes:
         res = bench.evaluate(rec)
         print(f"{rec.name:64s} {fmt(res['bm25'])} {fmt(res['vector'])} {fmt(res['hybrid'])}", flush=True)
     if args.timing:
         time_embedding(bench, [T(), T(date=True), T(prev=1), T(prev=2), T(prev=1, nxt=1), T(prev=2, nxt=2)])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
