@@ -79,7 +79,7 @@ def batch(rep: int) -> list[dict[str, Any]]:
 
 
 def measure(
-    add: Callable[[str, list, bool], str],
+    add: Callable[[str, list[dict[str, Any]], bool], str],
     wait: Callable[[str], None],
     get: Callable[[str], Any],
     reps: int,
@@ -90,7 +90,7 @@ def measure(
     clock = time.perf_counter
     uid = f"bench_{uuid.uuid4().hex[:10]}"
     wait(add(uid, batch(0), True))  # creates the user's agent and blocks: not timed
-    out: dict[str, list[float]] = {"add": [], "add_wait": [], "get": [], "add_archive": [], "add_archive_wait": []}
+    out: dict[str, list[Any]] = {"add": [], "add_wait": [], "get": [], "add_archive": [], "add_archive_wait": []}
 
     def add_and_wait(reps_: range, skip_vectors: bool, key: str) -> None:
         for rep in reps_:
@@ -114,22 +114,23 @@ def measure(
     mark("archive")
     add_and_wait(range(reps + 1, reps + 1 + archive_reps), False, "add_archive")
     mark("done")
-    out["final_memory"] = [get(uid)]  # type: ignore[list-item]
+    out["final_memory"] = [get(uid)]
     return out
 
 
 # ----------------------------------------------------------------------------- the original SDK (child process)
 def _original_child(cfg: dict[str, Any]) -> None:
     """Runs inside the ai-memory-sdk 0.2.0 venv: measure its Memory against the local Letta server."""
-    from letta_client import Letta  # 0.1.307
+    import letta_client  # 0.1.307
 
-    from ai_memory_sdk import Memory  # 0.2.0 (a top-level module in its own venv)
+    import ai_memory_sdk  # 0.2.0 (a top-level module in its own venv)
 
-    memory = Memory(api_key="bench-key")
-    memory.letta_client = Letta(base_url=cfg["base_url"], token="bench-key")  # the benchmark-only shim
+    memory: Any = ai_memory_sdk.Memory(api_key="bench-key")
+    letta: Any = letta_client.Letta  # 0.1.307 takes token=, reads no base URL from the environment
+    memory.letta_client = letta(base_url=cfg["base_url"], token="bench-key")  # the benchmark-only shim
 
-    def add(uid: str, messages: list, skip: bool) -> str:
-        return memory.add_messages(uid, messages, skip_vector_storage=skip)
+    def add(uid: str, messages: list[dict[str, Any]], skip: bool) -> str:
+        return str(memory.add_messages(uid, messages, skip_vector_storage=skip))
 
     def mark(phase: str) -> None:
         print(json.dumps({"phase": phase}), flush=True)
@@ -169,7 +170,7 @@ class _Phases:
 
 def _run_ours(
     engine: str, llm: ScriptedOpenAI, letta: LettaServer, reps: int, archive_reps: int, tmp: str
-) -> tuple[dict, _Phases]:
+) -> tuple[dict[str, Any], _Phases]:
     from ai_memory_sdk import Memory
 
     if engine == "local":
@@ -205,7 +206,9 @@ def _run_ours(
     return out, phases
 
 
-def _run_original(llm: ScriptedOpenAI, letta: LettaServer, reps: int, archive_reps: int) -> tuple[dict, _Phases]:
+def _run_original(
+    llm: ScriptedOpenAI, letta: LettaServer, reps: int, archive_reps: int
+) -> tuple[dict[str, Any], _Phases]:
     python = original_sdk_venv() / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"original SDK venv missing at {python}: run bash .ci/setup-letta.sh (or pass --no-original)")
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     systems = ["local", "letta"] + ([] if args.no_original else ["original"])
-    results: dict[str, dict] = {}
+    results: dict[str, dict[str, Any]] = {}
     llm_stats: dict[str, tuple[float, float]] = {}
     t_start = time.perf_counter()
     with (

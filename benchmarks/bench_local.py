@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import io
 import json
 import logging
@@ -247,14 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             for f in missed:
                 if f.name.startswith("add_messages"):
                     bg = "background on" in f.name
-                    print(
-                        _profile(
-                            f.name,
-                            lambda bg=bg: bench_add(
-                                str(Path(tmp) / "prof.db"), min(args.n, 1000), background=bg, archive=False
-                            ),
-                        )
+                    run = functools.partial(
+                        bench_add, str(Path(tmp) / "prof.db"), min(args.n, 1000), background=bg, archive=False
                     )
+                    print(_profile(f.name, run))
                 else:
                     print(_profile(f.name, lambda: bench_get(str(Path(tmp) / "prof-get.db"), args.n_get)))
     if args.smoke:

@@ -88,7 +88,7 @@ def _well_behaved(req: dict[str, Any]) -> Any:
 def _tokens(text: str) -> str:
     approx = f"~{len(text) / 4:,.0f} (chars/4)"
     try:  # optional; never a dependency
-        import tiktoken
+        import tiktoken  # type: ignore[import-not-found,unused-ignore]
 
         enc = tiktoken.get_encoding("o200k_base")
         return f"{approx}, {len(enc.encode(text)):,} (tiktoken o200k_base)"

@@ -41,12 +41,12 @@ from ai_memory_sdk import Memory
 from ai_memory_sdk.errors import RunFailedError
 
 
-def _interleave(passes: int, size: int) -> list[tuple[str, list[dict]]]:
+def _interleave(passes: int, size: int) -> list[tuple[str, list[dict[str, Any]]]]:
     """Up to ``passes`` batches, round-robin over the conversations, each conversation in order."""
-    per: dict[str, list[list[dict]]] = {}
+    per: dict[str, list[list[dict[str, Any]]]] = {}
     for conv, batch in conversation_batches(size=size):
         per.setdefault(conv, []).append(batch)
-    out: list[tuple[str, list[dict]]] = []
+    out: list[tuple[str, list[dict[str, Any]]]] = []
     i = 0
     while len(out) < passes and any(i < len(b) for b in per.values()):
         out += [(conv, batches[i]) for conv, batches in per.items() if i < len(batches)]

@@ -78,7 +78,9 @@ def recall(runs: list[list[str]], golds: list[set[str]]) -> tuple[float, ...]:
     return tuple(sum(len(g & set(r[:k])) / len(g) for r, g in zip(runs, golds)) / len(golds) for k in KS)
 
 
-def truncated(sid: str, messages: list[dict[str, Any]], questions: list[Any], turns: int) -> tuple[str, list, list]:
+def truncated(
+    sid: str, messages: list[dict[str, Any]], questions: list[Any], turns: int
+) -> tuple[str, list[dict[str, Any]], list[Any]]:
     """The first ``turns`` messages of a conversation and the questions whose evidence lies among them."""
     kept = messages[:turns]
     ids = {m["metadata"]["dia_id"] for m in kept}

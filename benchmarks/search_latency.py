@@ -49,7 +49,7 @@ from ai_memory_sdk.search.embedders import SentenceTransformerEmbedder
 
 EMBEDDER = "sentence-transformers:all-MiniLM-L6-v2"
 # --smoke: one store just over the exact-search limit (so the prefilter path runs), few turns and queries
-SMOKE = {"sizes": str(hybrid.EXACT_MAX + 500), "queries": 10, "turns": 100, "ingest": 40}
+SMOKE_SIZE, SMOKE_QUERIES, SMOKE_TURNS, SMOKE_INGEST = hybrid.EXACT_MAX + 500, 10, 100, 40
 
 
 class _Fixed:
@@ -159,7 +159,7 @@ def bench_size(
             for q in queries:
                 approx = set(hybrid.semantic(view, qvecs[q], None))
                 exact = hybrid._top(view, every, hybrid._dot(view.vectors, qvecs[q]), hybrid.CANDIDATES)
-                top10 = sorted(exact, key=exact.get, reverse=True)[:10]
+                top10 = sorted(exact, key=lambda pk: exact[pk], reverse=True)[:10]
                 kept.append((len(approx & set(exact)) / len(exact), len(approx & set(top10)) / 10))
             exact_t = _time(lambda q: hybrid._top(view, every, hybrid._dot(view.vectors, qvecs[q]), 50), queries)
             print(f"  {'  exact vector search (full matrix product)':50s} {_common.p50_p99(exact_t)}")
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     _common.add_smoke_flag(ap)
     args = ap.parse_args(argv)
     if args.smoke:
-        args.sizes, args.queries = SMOKE["sizes"], SMOKE["queries"]
+        args.sizes, args.queries = str(SMOKE_SIZE), SMOKE_QUERIES
     logging.basicConfig(level=logging.WARNING)
     print(_common.LOCOMO_ATTRIBUTION)
     print(
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         turns += [m["content"] for m in messages]
         questions += [q for q, _, _ in qs]
     if args.smoke:
-        turns = turns[: SMOKE["turns"]]
+        turns = turns[:SMOKE_TURNS]
     random.Random(1).shuffle(questions)
     questions = questions[: args.queries]
     st = SentenceTransformerEmbedder()
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in (int(x) for x in args.sizes.split(",")):
         bench_size(n, turns, turn_vecs, questions, qvecs, st)
     if not args.no_ingest:
-        bench_ingest(turns, n=SMOKE["ingest"] if args.smoke else 600, batch=10 if args.smoke else 50)
+        bench_ingest(turns, n=SMOKE_INGEST if args.smoke else 600, batch=10 if args.smoke else 50)
     return 0
 
 

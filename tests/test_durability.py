@@ -29,7 +29,7 @@ NOTE = re.compile(r"^\d{4}-\d{2}-\d{2}: (\d+) message\(s\)", re.MULTILINE)
 MakeMemory = Callable[..., Memory]
 
 
-def _status_counts(path: str) -> Counter:
+def _status_counts(path: str) -> Counter[str]:
     conn = sqlite3.connect(path, timeout=30)
     try:
         return Counter(dict(conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()))
@@ -37,7 +37,7 @@ def _status_counts(path: str) -> Counter:
         conn.close()
 
 
-def _query(path: str, sql: str, args: tuple = ()) -> list[tuple]:
+def _query(path: str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(path, timeout=30)
     try:
         return conn.execute(sql, args).fetchall()

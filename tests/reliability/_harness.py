@@ -65,7 +65,7 @@ class CrashReport:
 def _running(path: str) -> int:
     conn = _checks.connect(path)
     try:
-        return conn.execute("SELECT count(*) FROM runs WHERE status='running'").fetchone()[0]
+        return int(conn.execute("SELECT count(*) FROM runs WHERE status='running'").fetchone()[0])
     finally:
         conn.close()
 
@@ -110,7 +110,9 @@ def crash_campaign(
     for rnd in range(kill_rounds + 1):
         final = rnd == kill_rounds
         count = first_batches if rnd == 0 else (0 if final else extra_per_round)
-        batches = [[next_batch + i, subject_ids[(next_batch + i) % subjects]] for i in range(count)]
+        batches: list[tuple[int, str]] = [
+            (next_batch + i, subject_ids[(next_batch + i) % subjects]) for i in range(count)
+        ]
         next_batch += count
         attempted += [b for b, _ in batches]
         child = Child("reliability_crash.py", {**base, "batches": batches, "final": final})
