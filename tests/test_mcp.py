@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ import anyio
 from mcp import Client, ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated
-from mcp_types import CallToolResult, ResourceListChangedNotification, ResourceUpdatedNotification
+from mcp_types import CallToolResult, ResourceListChangedNotification, ResourceUpdatedNotification, TextContent
 
 from ai_memory_sdk import Memory
 from ai_memory_sdk.mcp_server import Scope, block_uri, parse_block_uri
@@ -77,15 +78,21 @@ async def session(
         yield s
 
 
+def text(result: CallToolResult) -> str:
+    (content,) = result.content
+    assert isinstance(content, TextContent), content
+    return content.text
+
+
 def ok(result: CallToolResult) -> Any:
     """A successful tool result's structured content, else its text."""
-    assert not result.is_error, result.content[0].text
-    return result.structured_content if result.structured_content is not None else result.content[0].text
+    assert not result.is_error, text(result)
+    return result.structured_content if result.structured_content is not None else text(result)
 
 
 def failed(result: CallToolResult) -> str:
     assert result.is_error, result
-    return result.content[0].text
+    return text(result)
 
 
 async def remember(s: ClientSession, **arguments: Any) -> str:
@@ -310,13 +317,17 @@ def test_subscribers_hear_when_a_run_or_another_process_changes_a_block(db: Path
         async with session(db, "--subject", "kai", "--watch-interval", "0.1", notes=notes) as s:
             assert (await s.list_resources()).resources == []
             await s.subscribe_resource(uri)  # before the block exists: its creation is a change too
-            run_id = ok(await s.call_tool("add_messages", {"note": "My name is Kai."}))["run_id"]
+            await remember(s, note="My name is Kai.")
+            await until(lambda: updated(notes, uri) > 0)
             await until(lambda: any(isinstance(n, ResourceListChangedNotification) for n in notes))
-            before = updated(notes, uri)
-            ok(await s.call_tool("wait_for_run", {"run_id": run_id}))
-            assert updated(notes, uri) > before  # told before wait_for_run answered
             assert "Name: Kai" in getattr((await s.read_resource(uri)).contents[0], "text", "")
-            assert updated(notes, "memory://kai/summary") == 0  # not subscribed
+
+            seen = updated(notes, uri)
+            run_id = ok(await s.call_tool("add_messages", {"note": "I live in Lisbon."}))["run_id"]
+            ok(await s.call_tool("wait_for_run", {"run_id": run_id}))
+            await until(lambda: updated(notes, uri) > seen, timeout=1)  # sent before wait_for_run answered
+            assert "Location: Lisbon" in getattr((await s.read_resource(uri)).contents[0], "text", "")
+            assert updated(notes, "memory://kai/summary") == 0  # changed too, but not subscribed
 
             # Another process on the same store (an app, a worker) changes the block: the watch sees it.
             seen = updated(notes, uri)
@@ -341,6 +352,7 @@ def test_a_2026_client_follows_a_block_with_subscriptions_listen(db: Path) -> No
     async def scenario() -> None:
         async with Client(params) as c:
             assert c.protocol_version == "2026-07-28"
+            assert (await c.list_resources()).resources == []  # a 2026 client hears of list changes by listening
             async with c.listen(resource_subscriptions=[uri, "memory://bob/human"]) as sub:
                 assert sub.honored.resource_subscriptions == [uri, "memory://bob/human"]
                 run_id = (await c.call_tool("add_messages", {"note": "I live in Porto."})).structured_content["run_id"]
@@ -535,3 +547,38 @@ def test_command_line_mistakes_are_one_line_with_status_2(db: Path) -> None:
         assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
         assert all(name in proc.stderr for name in names), proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_a_port_in_use_is_one_line_with_status_1(db: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [CLI, "--path", str(db), *QUIET, "mcp", "--http", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **ENV},
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(f"ai-memory: error: cannot listen on 127.0.0.1:{port}: ")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_without_the_mcp_extra_the_command_says_what_to_install(
+    db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ai_memory_sdk.cli import main
+
+    for name in [n for n in sys.modules if n == "mcp" or n.startswith("mcp.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # "import mcp..." fails as without the SDK
+    for name in [n for n in sys.modules if n.startswith("ai_memory_sdk.mcp_server")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert main(["--path", str(db), *QUIET, "mcp"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("ai-memory: error: ai-memory mcp needs the MCP SDK")
+        and "pip install 'ai-memory-sdk[mcp]'" in err
+    )
+    assert not db.exists()  # refused before opening anything

@@ -20,6 +20,7 @@ DEFAULT_PORT = 8421  # next to ai-memory serve's 8420
 # MCP clients end a stdio server by closing stdin, then SIGTERM about two seconds later: close within that. Runs
 # not learned by then stay queued and are learned by the next process with workers on the store.
 CLOSE_TIMEOUT = 1.5
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _port(text: str) -> int:
@@ -65,6 +66,13 @@ def mcp(args: argparse.Namespace, options: dict[str, Any]) -> int:
 
     def ready(url: str) -> None:
         print(f"ai-memory mcp: memory of {whose} over {url} ({memory!r})", file=sys.stderr, flush=True)
+        if args.http and args.host not in _LOOPBACK:
+            print(
+                f"ai-memory mcp: warning: listening on {args.host} without authentication: anyone who reaches it "
+                "reads and writes this memory",
+                file=sys.stderr,
+                flush=True,
+            )
 
     async def serve() -> None:
         try:

@@ -132,7 +132,7 @@ class Watch:
                     self._seen[subject] = await self._state(subject)
 
     async def refresh(self) -> None:
-        """Read the followed subjects' blocks now and notify what changed since the last reading."""
+        """Read the followed subjects' blocks now and notify what changed since the last reading; never raises."""
         updated: list[str] = []
         list_changed = False
         async with self._lock:
@@ -141,7 +141,11 @@ class Watch:
                 if subject not in watched:  # nobody follows it: a later follower takes a fresh first reading
                     del self._seen[subject]
             for subject in watched:
-                new = await self._state(subject)
+                try:
+                    new = await self._state(subject)
+                except Exception:  # an engine failure must not fail the tool that asked; the next reading retries
+                    log.warning("could not read the blocks of %r to notify changes", subject, exc_info=True)
+                    continue
                 old = self._seen.get(subject)
                 self._seen[subject] = new
                 if old is None:
@@ -172,10 +176,7 @@ class Watch:
                 self._peers.pop(key, None)
 
     async def run(self) -> None:
-        """Refresh every ``interval`` seconds until cancelled; a failed reading is logged and retried."""
+        """Refresh every ``interval`` seconds until cancelled (a failed reading is logged and retried)."""
         while True:
             await anyio.sleep(self._interval)
-            try:
-                await self.refresh()
-            except Exception:
-                log.warning("could not read the followed memory blocks; retrying", exc_info=True)
+            await self.refresh()

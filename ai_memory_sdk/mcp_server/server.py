@@ -40,6 +40,7 @@ from mcp_types import (
     SubscriptionsListenResult,
     UnsubscribeRequestParams,
 )
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from .. import __version__
 from ..memory import AsyncMemory
@@ -126,9 +127,13 @@ class MemoryServer:
         app = self.server.streamable_http_app(host=host)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         bound = sock.getsockname()[1]
         web = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
 
@@ -165,7 +170,8 @@ class MemoryServer:
         return key
 
     async def _list_resources(self, ctx: _Ctx, params: PaginatedRequestParams | None) -> ListResourcesResult:
-        await self.watch.listed(self._peer(ctx), ctx.session)
+        if ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:  # 2026 clients hear list changes on a listen stream
+            await self.watch.listed(self._peer(ctx), ctx.session)
         return ListResourcesResult(resources=await _resources.list_blocks(self.memory, self.scope))
 
     async def _list_resource_templates(
