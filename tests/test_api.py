@@ -600,19 +600,23 @@ def test_cancel_run(make_memory: MakeMemory) -> None:
         producer.cancel_run("run-unknown")
 
 
-def test_failed_run_retry(make_memory: MakeMemory) -> None:
-    memory = make_memory()
+def test_failed_run_retry(make_memory: MakeMemory, openai_server) -> None:
+    from support.openai_server import fail, reply
+
+    memory = make_memory(learner="llm", llm_base_url=openai_server.base_url, llm_api_key="sk-test")
     _local_only(memory)
     uid = _uid()
-    memory.initialize_user_memory(uid, user_context_block_char_limit=20)
+    memory.initialize_user_memory(uid)
+    openai_server.script(fail(400))  # the endpoint refuses the pass: the run fails at once
     bad = memory.add_messages(uid, [{"role": "user", "content": "My name is Bartholomew and I live in San Francisco"}])
     with pytest.raises(RunFailedError) as exc_info:
         memory.wait_for_run(bad, timeout=10)
     failed = memory.get_run(bad)
     assert failed.status == "failed" and failed.error and exc_info.value.run.id == bad
-    assert failed.stop_reason
-    assert memory.get_user_memory(uid) == ""  # a failed pass changes no block (never truncated)
+    assert failed.stop_reason == "llm_error"
+    assert memory.get_user_memory(uid) == ""  # a failed pass changes no block
     # a failed run does not hold back the subject's later runs
+    openai_server.script(reply(tool_calls=[("memory_finish_edits", {})]))
     later = memory.add_messages(uid, [{"role": "user", "content": "hello there"}])
     memory.wait_for_run(later, timeout=10)
     assert memory.get_run(later).status == "completed"
@@ -620,19 +624,36 @@ def test_failed_run_retry(make_memory: MakeMemory) -> None:
         memory.retry_run(later)  # only a failed run can be retried
     with pytest.raises(RunNotFoundError):
         memory.retry_run("run-unknown")
-    # make room, then retry: the run goes back to the queue and is learned
-    memory.initialize_memory("human", "Details about the human user you are speaking to.", reset=True, subject_id=uid)
+    # the endpoint answers now: retry, the run goes back to the queue and is learned
+    openai_server.script(
+        reply(
+            tool_calls=[
+                ("memory_insert", {"label": "human", "new_str": "Name: Bartholomew"}),
+                ("memory_finish_edits", {}),
+            ]
+        )
+    )
     requeued = memory.retry_run(bad)
     assert requeued.status in ("queued", "running", "completed") and requeued.error is None
     memory.wait_for_run(bad, timeout=10)
     assert "Bartholomew" in (memory.get_user_memory(uid) or "")
 
 
-def test_failed_run_does_not_fail_runs_queued_behind_it(make_memory: MakeMemory) -> None:
-    producer = make_memory(background=False)
+def test_failed_run_does_not_fail_runs_queued_behind_it(make_memory: MakeMemory, openai_server) -> None:
+    from support.openai_server import reply
+
+    def answer(request: dict[str, Any]) -> Any:  # a pass over the bad batch never finishes (max_steps)
+        if "Bartholomew" in str(request["messages"]):
+            return reply(tool_calls=[("memory_replace", {"label": "human", "old_str": "nowhere", "new_str": "x"})])
+        return reply(tool_calls=[("memory_finish_edits", {})])
+
+    openai_server.responder = answer
+    producer = make_memory(
+        background=False, learner="llm", llm_base_url=openai_server.base_url, llm_api_key="sk-test", max_steps=2
+    )
     _local_only(producer)
     uid = _uid()
-    producer.initialize_user_memory(uid, user_context_block_char_limit=20)
+    producer.initialize_user_memory(uid)
     bad = producer.add_messages(uid, [{"role": "user", "content": "My name is Bartholomew and I live in Paris"}])
     good = producer.add_messages(uid, [{"role": "user", "content": "hello there"}])
     _drain(producer)

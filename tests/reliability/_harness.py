@@ -577,7 +577,7 @@ def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, s
 
 FAULT_TIMEOUT, FAULT_BUDGET, FAULT_MAX_STEPS = 0.5, 1.0, 3
 CLEAR_ERROR = re.compile(
-    r"HTTP \d{3}|timed out|connection to the LLM endpoint|invalid response|max_steps|"
+    r"HTTP \d{3}|timed out|LLM endpoint \S+ unreachable|invalid response|max_steps|"
     r"without choices",
     re.I,
 )
