@@ -272,6 +272,10 @@ class ScriptedOpenAI:
     def embed(self, text: str, dim: int | None = None) -> list[float]:
         return embed_text(text, dim or self.embedding_dim)
 
+    def embed_many(self, texts: Sequence[str], dim: int) -> list[list[float]]:
+        """The vectors ``/embeddings`` answers with; a subclass may serve a real model's (benchmarks do)."""
+        return [self.embed(t, dim) for t in texts]
+
     # -- internals used by the handler
     def _count(self, *keys: str) -> None:
         with self._cond:
@@ -447,11 +451,11 @@ class ScriptedOpenAI:
             return _send_json(h, 400, _error_body(400, f"Invalid 'dimensions': {dim!r}"))
         as_b64 = req.get("encoding_format") == "base64"
         data = []
-        for i, text in enumerate(texts):
-            vec: Any = embed_text(text, dim)
+        for i, vec in enumerate(self.embed_many(texts, dim)):
+            out: Any = vec
             if as_b64:
-                vec = base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode("ascii")
-            data.append({"object": "embedding", "index": i, "embedding": vec})
+                out = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
+            data.append({"object": "embedding", "index": i, "embedding": out})
         tokens = sum(max(1, len(_WORD.findall(t))) for t in texts)
         _send_json(
             h,
