@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/vs_peers.py [--systems ours,mem0,letta] [--latency 0.2] [--batches 100] [--sizes 1000,10000] [--queries 200] [--json FILE] [--smoke]
     .venv/bin/python benchmarks/vs_peers.py --setup   # once: builds the peers' cached venvs (needs PyPI)
+    .venv/bin/python benchmarks/vs_peers.py --check   # which systems can run here
 
 Systems, each in the configuration its documentation gives for local use:
 
@@ -641,6 +642,9 @@ def _unavailable(name: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--setup", action="store_true", help="build the peers' cached venvs, then exit")
+    parser.add_argument(
+        "--check", action="store_true", help="say whether each of --systems can run here; exit 1 if one cannot"
+    )
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of ours,mem0,letta")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds the scripted LLM takes per chat call")
     parser.add_argument("--batches", type=int, default=100, help="batches of 10 messages the aging user gets")
@@ -669,6 +673,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(wanted) - set(SYSTEMS)
     if unknown:
         parser.error(f"--systems: unknown {sorted(unknown)}; choose from {','.join(SYSTEMS)}")
+    if args.check:
+        missing = {s: why for s in wanted if (why := _unavailable(s))}
+        for name in wanted:
+            print(f"{name}: {missing.get(name, 'ready')}")
+        return 1 if missing else 0
     logging.basicConfig(level=logging.WARNING)
 
     from ai_memory_sdk.search.embedders import packaged_minilm_path

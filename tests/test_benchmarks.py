@@ -6,6 +6,9 @@ arguments left out) plus ``--smoke`` (the same code path at tiny sizes), in a
 clean environment (no ``PYTHONPATH``: the script finds its helpers itself). It
 must exit 0, print no traceback, and print the line that carries its figures.
 Benchmarks that start the Letta or llama.cpp server carry those markers.
+``vs_peers.py`` runs here for this package alone; its peers (mem0, Letta's
+original SDK) have their own tests, skipped with the command that builds
+their venvs when those are missing (``.ci/setup`` does not build mem0's).
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ FIGURES = {
     "research/locomo_recipes.py": r"CHOSEN: .* [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+",
     "search_latency.py": r"whole search, tags=\[\], precomputed query\s+p50\s+[\d.]+ ms",
     "soak.py": r"soak: all OK",
+    "vs_peers.py": r"\| `add` returns, p50 / p99 ms \| [\d.]+ / [\d.]+ \|",
 }
 SERVERS = {"bench_engines.py": "letta", "local_model.py": "llama"}
+EXTRA_ARGS = {"vs_peers.py": ["--systems", "ours"]}  # the peers: test_vs_peers_with_a_peer
 
 
 def _name(script: Path) -> str:
@@ -81,11 +86,52 @@ def test_benchmark_runs_as_documented(script: Path) -> None:
         _needs_server(SERVERS[_name(script)])
     command = documented_command(script)
     assert command[:2] == [".venv/bin/python", script.relative_to(ROOT).as_posix()], command
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [*command, "--smoke"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=540, check=False
-    )
+    proc = _smoke([*command, *EXTRA_ARGS.get(_name(script), [])])
     output = f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
     assert proc.returncode == 0, output
     assert "Traceback" not in proc.stdout + proc.stderr, output
     assert re.search(FIGURES[_name(script)], proc.stdout), output
+
+
+def _smoke(command: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [*command, "--smoke"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=540, check=False
+    )
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("peer", "column", "settings"),
+    [
+        pytest.param("mem0", "mem0", r"mem0ai=2\.2\.", id="mem0"),
+        pytest.param(
+            "letta", r"ai-memory-sdk 0\.2\.0 \+ Letta", r"ai-memory-sdk=0\.2\.0", id="letta", marks=[pytest.mark.letta]
+        ),
+    ],
+)
+def test_vs_peers_with_a_peer(peer: str, column: str, settings: str) -> None:
+    """The peer's part of vs_peers.py: its own venv and driver, its figures in the table beside ours."""
+    if peer == "letta":
+        _needs_server("letta")
+    command = documented_command(ROOT / "benchmarks" / "vs_peers.py")
+    check = subprocess.run([*command, "--check", "--systems", peer], cwd=ROOT, capture_output=True, text=True)
+    if check.returncode == 1:  # its venv is not built: .ci/setup leaves mem0's to `vs_peers.py --setup`
+        pytest.skip(check.stdout.strip())
+    assert check.returncode == 0 and check.stdout.strip() == f"{peer}: ready", check.stdout + check.stderr
+    proc = _smoke([*command, "--systems", f"ours,{peer}"])
+    output = f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, output
+    assert "Traceback" not in proc.stdout + proc.stderr, output
+    number, ratio = r"[\d.]+ / [\d.]+", r"\([\d.e+]+x\)"
+    expected = [
+        rf"^{peer}: .*{settings}",  # its versions and settings, printed with the figures
+        rf"^\| figure \| this package \| {column} \|$",
+        rf"^\| `add` returns, p50 / p99 ms \| {number} \| {number} {ratio} \|$",
+        rf"^\| search p50 / p99 ms, 80 messages stored \| {number} \| {number} {ratio} \|$",
+        r"^\| LoCoMo dev recall@10 \(\d+ questions\) \| [\d.]+ \| [^|]*\d\.\d{3}[^|]* \|$",
+        # this package erased every text of the deleted user; the peer's count is a figure, not a check
+        r"^\| after delete-user: the user's messages readable, of \d+ \(in live rows\) \| 0 \(0\) \| \d+ \(\d+\) \|$",
+    ]
+    for pattern in expected:
+        assert re.search(pattern, proc.stdout, re.M), f"{pattern}\n{output}"
