@@ -155,13 +155,7 @@ def list_blocks(sid: str) -> Op[list[Block]]:
 
 
 def initialize_memory(sid: str, label: str, description: str, value: str, char_limit: int, reset: bool) -> Op[str]:
-    limit = check.char_limit(char_limit)
-    spec = BlockSpec(
-        label=check.label(label),
-        description=check.description(description),
-        value=check.block_value(value, limit),
-        limit=limit,
-    )
+    spec = check.block_spec(label, description, value, char_limit)
     block_id: str = yield call("create_block", sid, spec, reset=check.flag(reset, "reset"))
     return block_id
 
@@ -271,14 +265,12 @@ def search_passages(
     sid = check.subject_id(subject_id)
     q = check.query(query)
     tag_list = ["user"] if tags is None else check.tags(tags)
-    if tag_match_mode not in ("any", "all"):
-        raise ValueError(f"tag_match_mode must be 'any' or 'all', got {tag_match_mode!r}")
     results: list[SearchResult] = yield call(
         "search",
         sid,
         q,
         tags=tag_list,
-        tag_match_mode=tag_match_mode,
+        tag_match_mode=check.tag_match_mode(tag_match_mode),
         limit=check.limit(limit),
         start=check.optional_timestamp(start, "start"),
         end=check.optional_timestamp(end, "end"),
@@ -309,9 +301,7 @@ def get_context(sid: str) -> Op[str]:
 
 
 def set_memory(sid: str, label: str, value: str) -> Op[None]:
-    if not isinstance(value, str):
-        raise TypeError(f"value must be a string, got {type(value).__name__}")
-    yield call("set_block_value", sid, check.label(label), check.text(value, "value"))
+    yield call("set_block_value", sid, check.label(label), check.string(value, "value"))
 
 
 def block_history(sid: str, label: str) -> Op[list[BlockVersion]]:
@@ -320,9 +310,7 @@ def block_history(sid: str, label: str) -> Op[list[BlockVersion]]:
 
 
 def restore_block(sid: str, label: str, version: Any) -> Op[str]:
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise TypeError(f"version must be an integer, got {type(version).__name__}")
-    value: str = yield call("restore_block", sid, check.label(label), version)
+    value: str = yield call("restore_block", sid, check.label(label), check.version(version))
     return value
 
 

