@@ -76,6 +76,16 @@ def block_spec(label_: Any, description_: Any, value: Any = "", limit_: Any = 10
     )
 
 
+def distinct_labels(specs: list[BlockSpec], what: str) -> list[BlockSpec]:
+    """Blocks to create together: no label twice."""
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.label in seen:
+            raise ValueError(f"{what}[{i}].label {spec.label!r} repeats the label of an earlier block")
+        seen.add(spec.label)
+    return specs
+
+
 def string(value: Any, what: str) -> str:
     """Any storable text (a block's new value; its limit is the store's to check)."""
     if not isinstance(value, str):

@@ -61,7 +61,10 @@ def serve(args: argparse.Namespace, options: dict[str, Any]) -> int:
         ) from None
     from ..engines.local import LocalEngine
 
-    s = settings({**options, "background": True, **({"workers": args.workers} if args.workers else {})})
+    extra = {"workers": args.workers} if args.workers else {}
+    if args.close_timeout is not None:
+        extra["close_timeout"] = args.close_timeout
+    s = settings({**options, "background": True, **extra})
     if config.choose_engine(s) != "local":
         raise UsageError(
             "ai-memory serve runs the local engine on a store (unset AI_MEMORY_ENGINE, AI_MEMORY_SERVER_URL and"
@@ -187,6 +190,11 @@ def register(command: AddCommand) -> dict[str, Command]:
         help="longest a wait request is held before the client asks again (default 25)",
     )
     s.add_argument("--threads", type=argument(count), default=64, help="threads running handlers (default 64)")
+    s.add_argument(
+        "--close-timeout",
+        type=argument(seconds),
+        help="at shutdown, seconds to wait for runs queued here before handing them back to the queue (default 30)",
+    )
     s.add_argument("--no-access-log", action="store_true", help="no log line per request")
 
     k = command("keys", "create, list or revoke the server's API keys (a key's NAME is its tenant)")

@@ -131,7 +131,7 @@ def _checked(schema: dict[str, Any]) -> Any:
 _STR = {"type": "string"}
 _BOOL = {"type": "boolean"}
 _INT = {"type": "integer"}
-_LABEL = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.-]*$", "minLength": 1, "maxLength": 64}
+LABEL_SCHEMA = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.-]*$", "minLength": 1, "maxLength": 64}
 _DESCRIPTION = {"type": "string", "maxLength": 2000}
 _CHAR_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1_000_000}
 _TAGS = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}}
@@ -163,7 +163,7 @@ class _Body(BaseModel):
 class BlockSpecIn(_Body):
     """A block to create (``limit``: its character limit)."""
 
-    label: Annotated[Any, _checked(_LABEL)]
+    label: Annotated[Any, _checked(LABEL_SCHEMA)]
     description: Annotated[Any, _checked(_DESCRIPTION)]
     value: Annotated[Any, _checked(_STR)] = ""
     limit: Annotated[Any, _checked(_CHAR_LIMIT)] = 10000

@@ -19,8 +19,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import compile_path
 
-from ..errors import SubjectExistsError
+from ..errors import StoreError, SubjectExistsError
 from . import api
 from .request_ids import request_id
 
@@ -48,7 +49,9 @@ async def _library_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, SubjectExistsError):
         extra = {"agent_id": exc.agent_id, "subject_id": exc.subject_id}
     headers = {"Retry-After": "1"} if status == 503 else None
-    return error_response(status, type_, str(exc) or type_, headers, **extra)
+    # The server's own paths are not the client's business: a store error names its cause only.
+    message = f"the server's store failed: {exc.cause}" if isinstance(exc, StoreError) else str(exc) or type_
+    return error_response(status, type_, message, headers, **extra)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -66,9 +69,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     message = str(exc.detail)
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}"
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
-    return error_response(exc.status_code, type_, message, dict(exc.headers or {}))
+        headers["Allow"] = ", ".join(_methods(request))
+    return error_response(exc.status_code, type_, message, headers)
+
+
+def _methods(request: Request) -> list[str]:
+    """Every method the schema allows on this path (the router names only the first matching route's)."""
+    path = request.scope["path"]
+    found: set[str] = set()
+    for template, methods in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(path):
+            found.update(m.upper() for m in methods)
+    return sorted(found)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 from starlette.responses import Response
@@ -72,6 +72,18 @@ async def _tenant_engine(request: Request) -> LocalEngine:
 
 Tenant = Annotated[LocalEngine, Depends(_tenant_engine)]
 
+# Parameters are documented with their rules and checked by the library's own checks in the handlers.
+SubjectId = Annotated[
+    str,
+    Path(
+        description="1-256 characters, no control characters; percent-encoded (a '/' in an id is %2F)",
+        json_schema_extra={"minLength": 1, "maxLength": 256, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$"},
+    ),
+]
+Label = Annotated[str, Path(description="the block's label", json_schema_extra=api.LABEL_SCHEMA)]
+Limit = Annotated[int | None, Query(description="at most this many (at least 1)", json_schema_extra={"minimum": 1})]
+When = Annotated[str | None, Query(description="an ISO 8601 date-time", json_schema_extra={"format": "date-time"})]
+
 _SUBJECTS = TypeAdapter(list[SubjectSummary])
 _BLOCKS = TypeAdapter(list[Block])
 _VERSIONS = TypeAdapter(list[BlockVersion])
@@ -107,8 +119,8 @@ def _require_run(engine: LocalEngine, rid: str) -> Run:
     return run
 
 
-def _specs(blocks: Sequence[api.BlockSpecIn]) -> list[BlockSpec]:
-    return [check.block_spec(b.label, b.description, b.value, b.limit) for b in blocks]
+def _specs(blocks: Sequence[api.BlockSpecIn], what: str) -> list[BlockSpec]:
+    return check.distinct_labels([check.block_spec(b.label, b.description, b.value, b.limit) for b in blocks], what)
 
 
 def _queued(request: Request, run_id: str) -> None:
@@ -123,7 +135,12 @@ def _queued(request: Request, run_id: str) -> None:
 
 
 @router.get(api.SUBJECTS, response_model=list[SubjectSummary], summary="list_subjects")
-def list_subjects(engine: Tenant, query: str | None = None, offset: int = 0, limit: int = 50) -> Response:
+def list_subjects(
+    engine: Tenant,
+    query: str | None = None,
+    offset: Annotated[int, Query(json_schema_extra={"minimum": 0})] = 0,
+    limit: Annotated[int, Query(json_schema_extra={"minimum": 1})] = 50,
+) -> Response:
     """The tenant's subjects ordered by id; ``query`` keeps ids containing it (case-insensitive)."""
     found = engine.list_subjects(query=query, offset=check.offset(offset), limit=check.limit(limit))
     return _json(_SUBJECTS, found)
@@ -136,7 +153,7 @@ def count_subjects(engine: Tenant, query: str | None = None) -> Response:
 
 
 @router.get(api.SUBJECT, response_model=api.SubjectOut, summary="agent_id")
-def get_subject(subject_id: str, engine: Tenant) -> Response:
+def get_subject(subject_id: SubjectId, engine: Tenant) -> Response:
     """The subject's memory agent id (stable for the subject's life)."""
     sid = check.subject_id(subject_id)
     agent = engine.agent_id(sid)
@@ -146,16 +163,16 @@ def get_subject(subject_id: str, engine: Tenant) -> Response:
 
 
 @router.put(api.SUBJECT, status_code=201, response_model=api.AgentId, summary="create_subject")
-def create_subject(subject_id: str, engine: Tenant, body: api.CreateSubject | None = None) -> Response:
+def create_subject(subject_id: SubjectId, engine: Tenant, body: api.CreateSubject | None = None) -> Response:
     """Create a subject with these blocks (409 ``SubjectExistsError`` if it exists, unless ``reset``)."""
     sid = check.subject_id(subject_id)
     body = body or api.CreateSubject()
-    agent = engine.create_subject(sid, reset=check.flag(body.reset, "reset"), blocks=_specs(body.blocks))
+    agent = engine.create_subject(sid, reset=check.flag(body.reset, "reset"), blocks=_specs(body.blocks, "blocks"))
     return _model(api.AgentId(agent_id=agent), 201)
 
 
 @router.delete(api.SUBJECT, status_code=204, summary="delete_subject")
-def delete_subject(subject_id: str, engine: Tenant) -> Response:
+def delete_subject(subject_id: SubjectId, engine: Tenant) -> Response:
     """Erase everything stored about the subject."""
     sid = check.subject_id(subject_id)
     _require_subject(engine, sid)
@@ -167,7 +184,7 @@ def delete_subject(subject_id: str, engine: Tenant) -> Response:
 
 
 @router.get(api.BLOCKS, response_model=list[Block], summary="list_blocks")
-def list_blocks(subject_id: str, engine: Tenant) -> Response:
+def list_blocks(subject_id: SubjectId, engine: Tenant) -> Response:
     """The subject's blocks in creation order."""
     sid = check.subject_id(subject_id)
     blocks = engine.list_blocks(sid)
@@ -177,7 +194,7 @@ def list_blocks(subject_id: str, engine: Tenant) -> Response:
 
 
 @router.get(api.BLOCK, response_model=api.BlockText, summary="block_text")
-def get_block(subject_id: str, label: str, engine: Tenant) -> Response:
+def get_block(subject_id: SubjectId, label: Label, engine: Tenant) -> Response:
     """One block's description and value."""
     sid, lbl = check.subject_id(subject_id), check.label(label)
     text = engine.block_text(sid, lbl)
@@ -188,7 +205,7 @@ def get_block(subject_id: str, label: str, engine: Tenant) -> Response:
 
 
 @router.put(api.BLOCK, response_model=api.BlockId, summary="create_block")
-def create_block(subject_id: str, label: str, body: api.CreateBlock, engine: Tenant) -> Response:
+def create_block(subject_id: SubjectId, label: Label, body: api.CreateBlock, engine: Tenant) -> Response:
     """Create a block (and the subject if missing); an existing label is kept unless ``reset``."""
     sid = check.subject_id(subject_id)
     spec = check.block_spec(label, body.description, body.value, body.limit)
@@ -196,14 +213,14 @@ def create_block(subject_id: str, label: str, body: api.CreateBlock, engine: Ten
 
 
 @router.patch(api.BLOCK, status_code=204, summary="set_block_value")
-def set_block(subject_id: str, label: str, body: api.SetBlockValue, engine: Tenant) -> Response:
+def set_block(subject_id: SubjectId, label: Label, body: api.SetBlockValue, engine: Tenant) -> Response:
     """Set a block's value directly (checked against its limit, recorded in its history)."""
     engine.set_block_value(check.subject_id(subject_id), check.label(label), check.string(body.value, "value"))
     return _no_content()
 
 
 @router.delete(api.BLOCK, status_code=204, summary="delete_block")
-def delete_block(subject_id: str, label: str, engine: Tenant) -> Response:
+def delete_block(subject_id: SubjectId, label: Label, engine: Tenant) -> Response:
     """Delete a block and its history."""
     sid, lbl = check.subject_id(subject_id), check.label(label)
     if engine.block_text(sid, lbl) is None:
@@ -214,13 +231,13 @@ def delete_block(subject_id: str, label: str, engine: Tenant) -> Response:
 
 
 @router.get(api.BLOCK_HISTORY, response_model=list[BlockVersion], summary="block_history")
-def block_history(subject_id: str, label: str, engine: Tenant) -> Response:
+def block_history(subject_id: SubjectId, label: Label, engine: Tenant) -> Response:
     """A block's stored versions, oldest first."""
     return _json(_VERSIONS, engine.block_history(check.subject_id(subject_id), check.label(label)))
 
 
 @router.post(api.BLOCK_RESTORE, response_model=api.Value, summary="restore_block")
-def restore_block(subject_id: str, label: str, body: api.RestoreBlock, engine: Tenant) -> Response:
+def restore_block(subject_id: SubjectId, label: Label, body: api.RestoreBlock, engine: Tenant) -> Response:
     """Make an earlier version the block's value (a new version); answers that value."""
     sid, lbl = check.subject_id(subject_id), check.label(label)
     return _model(api.Value(value=engine.restore_block(sid, lbl, check.version(body.version))))
@@ -230,18 +247,20 @@ def restore_block(subject_id: str, label: str, body: api.RestoreBlock, engine: T
 
 
 @router.post(api.MESSAGES, status_code=202, response_model=api.RunId, summary="add_messages")
-def add_messages(subject_id: str, body: api.AddMessages, request: Request, engine: Tenant) -> Response:
+def add_messages(subject_id: SubjectId, body: api.AddMessages, request: Request, engine: Tenant) -> Response:
     """Store a batch durably and queue it for learning; answers once it is committed."""
     sid = check.subject_id(subject_id)
     messages = check.messages(body.messages)
     archive = check.flag(body.archive, "archive")
-    run_id = engine.add_messages(sid, messages, archive=archive, default_blocks=_specs(body.default_blocks))
+    run_id = engine.add_messages(
+        sid, messages, archive=archive, default_blocks=_specs(body.default_blocks, "default_blocks")
+    )
     _queued(request, run_id)
     return _model(api.RunId(run_id=run_id), 202)
 
 
 @router.post(api.CONSOLIDATE, status_code=202, response_model=api.RunId, summary="consolidate")
-def consolidate(subject_id: str, request: Request, engine: Tenant) -> Response:
+def consolidate(subject_id: SubjectId, request: Request, engine: Tenant) -> Response:
     """Queue a consolidation run of the subject's blocks."""
     run_id = engine.consolidate(check.subject_id(subject_id))
     _queued(request, run_id)
@@ -250,11 +269,11 @@ def consolidate(subject_id: str, request: Request, engine: Tenant) -> Response:
 
 @router.get(api.MESSAGES, response_model=list[StoredMessage], summary="get_messages")
 def get_messages(
-    subject_id: str,
+    subject_id: SubjectId,
     engine: Tenant,
-    limit: int | None = None,
-    before: str | None = None,
-    after: str | None = None,
+    limit: Limit = None,
+    before: When = None,
+    after: When = None,
 ) -> Response:
     """Stored messages, oldest first (``limit``: the newest ones in the window)."""
     sid = check.subject_id(subject_id)
@@ -286,7 +305,15 @@ def get_run(run_id: str, engine: Tenant) -> Response:
 
 
 @router.get(api.RUN_WAIT, response_model=Run, summary="wait_for_run")
-async def wait_for_run(run_id: str, request: Request, engine: Tenant, timeout: float | None = None) -> Response:
+async def wait_for_run(
+    run_id: str,
+    request: Request,
+    engine: Tenant,
+    timeout: Annotated[
+        float | None,
+        Query(description="seconds to wait at most (default: the server's bound)", json_schema_extra={"minimum": 0}),
+    ] = None,
+) -> Response:
     """Long poll: answers the run as soon as it ends, or as it is after ``timeout`` seconds (at most the server's
     bound, 25 s by default); a client that wants to wait longer asks again."""
     rid = check.run_id(run_id)
@@ -314,7 +341,11 @@ async def wait_for_run(run_id: str, request: Request, engine: Tenant, timeout: f
 
 
 @router.get(api.SUBJECT_RUNS, response_model=list[Run], summary="list_runs")
-def list_runs(subject_id: str, engine: Tenant, status: str | None = None) -> Response:
+def list_runs(
+    subject_id: SubjectId,
+    engine: Tenant,
+    status: Annotated[str | None, Query(json_schema_extra={"enum": [*check.RUN_STATUSES, None]})] = None,
+) -> Response:
     """The subject's runs, oldest first, optionally of one status."""
     sid = check.subject_id(subject_id)
     runs = engine.list_runs(sid, check.run_status(status))
@@ -362,7 +393,7 @@ def get_trace(run_id: str, engine: Tenant) -> Response:
 
 
 @router.post(api.SEARCH, response_model=list[SearchResult], summary="search")
-def search(subject_id: str, body: api.Search, engine: Tenant) -> Response:
+def search(subject_id: SubjectId, body: api.Search, engine: Tenant) -> Response:
     """Archived passages of the subject, best first, filtered by tags and time."""
     sid = check.subject_id(subject_id)
     results = engine.search(
@@ -384,7 +415,7 @@ def search(subject_id: str, body: api.Search, engine: Tenant) -> Response:
 
 
 @router.get(api.SESSION_ITEMS, response_model=list[dict[str, Any]], summary="session_items")
-def session_items(session_id: str, engine: Tenant, limit: int | None = None) -> Response:
+def session_items(session_id: str, engine: Tenant, limit: Limit = None) -> Response:
     """The latest ``limit`` items of a session, in order."""
     sid = check.nonempty(session_id, "session_id")
     return _json(_ITEMS, engine.session_items(sid, None if limit is None else check.limit(limit)))
