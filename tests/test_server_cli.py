@@ -87,12 +87,14 @@ def test_shutdown_answers_what_is_in_flight_and_loses_nothing(tmp_path: Path) ->
     assert held["s"] < 5  # the long poll answered at shutdown, not after its 20 s
     assert stopped_in < 15, log
     assert "stopped: every request answered" in log and "not learned yet" in log, log
-    with ServeProcess(path, "--learner", "offline", "--embedder", "none") as again:  # the next server learns the rest
-        with Memory(server_url=again.url, server_api_key=key) as memory:
-            for i, run in enumerate(runs):
-                memory.wait_for_run(run, timeout=30)
-                assert memory.get_run(run).status == "completed"
-                assert [m.content for m in memory.get_messages(f"u{i}")] == [f"I live in Town{i}"]
+    with (
+        ServeProcess(path, "--learner", "offline", "--embedder", "none") as again,  # the next server learns the rest
+        Memory(server_url=again.url, server_api_key=key) as memory,
+    ):
+        for i, run in enumerate(runs):
+            memory.wait_for_run(run, timeout=30)
+            assert memory.get_run(run).status == "completed"
+            assert [m.content for m in memory.get_messages(f"u{i}")] == [f"I live in Town{i}"]
 
 
 def test_two_servers_on_one_store_serve_one_tenant(tmp_path: Path) -> None:

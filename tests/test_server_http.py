@@ -168,9 +168,11 @@ def test_body_size_limit(tmp_path: Path) -> None:
             f"{server.url}/v1/subjects/u/messages", json={"messages": [{"role": "user", "content": "hi"}]}, headers=auth
         )
         assert ok.status_code == 202
-        with Memory(server_url=server.url, server_api_key=auth["Authorization"][7:]) as memory:
-            with pytest.raises(ValueError, match="limit of 2000 bytes"):
-                memory.add_messages("u", [{"role": "user", "content": "z" * 5000}])
+        with (
+            Memory(server_url=server.url, server_api_key=auth["Authorization"][7:]) as memory,
+            pytest.raises(ValueError, match="limit of 2000 bytes"),
+        ):
+            memory.add_messages("u", [{"role": "user", "content": "z" * 5000}])
         assert server.engine.get_messages("u", limit=None, before=None, after=None) == []  # nothing of either stored
 
 
