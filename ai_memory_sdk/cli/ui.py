@@ -83,7 +83,11 @@ def ui(args: argparse.Namespace, options: dict[str, Any]) -> int:
             )
         print("Ctrl-C stops it.", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn stops on Ctrl-C, then re-raises it: stopping is the normal end here
+            pass
+    print("ai-memory inspector stopped.", flush=True)
     return 0
 
 

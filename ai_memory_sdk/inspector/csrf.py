@@ -5,7 +5,8 @@ the router's secret) and puts the same token in each form; a POST is accepted
 only when the form's token equals the cookie's and the signature holds. A page
 of another site can neither read the cookie nor forge a signed one, and the
 cookie is ``SameSite=Strict`` besides. A POST whose ``Origin`` names another
-host (or is ``null``) is refused before any of that.
+host (or is ``null``), or that the browser marks as cross-site
+(``Sec-Fetch-Site``), is refused before any of that.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Csrf:
         origin = request.headers.get("origin")
         if origin and (origin == "null" or urlsplit(origin).netloc != request.headers.get("host", "")):
             raise CsrfError(f"request from another origin ({origin})")
+        site = request.headers.get("sec-fetch-site")
+        if site and site not in ("same-origin", "none"):
+            raise CsrfError(f"request from another site (Sec-Fetch-Site: {site})")
         cookie = request.cookies.get(COOKIE, "")
         if not form_token or not cookie:
             raise CsrfError("missing CSRF token: reload the page and try again")

@@ -42,7 +42,11 @@ PAGE_SIZE = 50
 SEARCH_LIMIT = 20
 _MAX_FORM = 16 * 1024
 _TABS = ("blocks", "runs", "messages", "search")
-_STATIC = {"inspector.css": "text/css; charset=utf-8", "inspector.js": "text/javascript; charset=utf-8"}
+_STATIC = {
+    "inspector.css": "text/css; charset=utf-8",
+    "inspector.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self';"
@@ -50,7 +54,7 @@ _HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make the browser send "Origin: null" with our forms
 }
 
 
@@ -89,21 +93,30 @@ def _took(run: Run) -> str:
     return "-"
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """The fields of a posted form (``application/x-www-form-urlencoded``, small), first value of each."""
+async def _form(request: Request) -> dict[str, str] | _PageError:
+    """The fields of a posted form (``application/x-www-form-urlencoded``, small), first value of each.
+
+    A body that is not such a form is returned as its error, for the page to show (``_fields``).
+    """
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     if kind != "application/x-www-form-urlencoded":
-        raise _PageError(415, f"expected a form (application/x-www-form-urlencoded), got {kind or 'no content type'}")
+        return _PageError(415, f"expected a form (application/x-www-form-urlencoded), got {kind or 'no content type'}")
     body = await request.body()
     if len(body) > _MAX_FORM:
-        raise _PageError(413, f"form of {len(body):,} bytes; at most {_MAX_FORM:,}")
+        return _PageError(413, f"form of {len(body):,} bytes; at most {_MAX_FORM:,}")
     fields: dict[str, str] = {}
     for key, value in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
         fields.setdefault(key, value)
     return fields
 
 
-Form = Annotated[dict[str, str], Depends(_form)]
+def _fields(form: dict[str, str] | _PageError) -> dict[str, str]:
+    if isinstance(form, _PageError):
+        raise form
+    return form
+
+
+Form = Annotated[dict[str, str] | _PageError, Depends(_form)]
 _View = tuple[str, dict[str, Any]]  # a template and its context
 
 
@@ -266,10 +279,11 @@ def router(engine_for: EngineFor, *, secret: bytes | None = None) -> APIRouter:
     @api.post("/subject/restore", name="inspector_restore")
     def restore(request: Request, form: Form) -> Response:
         def build(engine: Engine) -> Response | _View:
-            csrf.check(request, form.get(FIELD, ""))
-            sid = _checked(check.subject_id, form.get("id"))
-            label = _checked(check.label, form.get("label"))
-            version = _whole(form.get("version"), "version")
+            fields = _fields(form)
+            csrf.check(request, fields.get(FIELD, ""))
+            sid = _checked(check.subject_id, fields.get("id"))
+            label = _checked(check.label, fields.get("label"))
+            version = _whole(fields.get("version"), "version")
             engine.restore_block(sid, label, version)
             log.info("inspector: restored block %r of subject %r to version %d", label, sid, version)
             url = link(request, "subject", id=sid, tab="blocks", notice="restored", label=label, version=version)
@@ -277,9 +291,10 @@ def router(engine_for: EngineFor, *, secret: bytes | None = None) -> APIRouter:
 
         return page(request, build)
 
-    def run_action(request: Request, run_id: str, form: dict[str, str], action: str) -> Response:
+    def run_action(request: Request, run_id: str, form: dict[str, str] | _PageError, action: str) -> Response:
         def build(engine: Engine) -> Response | _View:
-            csrf.check(request, form.get(FIELD, ""))
+            fields = _fields(form)
+            csrf.check(request, fields.get(FIELD, ""))
             found = engine.get_run(run_id)
             if found is None:
                 raise _PageError(404, f"no run {run_id!r}")
@@ -289,7 +304,7 @@ def router(engine_for: EngineFor, *, secret: bytes | None = None) -> APIRouter:
                 engine.cancel_run(run_id)
             log.info("inspector: %s run %s of subject %r", action, run_id, found.subject_id)
             notice = {"retry": "retried", "cancel": "cancelled"}[action]
-            if form.get("next") == "runs":
+            if fields.get("next") == "runs":
                 return redirect(link(request, "subject", id=found.subject_id, tab="runs", notice=notice, run=run_id))
             return redirect(link(request, f"run/{run_id}", notice=notice))
 

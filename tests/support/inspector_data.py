@@ -30,14 +30,18 @@ def responder(request: dict[str, Any]) -> Any:
         return reply("ok")
     user = json.dumps(request["messages"][1:2])
     if "FAILME" in user:
-        return fail(400, {"error": {"message": "the model refused this batch (FAILME)", "type": "invalid_request_error"}})
+        return fail(
+            400, {"error": {"message": "the model refused this batch (FAILME)", "type": "invalid_request_error"}}
+        )
     if any(m.get("role") == "tool" for m in request["messages"]):
         return reply(tool_calls=[("memory_finish_edits", {})])
     facts = _FACT.findall(user)
     calls: list[tuple[str, dict[str, Any]]] = [
         ("memory_insert", {"label": "human", "new_str": f, "insert_line": -1}) for f in facts
     ]
-    return reply(tool_calls=[*calls, ("memory_finish_edits", {})], usage={"prompt_tokens": 420, "completion_tokens": 37})
+    return reply(
+        tool_calls=[*calls, ("memory_finish_edits", {})], usage={"prompt_tokens": 420, "completion_tokens": 37}
+    )
 
 
 def llm_options(server: ScriptedOpenAI) -> dict[str, Any]:
