@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from support.inspector_data import HOSTILE, llm_options, populate, responder, serve
 from support.openai_server import ScriptedOpenAI
 
-from ai_memory_sdk.inspector import router, views
+from ai_memory_sdk.inspector import engine_of, router, views
 from ai_memory_sdk.inspector.csrf import COOKIE, FIELD
 from ai_memory_sdk.models import BlockSpec, BlockVersion
 
@@ -32,7 +32,7 @@ def site(tmp_path_factory):
         mem = Memory(path=str(tmp_path_factory.mktemp("inspector") / "m.db"), **llm_options(server))
         data = populate(mem, extra_subjects=52)
         app = FastAPI()
-        app.include_router(router(lambda request: mem._engine), prefix="/ui")
+        app.include_router(router(engine_of(mem)), prefix="/ui")
         with serve(app) as url, httpx.Client(base_url=url, follow_redirects=False, timeout=30) as client:
             yield mem, data, client
         mem.close()
@@ -278,3 +278,15 @@ def test_pager_and_fill():
     assert (p.offset, p.first, p.last, p.pages, p.has_prev, p.has_next) == (50, 51, 100, 3, True, True)
     assert views.Pager(1, 50, 0).pages == 1 and views.Pager(1, 50, 0).first == 0
     assert views.fill(73, 10_000) == 1 and views.fill(120, 100) == 120
+
+
+def test_a_crafted_notice_link_shows_nothing(site):
+    _, data, client = site
+    honest = client.get(
+        "/ui/subject", params={"id": data.alice, "notice": "restored", "label": "human", "version": "2"}
+    )
+    assert "restored to the text of version 2" in honest.text
+    for bad in ({"label": "<b>x</b>"}, {"version": "2; call us"}, {"notice": "hacked"}):
+        params = {"id": data.alice, "notice": "restored", "label": "human", "version": "2", **bad}
+        page = client.get("/ui/subject", params=params)
+        assert page.status_code == 200 and 'class="notice"' not in page.text, bad

@@ -24,7 +24,7 @@ from support.inspector_data import HOSTILE, llm_options, populate, responder, se
 from support.openai_server import ScriptedOpenAI
 
 from ai_memory_sdk import __version__
-from ai_memory_sdk.inspector import router
+from ai_memory_sdk.inspector import engine_of, router
 
 CHROMIUM = os.environ.get("AI_MEMORY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 INSTALL = "apt-get install -y chromium && pip install 'ai-memory-sdk[test]' (playwright)"
@@ -77,7 +77,7 @@ def site(tmp_path_factory):
         mem = Memory(path=str(tmp_path_factory.mktemp("inspector") / "m.db"), **llm_options(server))
         data = populate(mem, extra_subjects=52)
         app = FastAPI()
-        app.include_router(router(lambda request: mem._engine), prefix="/ui")
+        app.include_router(router(engine_of(mem)), prefix="/ui")
         with serve(app) as url:
             yield mem, data, f"{url}/ui/", server
         mem.close()

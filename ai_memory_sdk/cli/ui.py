@@ -61,18 +61,17 @@ def ui(args: argparse.Namespace, options: dict[str, Any]) -> int:
         import uvicorn
         from fastapi import FastAPI
 
-        from ..inspector import router
+        from ..inspector import engine_of, router
     except ImportError as exc:
         raise UsageError(f"ai-memory ui needs the server extra: pip install 'ai-memory-sdk[server]' ({exc})") from None
-    sock = _listen(args.host, args.port)
-    with sock, open_memory(options, learns=False) as mem:
-        engine = mem._engine
+    with open_memory(options, learns=False) as mem, _listen(args.host, args.port) as sock:
         app = FastAPI(title="ai-memory inspector", docs_url=None, redoc_url=None, openapi_url=None)
-        app.include_router(router(lambda request: engine))
+        app.include_router(router(engine_of(mem)))
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         print(
-            f"ai-memory inspector: http://{shown}:{bound_port}/ (store {engine.info().get('store', '-')})", flush=True
+            f"ai-memory inspector: http://{shown}:{bound_port}/ (store {mem._engine.info().get('store', '-')})",
+            flush=True,
         )
         if not _loopback(args.host):
             print(

@@ -4,11 +4,11 @@
 (needs the ``server`` extra). ``ai-memory ui`` serves it alone over the local
 engine; an application or the HTTP server mounts it under a prefix::
 
-    app.include_router(inspector.router(lambda request: engine), prefix="/ui")
+    app.include_router(inspector.router(inspector.engine_of(memory)), prefix="/ui")
 """
 
 from __future__ import annotations
 
-from .routes import EngineFor, router
+from .routes import EngineFor, engine_of, router
 
-__all__ = ["EngineFor", "router"]
+__all__ = ["EngineFor", "engine_of", "router"]

@@ -15,6 +15,7 @@ answered with a redirect back to the page.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import resources
@@ -29,6 +30,7 @@ from .. import __version__
 from .. import _validation as check
 from ..engines.base import Engine
 from ..errors import AIMemoryError, RunStateError, UnsupportedByEngineError
+from ..memory import AsyncMemory, Memory
 from ..models import BlockVersion, Run, SubjectSummary
 from . import views
 from .csrf import FIELD, Csrf, CsrfError
@@ -118,6 +120,12 @@ def _fields(form: dict[str, str] | _PageError) -> dict[str, str]:
 
 Form = Annotated[dict[str, str] | _PageError, Depends(_form)]
 _View = tuple[str, dict[str, Any]]  # a template and its context
+
+
+def engine_of(memory: Memory | AsyncMemory) -> EngineFor:
+    """Every request gets this ``Memory``'s engine: the inspector of one application's own store."""
+    engine = memory._engine
+    return lambda request: engine
 
 
 def _whole(text: str | None, what: str, default: int | None = None) -> int:
@@ -331,6 +339,7 @@ def router(engine_for: EngineFor, *, secret: bytes | None = None) -> APIRouter:
 
 _TRACE_SHOWN = frozenset({"kind", "learner", "runs", "steps", "edits"})
 _NOTICES = {"restored", "retried", "cancelled"}
+_RUN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def _info(engine: Engine) -> dict[str, str]:
@@ -341,11 +350,17 @@ def _info(engine: Engine) -> dict[str, str]:
 
 
 def _notice(params: Any) -> dict[str, str] | None:
-    """What the action before the redirect did, from its fixed code and fields (never text to show as given)."""
-    code = params.get("notice")
-    if code not in _NOTICES:
+    """What the action before the redirect did, from its fixed code and checked fields (a crafted link cannot
+    make the page say something else)."""
+    code, label, version, run = (params.get(k, "") for k in ("notice", "label", "version", "run"))
+    if code not in _NOTICES or (version and not version.isdigit()) or (run and not _RUN.fullmatch(run)):
         return None
-    return {"code": code, **{k: params.get(k, "") for k in ("label", "version", "run")}}
+    try:
+        if label:
+            check.label(label)
+    except ValueError:
+        return None
+    return {"code": code, "label": label, "version": version, "run": run}
 
 
 def _summary(engine: Engine, sid: str) -> SubjectSummary:
