@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -314,7 +314,7 @@ def router(engine_for: EngineFor, *, secret: bytes | None = None) -> APIRouter:
             notice = {"retry": "retried", "cancel": "cancelled"}[action]
             if fields.get("next") == "runs":
                 return redirect(link(request, "subject", id=found.subject_id, tab="runs", notice=notice, run=run_id))
-            return redirect(link(request, f"run/{run_id}", notice=notice))
+            return redirect(link(request, f"run/{quote(run_id, safe='')}", notice=notice))
 
         return page(request, build)
 
@@ -390,6 +390,7 @@ def _blocks(engine: Engine, sid: str) -> list[dict[str, Any]]:
 def _search(engine: Engine, sid: str, q: str | None, tags: str | None, mode: str | None) -> dict[str, Any]:
     """The search tab: the form's values and, for a query, the results or what was wrong with the form."""
     out: dict[str, Any] = {"q": q or "", "tags": tags or "", "mode": mode or "any", "results": None, "error": None}
+    out["search_limit"] = SEARCH_LIMIT
     if not q:
         return out
     tag_list = [t.strip() for t in (tags or "").split(",") if t.strip()]
