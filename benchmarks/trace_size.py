@@ -1,6 +1,8 @@
 """What tracing costs in store size: the same batches learned with ``trace=True`` and ``trace=False``.
 
-    python benchmarks/trace_size.py [--batches 200] [--messages 10] [--learner llm|offline] [--json FILE]
+Usage::
+
+    .venv/bin/python benchmarks/trace_size.py [--batches 200] [--messages 10] [--learner llm|offline] [--json FILE] [--smoke]
 
 Each store (a fresh SQLite file) gets the same ``--batches`` batches of
 ``--messages`` messages (about 80 characters each, user and assistant turns,
@@ -21,13 +23,16 @@ import argparse
 import json
 import os
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+import _common
+from support.openai_server import ScriptedOpenAI, reply
+
+from ai_memory_sdk import Memory
+
 FACTS = ["tea", "octopuses", "bouldering", "jazz", "Lisbon", "sailing", "chess", "ramen", "rain", "maps"]
 
 
@@ -48,8 +53,6 @@ def _batch(i: int, size: int) -> list[dict[str, str]]:
 
 def _model(request: dict[str, Any]) -> Any:
     """The memory agent's model: one insert of the newest fact, then finish, in one response."""
-    from tests.support.openai_server import reply
-
     if not request.get("tools"):
         return reply("ok")
     said = json.dumps(request["messages"][1:2])
@@ -87,8 +90,6 @@ def _measure(path: str) -> dict[str, int]:
 
 
 def run(batches: int, messages: int, learner: str, trace: bool, base_url: str | None) -> dict[str, Any]:
-    from ai_memory_sdk import Memory
-
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "m.db")
         options: dict[str, Any] = {"learner": learner, "embedder": "none", "trace": trace}
@@ -112,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=10)
     p.add_argument("--learner", choices=["llm", "offline"], default="llm")
     p.add_argument("--json", help="also write the figures to this file")
+    _common.add_smoke_flag(p)
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    from tests.support.openai_server import ScriptedOpenAI
-
+    if args.smoke:
+        args.batches = 5
+    print(_common.machine_line())
     with ScriptedOpenAI() as server:
         server.responder = _model
         base_url = server.base_url if args.learner == "llm" else None
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "store_bytes_added_per_run": round(added / args.batches),
         "store_growth_percent": round(100 * added / max(off["vacuumed_bytes"], 1), 1),
         "runs": results,
+        "machine": _common.machine(),
     }
     print(f"{args.batches} batches x {args.messages} messages, learner {args.learner}")
     for r in results:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.openai_server import ScriptedOpenAI, reply  # type: ignore[import-not-found]
+from support.openai_server import ScriptedOpenAI, reply
 
 
 def _marker() -> str:
