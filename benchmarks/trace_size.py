@@ -12,9 +12,9 @@ scripted OpenAI-compatible server on 127.0.0.1, which plays a memory agent
 making one ``memory_insert`` and ``memory_finish_edits`` per pass, so a pass
 records what a real one records; ``offline`` needs no server.
 
-It prints, for each setting: the stored trace rows and their JSON bytes (per
-run: the average and the largest), the file size after a checkpoint, and the
-size after ``VACUUM`` (live data only), then what tracing adds per run.
+It prints, for each setting: the stored trace rows (one a pass, consolidation
+passes included) and their JSON bytes, the file size after a checkpoint, and
+the size after ``VACUUM`` (live data only), then what tracing adds per batch.
 """
 
 from __future__ import annotations
@@ -124,14 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         results = [run(args.batches, args.messages, args.learner, t, base_url) for t in (True, False)]
     on, off = results
     added = on["vacuumed_bytes"] - off["vacuumed_bytes"]
+    traces = max(on["trace_rows"], 1)
     summary = {
         "batches": args.batches,
         "messages_per_batch": args.messages,
         "learner": args.learner,
-        "trace_json_bytes_per_run": round(on["trace_bytes"] / max(on["trace_rows"], 1)),
+        "trace_json_bytes_per_batch": round(on["trace_bytes"] / args.batches),
+        "traces": on["trace_rows"],  # a pass each, consolidation passes included
+        "average_trace_bytes": round(on["trace_bytes"] / traces),
         "largest_trace_bytes": on["largest_trace"],
-        "llm_steps_recorded_per_run": round(on["steps"] / max(on["trace_rows"], 1), 2),
-        "store_bytes_added_per_run": round(added / args.batches),
+        "steps_per_trace": round(on["steps"] / traces, 2),
+        "store_bytes_added_per_batch": round(added / args.batches),
         "store_growth_percent": round(100 * added / max(off["vacuumed_bytes"], 1), 1),
         "runs": results,
         "machine": _common.machine(),
@@ -143,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  file {r['file_bytes']:>10,} B  after VACUUM {r['vacuumed_bytes']:>10,} B  ({r['seconds']} s)"
         )
     print(
-        f"tracing: {summary['trace_json_bytes_per_run']:,} B of trace JSON per run (largest"
-        f" {summary['largest_trace_bytes']:,} B, {summary['llm_steps_recorded_per_run']} LLM steps recorded per"
-        f" run); the store grows {summary['store_bytes_added_per_run']:,} B per run"
-        f" ({summary['store_growth_percent']}% over trace=False)"
+        f"tracing: {summary['trace_json_bytes_per_batch']:,} B of trace JSON per batch learned ({summary['traces']}"
+        f" traces: average {summary['average_trace_bytes']:,} B, largest {summary['largest_trace_bytes']:,} B,"
+        f" {summary['steps_per_trace']} steps each); the store grows {summary['store_bytes_added_per_batch']:,} B per"
+        f" batch ({summary['store_growth_percent']}% over trace=False)"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -33,7 +33,7 @@ FIGURES = {
     "research/locomo_recipes.py": r"CHOSEN: .* [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+",
     "search_latency.py": r"whole search, tags=\[\], precomputed query\s+p50\s+[\d.]+ ms",
     "soak.py": r"soak: all OK",
-    "trace_size.py": r"tracing: [\d,]+ B of trace JSON per run",
+    "trace_size.py": r"tracing: [\d,]+ B of trace JSON per batch learned",
 }
 SERVERS = {"bench_engines.py": "letta", "local_model.py": "llama"}
 

@@ -254,7 +254,7 @@ def test_trace_steps_render_whatever_shape_they_have():
     one, two, three = views.steps(recorded)
     assert one.title == "Step 1" and [m.role for m in one.sent] == ["system", "user"]
     assert one.tools == ["memory_insert", "memory_finish_edits"]
-    assert one.calls[0].arguments == '{\n  "label": "human",\n  "new_str": "Bob"\n}' and one.calls[0].answer == "ok"
+    assert one.calls[0].arguments == '{"label": "human", "new_str": "Bob"}' and one.calls[0].answer == "ok"
     assert one.calls[1].arguments == "not json" and one.calls[1].answer is None
     assert one.usage == "100 prompt + 9 completion tokens"
     assert {i.name for i in one.other} == {"retried", "answers"} and "orphan" in str(one.other)
@@ -263,10 +263,12 @@ def test_trace_steps_render_whatever_shape_they_have():
     assert "(c1)" in two.sent[2].note
     assert {i.name: i.text for i in two.other} == {
         "response": "an unexpected string",
-        "surprise": '{\n  "nested": [\n    1,\n    2\n  ]\n}',
+        "surprise": '{"nested": [1, 2]}',
     }
     assert three.other[0].text == "not even a dict"
     assert views.steps(None) == [] and views.steps({"odd": 1})[0].other[0].name == "steps"
+    long = {"text": "x" * 70}
+    assert views.pretty(long) == '{\n  "text": "' + "x" * 70 + '"\n}' and views.pretty([1, 2]) == "[1, 2]"
     assert views.edits([{"tool": "memory_rethink", "args": {"label": "human"}}, 5]) == [
         ("memory_rethink", [views.Item("label", "human")]),
         ("?", [views.Item("edit", "5")]),

@@ -213,6 +213,11 @@ def test_run_page_shows_messages_diff_and_trace(site, page, shots):
     assert "I moved to Porto" in page.locator(".messages").inner_text()
     trace = page.locator("section.trace")
     assert "memory_insert" in trace.inner_text() and "lives in Porto" in trace.locator(".edits").inner_text()
+    step = trace.locator("details.step").first  # the LLM step as the learner recorded it
+    assert "420 prompt + 37 completion tokens" in step.locator("summary").inner_text()
+    sent = {t.split("\n", 1)[0].strip(): t for t in step.locator(".sent").all_inner_texts()}  # by role
+    assert set(sent) == {"system", "user"} and "I moved to Porto" in sent["user"]
+    assert "memory_insert" in step.locator(".calls").inner_text() and "OK" in step.locator(".answer").first.inner_text()
     _both_widths(page, shots, "run")
     page.goto(f"{url}subject?id=alice%40example.com&tab=messages")
     assert page.locator("li.message").count() == 6

@@ -19,6 +19,7 @@ from ..models import BlockVersion
 
 _TOKEN = re.compile(r"\s+|[^\s]+")
 _CONTEXT = 80  # unchanged characters shown on each side of a change; longer unchanged runs are folded
+_SHORT_JSON = 60  # JSON this short stays on one line
 
 
 @dataclass(frozen=True)
@@ -161,10 +162,13 @@ class StepView:
 
 
 def pretty(value: Any) -> str:
-    """A value as readable text: strings as they are, anything else as indented JSON."""
+    """A value as readable text: strings as they are, anything else as JSON (indented unless it is short)."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=False)
+    compact = json.dumps(value, ensure_ascii=False, default=str)
+    if len(compact) <= _SHORT_JSON:
+        return compact
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
 def pretty_arguments(raw: Any) -> str:
