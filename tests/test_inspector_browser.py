@@ -69,7 +69,7 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(browser, tmp_path_factory):  # the browser first: without one, skip before building the store
     from ai_memory_sdk import Memory
 
     with ScriptedOpenAI() as server:
