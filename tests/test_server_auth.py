@@ -17,10 +17,17 @@ import pytest
 from fastapi import FastAPI
 from support.ai_memory_server import ServeProcess, headers
 
-from ai_memory_sdk import Memory
+from ai_memory_sdk import Memory, inspector
 from ai_memory_sdk.server import probes, routes
 
-PARAMS = {"subject_id": "alice", "label": "human", "run_id": "run-1", "message_id": "msg-1", "session_id": "s1"}
+PARAMS = {
+    "subject_id": "alice",
+    "label": "human",
+    "run_id": "run-1",
+    "message_id": "msg-1",
+    "session_id": "s1",
+    "name": "inspector.css",
+}
 BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/v1/subjects/{subject_id}"): {"reset": False, "blocks": []},
     ("PUT", "/v1/subjects/{subject_id}/blocks/{label}"): {"description": "d"},
@@ -41,6 +48,8 @@ def _all_routes() -> list[tuple[str, str]]:
         for method in getattr(route, "methods", ())
         if method != "HEAD" and route.path != "/healthz"
     }
+    ui = inspector.router(lambda request: None).routes  # type: ignore[arg-type, return-value]
+    found |= {(method, "/ui" + route.path) for route in ui for method in getattr(route, "methods", ())}
     return sorted(found)
 
 
@@ -215,3 +224,16 @@ def test_two_tenants_share_a_subject_id_and_nothing_else(ai_memory_server: Serve
     finally:
         a.close()
         b.close()
+
+
+def test_the_inspector_shows_each_key_its_own_tenant(ai_memory_server: ServeProcess, owner: dict[str, Any]) -> None:
+    with httpx.Client(base_url=ai_memory_server.url, headers=headers(owner["key"])) as client:
+        mine = client.get("/ui/subject", params={"id": "alice", "tab": "messages"})
+        assert mine.status_code == 200 and "otters" in mine.text
+        assert "otters" in client.get(f"/ui/run/{owner['run_id']}").text
+    with httpx.Client(base_url=ai_memory_server.url, headers=headers(ai_memory_server.key())) as client:
+        listed = client.get("/ui/")
+        assert listed.status_code == 200 and "alice" not in listed.text
+        for path in ("/ui/subject?id=alice&tab=messages", f"/ui/run/{owner['run_id']}"):
+            r = client.get(path)
+            assert r.status_code == 404 and "otters" not in r.text, (path, r.status_code)

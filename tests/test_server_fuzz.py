@@ -23,14 +23,15 @@ from schemathesis.checks import positive_data_acceptance
 from schemathesis.schemas import BaseSchema
 from support.ai_memory_server import ServeProcess, headers
 
+from ai_memory_sdk import inspector
 from ai_memory_sdk.server import probes, routes
 
 EXAMPLES = 20
+_UI = inspector.router(lambda request: None).routes  # type: ignore[arg-type, return-value]
 OPERATIONS = sorted(
-    (method, route.path)
-    for route in (*routes.router.routes, *probes.router.routes)
-    for method in getattr(route, "methods", ())
-    if method != "HEAD"
+    {(method, route.path) for route in (*routes.router.routes, *probes.router.routes) for method in route.methods}
+    | {(method, "/ui" + route.path) for route in _UI for method in getattr(route, "methods", ())}
+    - {("HEAD", path) for path in ("/healthz", "/readyz", "/metrics")}
 )
 
 

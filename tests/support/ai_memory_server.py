@@ -114,6 +114,7 @@ class ThreadServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn", daemon=True)
         self.url = ""
+        self.tenant_key = ""  # a key a caller made and keeps with the server
 
     def start(self) -> ThreadServer:
         self.thread.start()
