@@ -32,6 +32,7 @@ FIGURES = {
     "locomo_retrieval.py": r"hybrid \(convex 1\.5:1\)\s+[\d.]+/[\d.]+/[\d.]+",
     "research/locomo_recipes.py": r"CHOSEN: .* [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+",
     "search_latency.py": r"whole search, tags=\[\], precomputed query\s+p50\s+[\d.]+ ms",
+    "server_load.py": r"server_load: add_messages p50 [\d.]+ ms \(1 client\), \d+ adds/s sustained with \d+ clients, 0 errors",
     "soak.py": r"soak: all OK",
     "trace_size.py": r"tracing: [\d,]+ B of trace JSON per batch learned",
 }
