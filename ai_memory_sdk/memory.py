@@ -409,7 +409,7 @@ class AsyncMemory:
         return str(self._engine.name) if self._sync is None else self._sync.name
 
     def __repr__(self) -> str:
-        info = self._sync.info() if self._sync is not None else {"engine": "remote"}
+        info = self._sync.info() if self._sync is not None else self._engine.info()
         return f"AsyncMemory({', '.join(f'{k}={v!r}' for k, v in info.items())}{', closed' if self._closed else ''})"
 
     async def _run(self, op: ops.Op[T]) -> T:

@@ -1,6 +1,6 @@
 """The HTTP server under load: ``ai-memory serve`` with 32 async clients, side by side with the Letta server's add.
 
-    .venv/bin/python benchmarks/server_load.py [--clients 32] [--seconds 60] [--latency 0.05] [--no-letta] [--json FILE] [--smoke]
+    .venv/bin/python benchmarks/server_load.py [--clients 32] [--seconds 60] [--latency 0.05] [--worker-processes 0] [--no-letta] [--json FILE] [--smoke]
 
 Everything runs on 127.0.0.1. A scripted OpenAI-compatible endpoint plays the
 memory agent's model (after ``--latency`` seconds a call: one ``memory_insert``,
@@ -28,6 +28,10 @@ in this process.
    ``add_messages`` sends) measured the same two ways (the load phase for
    ``--seconds / 4``), with the ratio of the p50s.
 
+``--worker-processes K``: the server only serves (``serve --workers 0``) and K
+``ai-memory worker`` processes on the store learn, so learning does not take
+the serving process's CPU (the scale-out shape of docs/server.md).
+
 Goals on a 2-core machine: ``add_messages`` p50 <= 3 ms through HTTP (phase 1),
 >= 500 adds/s sustained (phase 2), 0 errors. ``--smoke``: 4 clients for 3 s,
 no Letta.
@@ -37,13 +41,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +157,23 @@ async def load(url: str, key: str, clients: int, seconds: float) -> tuple[Record
     return rec, time.monotonic() - t0
 
 
+@contextlib.contextmanager
+def _workers(store: Path, count: int, env: dict[str, str]) -> Iterator[None]:
+    """``count`` ``ai-memory worker`` processes learning the store's queue, stopped (SIGTERM) at the end."""
+    command = [sys.executable, "-m", "ai_memory_sdk.cli", "worker", "--path", str(store), "--learner", "llm"]
+    procs = [
+        subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(60)
+
+
 # -- the Letta server ------------------------------------------------------------------------------------
 
 
@@ -213,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the load phase (default 60)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the scripted LLM takes per call")
     parser.add_argument("--sequential", type=int, default=300, help="requests per route in phase 1 (default 300)")
+    parser.add_argument(
+        "--worker-processes", type=int, default=0, help="learn in this many ai-memory worker processes (default 0)"
+    )
     parser.add_argument("--no-letta", action="store_true", help="skip the Letta server")
     parser.add_argument("--json", help="also write the raw figures to this file")
     _common.add_smoke_flag(parser)
@@ -225,8 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, ScriptedOpenAI(latency=args.latency) as llm:
         llm.responder = _model
         env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "sk-bench"}
-        serve_args = ("--learner", "llm", "--embedder", "none", "--rate", "100000", "--burst", "100000")
-        with ServeProcess(Path(tmp) / "server.db", *serve_args, env=env) as server:
+        store = Path(tmp) / "server.db"
+        serve_args = ["--learner", "llm", "--embedder", "none", "--rate", "100000", "--burst", "100000"]
+        if args.worker_processes:
+            serve_args += ["--workers", "0"]
+        with ServeProcess(store, *serve_args, env=env) as server, _workers(store, args.worker_processes, env):
             key = server.key("bench")
             seq = asyncio.run(sequential(server.url, key, args.sequential))
             print(f"\n1. ai-memory serve, 1 client, one request at a time ({args.sequential} per route):")
@@ -234,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
             rec, elapsed = asyncio.run(load(server.url, key, args.clients, args.seconds))
             adds = len(rec.seconds["add_messages"])
             total = sum(len(v) for v in rec.seconds.values())
-            print(f"\n2. ai-memory serve, {args.clients} clients for {elapsed:.1f} s (closed loop):")
+            where = (
+                f"{args.worker_processes} worker process(es) learning"
+                if args.worker_processes
+                else "learning in-process"
+            )
+            print(f"\n2. ai-memory serve ({where}), {args.clients} clients for {elapsed:.1f} s (closed loop):")
             print("\n".join(rec.rows(elapsed)))
             print(f"  requests/s {total / elapsed:.1f}   adds/s {adds / elapsed:.1f}   errors {_errors(rec)}")
             for route, errs in rec.errors.items():

@@ -318,10 +318,19 @@ def _samples(text: str) -> dict[str, float]:
 
 
 def test_readyz_names_what_is_not_ready(tmp_path: Path) -> None:
-    with ThreadServer(tmp_path / "m.db", background=False) as server:
-        r = httpx.get(f"{server.url}/readyz", headers=headers(server.key()))
+    with ThreadServer(tmp_path / "m.db") as server:
+        auth = headers(server.key())
+        server.engine.pool.stop(timeout=5)  # the workers died
+        r = httpx.get(f"{server.url}/readyz", headers=auth)
         assert r.status_code == 503
         assert r.json() == {"status": "unavailable", "checks": {"store": "ok", "workers": "not running"}}
+    with ThreadServer(tmp_path / "m.db", background=False) as server:  # serve --workers 0: others learn
+        auth = headers(server.key())
+        assert httpx.get(f"{server.url}/readyz", headers=auth).status_code == 200
+        server.engine.store.close()  # the store is gone: key checks and readiness say so, no 500
+        r = httpx.get(f"{server.url}/readyz", headers=auth)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "StoreError"
+        assert r.headers["retry-after"] == "1"
 
 
 def test_metrics_route_labels_are_templates(ai_memory_server: ServeProcess, client: httpx.Client) -> None:

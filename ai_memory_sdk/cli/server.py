@@ -40,6 +40,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"must be a whole number (0: no workers in this process), got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"must be a whole number (0: no workers in this process), got {text!r}")
+    return value
+
+
 def _rate(text: str) -> float:
     try:
         value = float(text)
@@ -61,10 +71,11 @@ def serve(args: argparse.Namespace, options: dict[str, Any]) -> int:
         ) from None
     from ..engines.local import LocalEngine
 
-    extra = {"workers": args.workers} if args.workers else {}
+    extra: dict[str, Any] = {"workers": args.workers} if args.workers else {}
     if args.close_timeout is not None:
         extra["close_timeout"] = args.close_timeout
-    s = settings({**options, "background": True, **extra})
+    # --workers 0: this process only serves; `ai-memory worker` processes on the store learn.
+    s = settings({**options, "background": args.workers != 0, **extra})
     if config.choose_engine(s) != "local":
         raise UsageError(
             "ai-memory serve runs the local engine on a store (unset AI_MEMORY_ENGINE, AI_MEMORY_SERVER_URL and"
@@ -88,10 +99,16 @@ def serve(args: argparse.Namespace, options: dict[str, Any]) -> int:
         raise config_error(exc, options) from None
     info = engine.info()
 
+    learning = (
+        f"{_display.learner_text(info, s)}, {s.workers} workers"
+        if s.background
+        else f"no workers (ai-memory worker --path {info['store']} learns)"
+    )
+
     def ready(url: str) -> None:
         print(
-            f"serving {url} (docs: {url}/docs, needs a key) on {info['store']} with {_display.learner_text(info, s)},"
-            f" {s.workers} workers; Ctrl-C or SIGTERM stops",
+            f"serving {url} (docs: {url}/docs, needs a key) on {info['store']} with {learning};"
+            " Ctrl-C or SIGTERM stops",
             file=sys.stderr,
             flush=True,
         )
@@ -172,7 +189,11 @@ def register(command: AddCommand) -> dict[str, Command]:
     s = command("serve", "serve the store over HTTP to API-key clients (Memory(server_url=...)); needs [server]")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=argument(_port), default=8420, help="port (default 8420; 0: any free port)")
-    s.add_argument("--workers", type=argument(count), help="worker threads learning runs (default 4)")
+    s.add_argument(
+        "--workers",
+        type=argument(_workers),
+        help="worker threads learning runs (default 4; 0: none here, `ai-memory worker` processes learn)",
+    )
     s.add_argument(
         "--max-body-mb", type=argument(seconds), default=16.0, help="largest request body in MiB (default 16): 413"
     )

@@ -20,7 +20,7 @@ async def healthz() -> Response:
 
 @router.get("/readyz", response_model=api.Status, responses={503: {"model": api.Status}}, summary="readiness")
 def readyz(request: Request) -> Response:
-    """Ready when the store answers a query and the workers are running (503 otherwise, naming what is not)."""
+    """Ready when the store answers a query and the workers run, if this process has any (else 503 naming what)."""
     engine = state_of(request).engine
     checks: dict[str, str] = {}
     try:
@@ -28,7 +28,10 @@ def readyz(request: Request) -> Response:
         checks["store"] = "ok"
     except Exception as exc:  # what readiness reports, not a failure of the probe
         checks["store"] = f"unavailable: {exc}"
-    checks["workers"] = "ok" if engine.pool.running else "not running"
+    if engine.settings.background:
+        checks["workers"] = "ok" if engine.pool.running else "not running"
+    else:  # a serving-only process (serve --workers 0): other processes learn
+        checks["workers"] = "ok"
     state = "ok" if all(v == "ok" for v in checks.values()) else "unavailable"
     body = api.Status(status=state, checks=checks).model_dump_json()
     return Response(body, 200 if state == "ok" else 503, media_type="application/json")

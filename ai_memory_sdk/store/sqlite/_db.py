@@ -36,6 +36,9 @@ class _Connections:
         self.local = threading.local()
         self.all: list[sqlite3.Connection] = []
         self.lock = threading.Lock()
+        # This process's writers queue here, not in SQLite's busy handler, whose sleeps (up to 100 ms)
+        # outlast the millisecond a write holds the lock: many threads writing at once stay fast.
+        self.writer = threading.Lock()
 
 
 class Database:
@@ -97,13 +100,19 @@ class Database:
         """A write transaction that takes the write lock up front (no deadlock on a read-to-write upgrade)."""
         with gate:
             conn = self.conn()
-            conn.execute("BEGIN IMMEDIATE")
+            writer = self._conns.get().writer
+            if not writer.acquire(timeout=self.busy_timeout):
+                raise sqlite3.OperationalError(f"database is locked: no write turn within {self.busy_timeout:g}s")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                writer.release()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
