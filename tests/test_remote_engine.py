@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.ai_memory_server import ServeProcess, ThreadServer
-from support.openai_server import ScriptedOpenAI, reply
+from support.openai_server import ScriptedOpenAI, fail, reply
 
 from ai_memory_sdk import (
     AsyncMemory,
@@ -98,13 +98,25 @@ def test_the_librarys_exceptions_come_back(remote: Memory) -> None:
         remote.set_memory("human", "x" * 21, subject_id="u")
     with pytest.raises(SubjectNotFoundError):
         remote.consolidate("nobody")
-    run = remote.add_messages("u", [{"role": "user", "content": "My name is Bartholomew Fitzwilliam the Third"}])
-    with pytest.raises(RunFailedError) as failed:  # the fact does not fit the 20-character block
-        remote.wait_for_run(run, timeout=30)
-    assert isinstance(failed.value.run, Run) and failed.value.run.status == "failed" and failed.value.run.id == run
-    with pytest.raises(RunStateError):
-        remote.cancel_run(run)
-    assert remote.retry_run(run).status == "queued"
+
+
+def test_a_failed_run_comes_back_with_its_run(tmp_path: Path, openai_server: ScriptedOpenAI) -> None:
+    options = {"learner": "llm", "llm_base_url": openai_server.base_url, "llm_api_key": "sk-x"}
+    openai_server.script(fail(400))  # the endpoint refuses the pass: the run fails at once
+    with (
+        ThreadServer(tmp_path / "m.db", **options) as server,
+        Memory(server_url=server.url, server_api_key=server.key()) as memory,
+    ):
+        run = memory.add_messages("u", [{"role": "user", "content": "My name is Bartholomew"}])
+        with pytest.raises(RunFailedError) as failed:
+            memory.wait_for_run(run, timeout=30)
+        got = failed.value.run
+        assert isinstance(got, Run) and got.id == run and got.status == "failed" and got.stop_reason and got.error
+        with pytest.raises(RunStateError):
+            memory.cancel_run(run)
+        openai_server.responder = lambda req: reply(tool_calls=[("memory_finish_edits", {})])
+        assert memory.retry_run(run).status in ("queued", "running", "completed")
+        memory.wait_for_run(run, timeout=30)
 
 
 def test_models_come_back_as_the_same_types(remote: Memory) -> None:
