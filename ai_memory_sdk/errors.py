@@ -1,6 +1,6 @@
 """The package's exception types.
 
-Bad input raises the built-in ``ValueError``/``TypeError`` (as SPEC §4 says);
+Bad input raises the built-in ``ValueError``/``TypeError`` (docs/api.md);
 everything specific to this package derives from :class:`AIMemoryError`.
 """
 

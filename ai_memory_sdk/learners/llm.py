@@ -23,6 +23,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from .._fork import PerProcess, gate
+from .._openai import openai_client
 from .._retry import RetryBudget, Transient, openai_transient, status_message
 from ..config import Settings
 from ..errors import LearnerError
@@ -42,18 +43,6 @@ _HINTS = {
     404: "check AI_MEMORY_MODEL / model and OPENAI_BASE_URL / llm_base_url",
 }
 _TEMPLATES = ("system.j2", "user.j2", "consolidate.j2", "consolidate_user.j2")
-
-
-def openai_client(settings: Settings) -> Any:
-    """The ``openai`` client for the memory agent and ``openai:`` embeddings (retries are ours, not its)."""
-    from openai import OpenAI
-
-    return OpenAI(
-        api_key=settings.llm_api_key or "not-needed",
-        base_url=settings.llm_base_url,
-        timeout=settings.llm_timeout,
-        max_retries=0,
-    )
 
 
 # -- prompts --------------------------------------------------------------------------------------

