@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from locomo_retrieval import ATTRIBUTION, DEFAULT_DATA, conversation  # noqa: E402
 
-from ai_memory_sdk import Memory  # noqa: E402
+from ai_memory_sdk import Memory, RunFailedError  # noqa: E402
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 SYSTEMS = ("memory", "full_context")
@@ -147,11 +147,13 @@ class Usage:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    failed_runs: int = 0  # ingestion: learning runs that failed (e.g. a local model that reached max_steps)
 
     def add(self, other: Usage) -> None:
         self.calls += other.calls
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.failed_runs += other.failed_runs
 
 
 class Chat:
@@ -237,13 +239,20 @@ def ingest(mem: Memory, conv: Conversation) -> Usage:
         COMPANION, f"Details about {b}, the other person in {a}'s conversations.", subject_id=conv.subject
     )
     for session in conv.sessions:  # sessions are days apart: each is learned before the next one comes
-        mem.wait_for_run(mem.add_messages(conv.subject, session, skip_vector_storage=False), timeout=3600)
-        for queued in mem.list_runs(conv.subject, "queued") + mem.list_runs(conv.subject, "running"):
-            mem.wait_for_run(queued.id, timeout=3600)  # a consolidation the pass queued
+        run_id = mem.add_messages(conv.subject, session, skip_vector_storage=False)
+        for wait in (run_id, *_queued(mem, conv.subject)):  # its run, then a consolidation its pass queued
+            try:
+                mem.wait_for_run(wait, timeout=3600)
+            except RunFailedError as exc:  # counted below: the session stays searchable, its blocks unlearned
+                logging.getLogger(__name__).warning("%s: %s", conv.subject, exc)
     usage = Usage()
     for r in mem.list_runs(conv.subject):
-        usage.add(Usage(r.llm_calls, r.prompt_tokens, r.completion_tokens))
+        usage.add(Usage(r.llm_calls, r.prompt_tokens, r.completion_tokens, int(r.status == "failed")))
     return usage
+
+
+def _queued(mem: Memory, subject: str) -> list[str]:
+    return [r.id for r in mem.list_runs(subject, "queued") + mem.list_runs(subject, "running")]
 
 
 def grade(
@@ -340,7 +349,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     lines.append(
         f"ingestion: {ing['calls']} LLM calls, {ing['prompt_tokens']:,} prompt + {ing['completion_tokens']:,}"
         f" completion tokens ({ing['calls'] / per:.1f} calls, {ing['prompt_tokens'] / per:,.0f} prompt tokens"
-        f" per conversation)"
+        f" per conversation); runs failed: {ing['failed_runs']}"
     )
     ans, jud = result["answering"], result["judging"]
     lines.append(
@@ -368,6 +377,7 @@ def evaluate(
     questions: int | None = None,
     concurrency: int = 4,
     baseline: bool = True,
+    memory_options: dict[str, Any] | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Run the protocol over ``convs``; the result dict that ``--json`` writes."""
@@ -386,6 +396,7 @@ def evaluate(
             llm_api_key=api_key,
             model=model,
             embedder=embedder,
+            **(memory_options or {}),
         ) as mem,
     ):
         for conv in convs:
@@ -462,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10, help="search results per question (default 10)")
     parser.add_argument("--conversations", type=int, help="only the first N conversations")
     parser.add_argument("--questions", type=int, help="only the first N questions of each conversation")
+    parser.add_argument("--max-steps", type=int, help="LLM calls per learning pass (library default 10)")
+    parser.add_argument("--llm-timeout", type=float, help="seconds per memory-agent LLM call (library default 60)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the full-context baseline (~25k tokens/q)")
     parser.add_argument("--concurrency", type=int, default=4, help="LLM calls in flight (default 4)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="locomo_dev.json")
@@ -483,6 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "questions": questions,
         "concurrency": args.concurrency,
         "baseline": not args.no_baseline,
+        "memory_options": {
+            k: v for k, v in (("max_steps", args.max_steps), ("llm_timeout", args.llm_timeout)) if v is not None
+        },
         "progress": print,
     }
     if args.base_url is None:  # --smoke: the tests' scripted server plays every model

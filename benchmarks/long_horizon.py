@@ -512,6 +512,7 @@ class Outcome:
     consolidation_bytes: list[int]
     locomo_turns: int
     model: Careless | None
+    last_day: str = ""  # the date of the last batch (the summary's newest line carries it)
 
 
 def _json_len(text: str) -> int:
@@ -589,6 +590,7 @@ def run(
     consolidation_bytes: list[int] = []
     learn_ids: list[str] = []
     turns = 0
+    last_day = ""
     started = time.perf_counter()
     try:
         with (
@@ -602,6 +604,7 @@ def run(
             )
             for i, batch in enumerate(locomo_batches(data, batches)):
                 when = batch[-1]["created_at"] + timedelta(minutes=1)
+                last_day = f"{when:%Y-%m-%d}"
                 said = [{"role": "user", "content": s, "created_at": when} for s in life.say(i, when)]
                 turns += len(batch)
                 before = {b.label: b.value for b in mem.list_blocks(SUBJECT)}
@@ -659,6 +662,7 @@ def run(
         consolidation_bytes,
         turns,
         model,
+        last_day,
     )
 
 
@@ -714,6 +718,8 @@ def report(out: Outcome, life: Life) -> list[str]:
             )
         if undated or not lines or len(out.summary) > out.limits["summary"]:
             failures.append(f"offline: summary not dated lines within its limit: {undated[:3]}")
+        elif not lines[-1].startswith(out.last_day):
+            failures.append(f"offline: the summary's newest line is not the last batch's ({out.last_day}): {lines[-1]}")
     if out.model is not None:
         m = out.model
         refused = ", ".join(f"{label} {m.refused.get(label, 0)}" for label in out.limits)

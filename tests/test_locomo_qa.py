@@ -195,3 +195,26 @@ def test_without_an_endpoint_the_harness_asks_for_one(capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit) as exc:
         locomo_qa.main([])
     assert exc.value.code == 2 and "--base-url and --model are required" in capsys.readouterr().err
+
+
+def test_failed_learning_runs_are_counted_and_every_question_still_answered(
+    openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    def never_finishes(req: dict[str, Any]) -> Any:
+        if req.get("tools"):  # a weak model: an edit, never memory_finish_edits
+            return reply(tool_calls=[("memory_insert", {"label": "human", "new_str": "x", "insert_line": -1})])
+        return _responder(req)
+
+    openai_server.responder = never_finishes
+    result = locomo_qa.evaluate(
+        locomo_qa.load(_data(tmp_path)),
+        base_url=openai_server.base_url,
+        api_key="k",
+        model="m",
+        judge_model="j",
+        embedder="none",
+        memory_options={"max_steps": 1},
+    )
+    assert result["ingestion"]["failed_runs"] == 2 and result["ingestion"]["calls"] == 2
+    assert result["systems"]["memory"]["overall"]["total"] == 5 and result["answering"]["calls"] == 10
+    assert "runs failed: 2" in "\n".join(locomo_qa.report_lines(result))
