@@ -488,6 +488,7 @@ class Pass:
     blocks: int  # bytes of the blocks' values, as JSON strings
     user_turn: int  # bytes of the user turn (the batch as a transcript), as a JSON string
     calls: int  # LLM calls of the pass
+    all_calls: int = 0  # bytes of every request of the pass (a refused edit costs a second call)
 
     @property
     def rest(self) -> int:
@@ -519,14 +520,15 @@ def _json_len(text: str) -> int:
     return len(json.dumps(text)) - 2
 
 
-def _request_pass(body: bytes, blocks: dict[str, str], batch: int, calls: int) -> Pass:
-    sent = json.loads(body)
+def _request_pass(bodies: Sequence[bytes], blocks: dict[str, str], batch: int) -> Pass:
+    sent = json.loads(bodies[0])
     return Pass(
         batch,
-        len(body),
+        len(bodies[0]),
         sum(_json_len(v) for v in blocks.values()),
         _json_len(sent["messages"][1]["content"]),
-        calls,
+        len(bodies),
+        sum(len(b) for b in bodies),
     )
 
 
@@ -618,7 +620,7 @@ def run(
                         len(r.body) for r in reqs if _CONSOLIDATION in r.body and b'"tool"' not in r.body
                     ]
                     if learn:
-                        passes.append(_request_pass(learn[0].body, before, i + 1, len(learn)))
+                        passes.append(_request_pass([r.body for r in learn], before, i + 1))
             seconds = time.perf_counter() - started
             limit_of = {b.label: b.limit for b in mem.list_blocks(SUBJECT)}
             all_runs = mem.list_runs(SUBJECT)
@@ -740,7 +742,7 @@ def _request_sizes(out: Outcome) -> list[str]:
     for p in picked:
         print(
             f"  batch {p.batch:>5}: total {p.total:>6,} = blocks {p.blocks:>6,} + user turn {p.user_turn:>5,}"
-            f" + rest {p.rest:>5,}  ({p.calls} call(s))"
+            f" + rest {p.rest:>5,}  ({p.calls} call(s), {p.all_calls:,} bytes in all)"
         )
     first, last = picked[0], picked[-1]
     ratio = last.rest / first.rest
@@ -756,6 +758,13 @@ def _request_sizes(out: Outcome) -> list[str]:
         f"largest learning request {largest.total:,} bytes (batch {largest.batch}); bound = rest {max(rests):,}"
         f" + block limits {sum(out.limits.values()):,} + largest user turn: {bound:,}"
     )
+    multi = [p for p in out.passes if p.calls > 1]
+    if multi:
+        most = max(multi, key=lambda p: p.all_calls)
+        print(
+            f"passes of more than one call (an edit was refused): {len(multi)}; the largest sent {most.all_calls:,}"
+            f" bytes in {most.calls} calls (batch {most.batch})"
+        )
     if out.consolidation_bytes:
         c = out.consolidation_bytes
         print(f"consolidation requests: {len(c)}, {min(c):,}..{max(c):,} bytes (first {c[0]:,}, last {c[-1]:,})")
