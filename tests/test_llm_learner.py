@@ -8,16 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.openai_server import ScriptedOpenAI, drop, fail, invalid_json, reply, stall
 
 from ai_memory_sdk import Memory
 from ai_memory_sdk.errors import RunFailedError
-
-try:
-    from support.openai_server import ScriptedOpenAI, drop, fail, invalid_json, openai_server, reply, stall
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.openai_server import ScriptedOpenAI, drop, fail, invalid_json, openai_server, reply, stall  # type: ignore
-
-__all__ = ["openai_server"]  # the fixture, imported for pytest
 
 HUMAN = "Name: Sam\nCity: Paris\nPet: cat\nLikes: cat videos"
 FINISH = ("memory_finish_edits", {})

@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from ._harness import Child
+from support.child import Child
 
 
 def _scenario(tmp_path, **cfg) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.openai_server import ScriptedOpenAI  # type: ignore[import-not-found]
+from support.openai_server import ScriptedOpenAI
 
 
 def _marker() -> str:
