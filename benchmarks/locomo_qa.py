@@ -52,12 +52,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+import _common
+from locomo_retrieval import conversation
+from support.openai_server import ScriptedOpenAI, Step, reply
 
-from locomo_retrieval import ATTRIBUTION, DEFAULT_DATA, conversation  # noqa: E402
-
-from ai_memory_sdk import Memory, RunFailedError  # noqa: E402
+from ai_memory_sdk import Memory, RunFailedError
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 SYSTEMS = ("memory", "full_context")
@@ -415,7 +414,7 @@ def evaluate(
             progress(f"{conv.subject}: {len(qs)} questions, {time.perf_counter() - t0:.0f} s")
     return {
         "benchmark": "locomo_qa",
-        "data": ATTRIBUTION,
+        "data": _common.LOCOMO_ATTRIBUTION,
         "model": model,
         "judge_model": judge_model,
         "base_url": base_url,
@@ -437,13 +436,12 @@ def evaluate(
 # -- the smoke run's scripted model ------------------------------------------------------------------
 
 
-def scripted_model(golds: dict[str, str]) -> Callable[[dict[str, Any]], Any]:
+def scripted_model(golds: dict[str, str]) -> Callable[[dict[str, Any]], Step]:
     """A stand-in for an LLM (``--smoke`` without ``--base-url``): finishes every memory pass without edits,
     answers with the gold answer when it appears in the prompt's memory (else "unknown"), and judges by
     exact match."""
-    from support.openai_server import reply
 
-    def respond(req: dict[str, Any]) -> Any:
+    def respond(req: dict[str, Any]) -> Step:
         messages = req["messages"]
         text = messages[-1]["content"] if messages else ""
         if req.get("tools"):
@@ -477,16 +475,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--llm-timeout", type=float, help="seconds per memory-agent LLM call (library default 60)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the full-context baseline (~25k tokens/q)")
     parser.add_argument("--concurrency", type=int, default=4, help="LLM calls in flight (default 4)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="locomo_dev.json")
+    parser.add_argument("--data", type=Path, default=_common.LOCOMO_DEV, help="locomo_dev.json")
     parser.add_argument("--json", type=Path, help="write the figures and every verdict to this file")
-    parser.add_argument("--smoke", action="store_true", help="one conversation, its first sessions, a few questions")
+    _common.add_smoke_flag(parser)  # one conversation, its first SMOKE_SESSIONS sessions, SMOKE_QUESTIONS questions
     args = parser.parse_args(argv)
     if args.base_url is None and not args.smoke:
         parser.error("--base-url and --model are required (or --smoke, to run against a scripted server)")
     if args.base_url is not None and not args.model:
         parser.error("--model is required with --base-url")
     logging.basicConfig(level=logging.WARNING)
-    print(ATTRIBUTION)
+    print(_common.LOCOMO_ATTRIBUTION)
     convs = load(args.data, 1 if args.smoke else args.conversations, SMOKE_SESSIONS if args.smoke else None)
     questions = SMOKE_QUESTIONS if args.smoke else args.questions
     options: dict[str, Any] = {
@@ -502,8 +500,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "progress": print,
     }
     if args.base_url is None:  # --smoke: the tests' scripted server plays every model
-        from support.openai_server import ScriptedOpenAI
-
         with ScriptedOpenAI() as server:
             server.responder = scripted_model({q.text: q.gold for c in convs for q in c.questions})
             result = evaluate(

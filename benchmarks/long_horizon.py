@@ -60,13 +60,11 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+import _common
+from locomo_retrieval import conversation
+from support.openai_server import ScriptedOpenAI, Step, reply
 
-from locomo_retrieval import ATTRIBUTION, DEFAULT_DATA, conversation  # noqa: E402
-from support.openai_server import ScriptedOpenAI, Step, reply  # noqa: E402
-
-from ai_memory_sdk import BlockVersion, Memory, Run, RunFailedError  # noqa: E402
+from ai_memory_sdk import BlockVersion, Memory, Run, RunFailedError
 
 SUBJECT = "robin"
 TURNS_PER_BATCH = 6
@@ -819,15 +817,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--learner", choices=("offline", "llm", "both"), default="both")
     parser.add_argument("--human-limit", type=int, default=10_000, help="human's character limit (default 10000)")
     parser.add_argument("--summary-limit", type=int, default=1_000, help="summary's character limit (default 1000)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="locomo_dev.json")
+    parser.add_argument("--data", type=Path, default=_common.LOCOMO_DEV, help="locomo_dev.json")
     parser.add_argument("--png", type=Path, help="where to write the plot (default: long_horizon.png in a temp dir)")
-    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_BATCHES} batches: checks that the script runs")
+    _common.add_smoke_flag(parser)  # SMOKE_BATCHES batches
     args = parser.parse_args(argv)
     batches = SMOKE_BATCHES if args.smoke else args.batches
     if batches < 8:
         parser.error("--batches must be at least 8 (the synthetic life introduces itself over 8 batches)")
     logging.basicConfig(level=logging.ERROR)
-    print(ATTRIBUTION)
+    print(_common.LOCOMO_ATTRIBUTION)
     learners: list[Literal["offline", "llm"]] = ["offline", "llm"] if args.learner == "both" else [args.learner]
     outcomes: list[Outcome] = []
     failures: list[str] = []
