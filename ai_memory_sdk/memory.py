@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
+
+from typing_extensions import Unpack
 
 from . import _ops as ops
 from . import config
@@ -42,11 +43,6 @@ def _make_engine(settings: config.Settings) -> Engine:
     return engine
 
 
-def _settings(api_key: str | None, options: dict[str, Any]) -> config.Settings:
-    """``None`` means "not given" (the variable or default applies), except for ``consolidate_at``: off."""
-    return config.resolve(api_key, **options)
-
-
 class Memory:
     """Long-term memory through learned context blocks (drop-in for ``ai-memory-sdk`` 0.2.0).
 
@@ -60,38 +56,9 @@ class Memory:
         self,
         api_key: str | None = None,
         subject_id: str | None = None,
-        *,
-        engine: Literal["local", "letta", "remote"] | None = None,
-        path: str | os.PathLike[str] | None = None,
-        server_url: str | None = None,
-        server_api_key: str | None = None,
-        llm_api_key: str | None = None,
-        llm_base_url: str | None = None,
-        model: str | None = None,
-        learner: Literal["auto", "llm", "offline"] | None = None,
-        embedder: str | None = None,
-        base_url: str | None = None,
-        letta_model: str | None = None,
-        letta_embedding: str | None = None,
-        background: bool | None = None,
-        workers: int | None = None,
-        max_pass_chars: int | None = None,
-        max_steps: int | None = None,
-        history_limit: int | None = None,
-        llm_timeout: float | None = None,
-        llm_retry_budget: float | None = None,
-        lease_seconds: float | None = None,
-        poll_interval: float | None = None,
-        busy_timeout: float | None = None,
-        secure_delete: bool | None = None,
-        close_timeout: float | None = None,
-        consolidate_at: float | None = 0.9,
-        trace: bool | None = None,
+        **options: Unpack[config.Options],
     ) -> None:
-        options = dict(locals())
-        for name in ("self", "api_key", "subject_id", "__class__"):
-            options.pop(name, None)
-        self.settings = _settings(api_key, options)
+        self.settings = config.resolve(api_key, **options)
         self.subject_id = ops.subject(None, subject_id) if subject_id is not None else None
         self._closed = False
         self._engine: Engine = _make_engine(self.settings)
@@ -360,38 +327,9 @@ class AsyncMemory:
         self,
         api_key: str | None = None,
         subject_id: str | None = None,
-        *,
-        engine: Literal["local", "letta", "remote"] | None = None,
-        path: str | os.PathLike[str] | None = None,
-        server_url: str | None = None,
-        server_api_key: str | None = None,
-        llm_api_key: str | None = None,
-        llm_base_url: str | None = None,
-        model: str | None = None,
-        learner: Literal["auto", "llm", "offline"] | None = None,
-        embedder: str | None = None,
-        base_url: str | None = None,
-        letta_model: str | None = None,
-        letta_embedding: str | None = None,
-        background: bool | None = None,
-        workers: int | None = None,
-        max_pass_chars: int | None = None,
-        max_steps: int | None = None,
-        history_limit: int | None = None,
-        llm_timeout: float | None = None,
-        llm_retry_budget: float | None = None,
-        lease_seconds: float | None = None,
-        poll_interval: float | None = None,
-        busy_timeout: float | None = None,
-        secure_delete: bool | None = None,
-        close_timeout: float | None = None,
-        consolidate_at: float | None = 0.9,
-        trace: bool | None = None,
+        **options: Unpack[config.Options],
     ) -> None:
-        options = dict(locals())
-        for name in ("self", "api_key", "subject_id", "__class__"):
-            options.pop(name, None)
-        self.settings = _settings(api_key, options)
+        self.settings = config.resolve(api_key, **options)
         self.subject_id = ops.subject(None, subject_id) if subject_id is not None else None
         self._closed = False
         if config.choose_engine(self.settings) == "remote":
