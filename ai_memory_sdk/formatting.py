@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from .models import Block
+from .models import Block, SearchResult
 
 
 class _Said(Protocol):
@@ -53,6 +54,26 @@ def format_summary(value: str) -> str:
 
 def format_context(blocks: Iterable[Block]) -> str:
     return "\n".join(format_block_obj(b) for b in blocks)
+
+
+def with_context(instructions: str, context: str) -> str:
+    """A system prompt with the memory context appended (a blank line between them)."""
+    if not context:
+        return instructions
+    return f"{instructions}\n\n{context}" if instructions else context
+
+
+@dataclass
+class _Line:
+    role: str
+    content: str
+    name: str | None
+    created_at: datetime
+
+
+def format_search_results(results: Iterable[SearchResult]) -> str:
+    """Search results for a system prompt: the matching messages, best first, as a quoted transcript."""
+    return transcript((_Line(r.role or "file", r.content, None, r.created_at) for r in results), "relevant_messages")
 
 
 def format_time(dt: datetime) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 from datetime import datetime
@@ -22,6 +23,7 @@ from .models import Block, BlockVersion, Run, SearchResult, StoredMessage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ClientT = TypeVar("ClientT")
 
 
 def _make_engine(settings: config.Settings) -> Engine:
@@ -335,6 +337,24 @@ class Memory:
         """Make an earlier version the block's current value (a new version); returns it."""
         return self._run(ops.restore_block(self._sid(subject_id), label, version))
 
+    # -- integrations --------------------------------------------------------------------------------
+
+    def wrap(
+        self, client: ClientT, *, subject_id: str | None = None, search_limit: int = 0, timeout: float = 0.2
+    ) -> ClientT:
+        """An ``openai.OpenAI`` or ``AsyncOpenAI`` client whose calls carry and feed a subject's memory.
+
+        ``chat.completions.create`` and ``responses.create`` get the subject's context (its blocks, plus
+        ``search_limit`` archived user messages matching the last user message) in the system message, and
+        the new turn is queued with ``add_messages`` after the reply (streams: when they end). The subject is
+        the call's ``user`` argument, else ``subject_id``, else this Memory's own. Memory fails open: a
+        failure, or more than ``timeout`` seconds, and the call goes on without it (one WARNING per kind of
+        failure). Everything else is the client's own. See docs/integrations.md.
+        """
+        from .integrations.openai_client import wrap
+
+        return wrap(self, client, subject_id=subject_id, search_limit=search_limit, timeout=timeout)
+
 
 class _InThreads:
     """An engine's methods as coroutines, each run in a worker thread (SQLite and HTTP never block the loop)."""
@@ -572,8 +592,16 @@ class AsyncMemory:
     async def restore_block(self, label: str, version: int, subject_id: str | None = None) -> str:
         return await self._run(ops.restore_block(self._sid(subject_id), label, version))
 
+    def wrap(
+        self, client: ClientT, *, subject_id: str | None = None, search_limit: int = 0, timeout: float = 0.2
+    ) -> ClientT:
+        """``Memory.wrap`` for an ``openai.AsyncOpenAI`` client (it builds the wrapper: nothing to await)."""
+        from .integrations.openai_client import wrap
+
+        return wrap(self, client, subject_id=subject_id, search_limit=search_limit, timeout=timeout)
+
 
 # Each coroutine is documented as its Memory twin (one text; tests/test_compat.py checks the signatures match).
 for _name, _method in vars(AsyncMemory).items():
-    if not _name.startswith("_") and callable(_method) and getattr(Memory, _name, None) is not None:
+    if not _name.startswith("_") and inspect.iscoroutinefunction(_method) and getattr(Memory, _name, None) is not None:
         _method.__doc__ = getattr(Memory, _name).__doc__
