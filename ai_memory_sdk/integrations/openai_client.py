@@ -34,6 +34,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -65,6 +66,7 @@ class _Request:
     given: list[Any]  # the caller's messages or input items, as given
     items: list[dict[str, Any]]  # the same as dicts
     query: str | None
+    budget: float = 0.0  # seconds the turn's write may hold the caller: what the read left of ``timeout``
 
 
 class _Accumulator(Protocol):
@@ -276,17 +278,22 @@ class _Binding:
 
         future.add_done_callback(done)
 
-    # -- sync clients (a Memory; its calls run in this binding's threads, waited for up to ``timeout``)
+    def _budget(self, started: float) -> float:
+        """What is left of a call's ``timeout`` for its write, after its read."""
+        return max(0.0, self.timeout - (time.monotonic() - started))
 
-    def _wait(self, doing: str, op: ops.Op[T], *, wait: bool = True) -> T | None:
+    # -- sync clients (a Memory; its calls run in this binding's threads)
+
+    def _wait(self, doing: str, op: ops.Op[T], seconds: float) -> T | None:
+        """``op``'s result if it comes within ``seconds`` (0: do not wait; a failure is still reported)."""
         memory = self.memory
         assert isinstance(memory, Memory)
         future = self._threads().submit(memory._run, op)
-        if not wait:
+        if seconds <= 0:
             self._watch(doing, future)
             return None
         try:
-            return future.result(timeout=self.timeout)
+            return future.result(timeout=seconds)
         except concurrent.futures.TimeoutError:
             if not future.cancel():  # a read not started yet is dropped; one under way (or a write) finishes
                 self._watch(doing, future)
@@ -295,14 +302,11 @@ class _Binding:
             self.failures.failed(doing, exc)
         return None
 
-    def context_sync(self, subject: str, query: str | None) -> str | None:
-        return self._wait("reading memory", ops.prompt_context(subject, query, self.search_limit))
-
-    def learn_sync(self, subject: str, api: _Api, request: _Request, reply: Any, *, wait: bool = True) -> None:
+    def learn_sync(self, subject: str, api: _Api, request: _Request, reply: Any, seconds: float) -> None:
         try:
             messages = api.turn(request, reply)
             if messages:
-                self._wait("queueing the turn", self._learn_op(subject, messages), wait=wait)
+                self._wait("queueing the turn", self._learn_op(subject, messages), seconds)
         except Exception as exc:
             self.failures.failed("queueing the turn", exc)
 
@@ -315,11 +319,15 @@ class _Binding:
             request = None
         if subject is None or request is None:
             return create(*args, **kwargs)
-        context = self.context_sync(subject, request.query)
+        started = time.monotonic()
+        context = self._wait(
+            "reading memory", ops.prompt_context(subject, request.query, self.search_limit), self.timeout
+        )
+        request.budget = self._budget(started)
         result = create(*args, **(api.with_context(request, context) if context else request.kwargs))
         if isinstance(result, openai.Stream):
             return _Stream(result, self, api, subject, request)
-        self.learn_sync(subject, api, request, api.reply(result))
+        self.learn_sync(subject, api, request, api.reply(result), request.budget)
         return result
 
     # -- async clients (an AsyncMemory, or a Memory through this binding's threads)
@@ -331,18 +339,17 @@ class _Binding:
             return loop.create_task(self.memory._run(op))
         return asyncio.wrap_future(self._threads().submit(self.memory._run, op), loop=loop)
 
-    def _keep(self, task: asyncio.Future[Any]) -> None:
-        """Hold a write that may outlive its caller's wait (the loop keeps only weak references to tasks)."""
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _await(self, doing: str, op: ops.Op[Any], *, keep: bool) -> Any:
-        """Up to ``timeout`` for ``op``; with ``keep`` it goes on in the background past that (a write)."""
+    async def _await(self, doing: str, op: ops.Op[Any], seconds: float, *, keep: bool) -> Any:
+        """``op``'s result if it comes within ``seconds``; with ``keep`` (a write) it goes on past that."""
         task = self._start(op)
-        if keep:
-            self._keep(task)
+        if keep:  # held: the loop keeps only weak references to tasks
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if seconds <= 0:
+            self._watch(doing, task)
+            return None
         try:
-            return await asyncio.wait_for(asyncio.shield(task) if keep else task, self.timeout)
+            return await asyncio.wait_for(asyncio.shield(task) if keep else task, seconds)
         except asyncio.TimeoutError:
             if keep:
                 self._watch(doing, task)
@@ -351,34 +358,27 @@ class _Binding:
             self.failures.failed(doing, exc)
         return None
 
-    async def context_async(self, subject: str, query: str | None) -> str | None:
-        context: str | None = await self._await(
-            "reading memory", ops.prompt_context(subject, query, self.search_limit), keep=False
-        )
-        return context
-
-    async def learn_async(self, subject: str, api: _Api, request: _Request, reply: Any) -> None:
+    async def learn_async(self, subject: str, api: _Api, request: _Request, reply: Any, seconds: float) -> None:
+        """Queue a turn, waiting up to ``seconds`` (0 from outside a coroutine: an async stream dropped unread)."""
         try:
             messages = api.turn(request, reply)
             if messages:
-                await self._await("queueing the turn", self._learn_op(subject, messages), keep=True)
-        except Exception as exc:
+                await self._await("queueing the turn", self._learn_op(subject, messages), seconds, keep=True)
+        except Exception as exc:  # also: no running loop, so nothing can run an AsyncMemory call now
             self.failures.failed("queueing the turn", exc)
 
-    def learn_soon(self, subject: str, api: _Api, request: _Request, reply: Any) -> None:
-        """Queue a turn without waiting (an async stream dropped unfinished, outside any coroutine)."""
+    def learn_later(self, subject: str, api: _Api, request: _Request, reply: Any) -> None:
+        """Queue a turn from where nothing can be awaited (an async stream dropped unfinished)."""
+        if isinstance(self.memory, Memory):
+            self.learn_sync(subject, api, request, reply, 0.0)
+            return
         try:
-            messages = api.turn(request, reply)
-            if not messages:
-                return
-            if isinstance(self.memory, Memory):
-                self._wait("queueing the turn", self._learn_op(subject, messages), wait=False)
-            else:
-                task = self._start(self._learn_op(subject, messages))
-                self._keep(task)
-                self._watch("queueing the turn", task)
-        except Exception as exc:  # no running loop: nothing can run an AsyncMemory call now
+            task = asyncio.get_running_loop().create_task(self.learn_async(subject, api, request, reply, 0.0))
+        except RuntimeError as exc:
             self.failures.failed("queueing the turn", exc)
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def call_async(
         self, api: _Api, create: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -391,11 +391,14 @@ class _Binding:
             request = None
         if subject is None or request is None:
             return await create(*args, **kwargs)
-        context = await self.context_async(subject, request.query)
+        started = time.monotonic()
+        read = ops.prompt_context(subject, request.query, self.search_limit)
+        context = await self._await("reading memory", read, self.timeout, keep=False)
+        request.budget = self._budget(started)
         result = await create(*args, **(api.with_context(request, context) if context else request.kwargs))
         if isinstance(result, openai.AsyncStream):
             return _AsyncStream(result, self, api, subject, request)
-        await self.learn_async(subject, api, request, api.reply(result))
+        await self.learn_async(subject, api, request, api.reply(result), request.budget)
         return result
 
 
@@ -510,7 +513,8 @@ class _Stream(_Proxy):
     def _finish(self, *, wait: bool = True) -> None:
         if not self._done:
             object.__setattr__(self, "_done", True)
-            self._binding.learn_sync(self._subject, self._api, self._request, self._acc.reply(), wait=wait)
+            seconds = self._request.budget if wait else 0.0
+            self._binding.learn_sync(self._subject, self._api, self._request, self._acc.reply(), seconds)
 
     def __iter__(self) -> Iterator[Any]:
         try:
@@ -556,12 +560,13 @@ class _AsyncStream(_Stream):
     async def _finish_async(self) -> None:
         if not self._done:
             object.__setattr__(self, "_done", True)
-            await self._binding.learn_async(self._subject, self._api, self._request, self._acc.reply())
+            reply = self._acc.reply()
+            await self._binding.learn_async(self._subject, self._api, self._request, reply, self._request.budget)
 
     def _finish(self, *, wait: bool = True) -> None:  # from __del__: nothing can be awaited there
         if not self._done:
             object.__setattr__(self, "_done", True)
-            self._binding.learn_soon(self._subject, self._api, self._request, self._acc.reply())
+            self._binding.learn_later(self._subject, self._api, self._request, self._acc.reply())
 
     def __iter__(self) -> Iterator[Any]:
         raise TypeError("an async stream is read with 'async for'")
