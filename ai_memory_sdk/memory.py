@@ -8,6 +8,7 @@ direct engine calls and ``AsyncMemory`` with awaited ones. Engines
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import inspect
 import logging
@@ -99,6 +100,7 @@ class Memory:
         self.settings = _settings(api_key, options)
         self.subject_id = ops.subject(None, subject_id) if subject_id is not None else None
         self._closed = False
+        self._writes: set[concurrent.futures.Future[Any]] = set()
         self._engine: Engine = _make_engine(self.settings)
 
     @property
@@ -119,16 +121,25 @@ class Memory:
     def _sid(self, subject_id: str | None) -> str:
         return ops.subject(self.subject_id, subject_id)
 
+    def _track(self, write: concurrent.futures.Future[Any]) -> None:
+        """Hold a write another thread does for this Memory (a wrapped client's turn): ``close()`` waits for it."""
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Wait up to ``close_timeout`` for the runs this Memory queued, then stop its workers.
+
+        Turns a wrapped client (``wrap``) is still queueing are waited for first, within the same limit.
 
         Runs not learned by then stay stored and are named in one WARNING; the
         next process with background workers (or ``ai-memory worker``) learns
         them. Every later call raises ``MemoryClosedError``. Closing twice is fine.
         """
         if not self._closed:
+            if self._writes:
+                concurrent.futures.wait(list(self._writes), timeout=self.settings.close_timeout)
             self._closed = True
             self._engine.close()
 
@@ -417,6 +428,7 @@ class AsyncMemory:
         self.settings = _settings(api_key, options)
         self.subject_id = ops.subject(None, subject_id) if subject_id is not None else None
         self._closed = False
+        self._writes: set[asyncio.Future[Any]] = set()
         if config.choose_engine(self.settings) == "remote":
             from .engines.remote import AsyncRemoteEngine
 
@@ -444,8 +456,17 @@ class AsyncMemory:
     def _sid(self, subject_id: str | None) -> str:
         return ops.subject(self.subject_id, subject_id)
 
+    def _track(self, write: asyncio.Future[Any]) -> None:
+        """Hold a write a task does for this AsyncMemory (a wrapped client's turn): ``close()`` waits for it."""
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
     async def close(self) -> None:
         if not self._closed:
+            loop = asyncio.get_running_loop()
+            writes = [w for w in self._writes if w.get_loop() is loop]
+            if writes:
+                await asyncio.wait(writes, timeout=self.settings.close_timeout)
             self._closed = True
             await self._engine.close()
 

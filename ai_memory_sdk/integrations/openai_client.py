@@ -10,15 +10,17 @@
 2. call the real client with the caller's arguments otherwise untouched; its
    errors are raised unchanged, its result returned as is;
 3. queue the new turn (the request's messages after the last assistant one,
-   and the reply, tool calls included) with ``add_messages``.
+   and the reply, tool calls included) with ``add_messages``, in the
+   background: the caller does not wait for the write, and ``close()`` of the
+   memory waits for the writes under way (as mem0's client proxy, the turn is
+   stored right after the reply).
 
 The subject is the call's ``user`` argument, else the one the wrapper is
-bound to. Memory fails open: a read or write that fails, or takes longer than
-``timeout`` seconds, is left behind (a write still finishes in the
-background) and the call goes on without it; the first failure of each kind
-is one WARNING. Streams pass every chunk through as it arrives; what was
-received is queued when the stream ends, is closed, or the consumer stops
-iterating.
+bound to. Memory fails open: a read that fails or takes longer than
+``timeout`` seconds is left behind and the call goes on without it; a write
+that fails is reported and dropped; the first failure of each kind is one
+WARNING. Streams pass every chunk through as it arrives; what was received
+is queued when the stream ends, is closed, or the consumer stops iterating.
 
 The wrapper is a proxy: every other attribute is the client's own, and it
 reports the client's class as its ``__class__``, so ``isinstance(wrapped,
@@ -34,7 +36,6 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -66,7 +67,6 @@ class _Request:
     given: list[Any]  # the caller's messages or input items, as given
     items: list[dict[str, Any]]  # the same as dicts
     query: str | None
-    budget: float = 0.0  # seconds the turn's write may hold the caller: what the read left of ``timeout``
 
 
 class _Accumulator(Protocol):
@@ -246,7 +246,6 @@ class _Binding:
         self.failures = FailOpen(log, "ai_memory_sdk wrap")
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._tasks: set[asyncio.Future[Any]] = set()
 
     def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
         """A few threads per wrapped client: a stalled store holds them, never the caller."""
@@ -266,9 +265,6 @@ class _Binding:
             )
         return self.subject_id
 
-    def _learn_op(self, subject: str, messages: Messages) -> ops.Op[str]:
-        return ops.add_messages(None, subject, messages, self.search_limit <= 0)
-
     def _watch(self, doing: str, future: concurrent.futures.Future[Any] | asyncio.Future[Any]) -> None:
         """Report a failure that comes after the caller stopped waiting."""
 
@@ -278,37 +274,43 @@ class _Binding:
 
         future.add_done_callback(done)
 
-    def _budget(self, started: float) -> float:
-        """What is left of a call's ``timeout`` for its write, after its read."""
-        return max(0.0, self.timeout - (time.monotonic() - started))
+    def _read_op(self, subject: str, request: _Request) -> ops.Op[str]:
+        return ops.prompt_context(subject, request.query, self.search_limit)
+
+    def write(self, subject: str, api: _Api, request: _Request, reply: Any) -> None:
+        """Queue the turn in the background (never waited for; the memory's ``close()`` waits for it)."""
+        doing = "queueing the turn"
+        try:
+            messages = api.turn(request, reply)
+            if not messages:
+                return
+            op = ops.add_messages(None, subject, messages, self.search_limit <= 0)
+            memory = self.memory
+            if isinstance(memory, Memory):
+                future = self._threads().submit(memory._run, op)
+                memory._track(future)
+                self._watch(doing, future)
+            else:  # an AsyncMemory runs on its event loop (RuntimeError when there is none)
+                task = asyncio.get_running_loop().create_task(memory._run(op))
+                memory._track(task)
+                self._watch(doing, task)
+        except Exception as exc:
+            self.failures.failed(doing, exc)
 
     # -- sync clients (a Memory; its calls run in this binding's threads)
 
-    def _wait(self, doing: str, op: ops.Op[T], seconds: float) -> T | None:
-        """``op``'s result if it comes within ``seconds`` (0: do not wait; a failure is still reported)."""
+    def _read_sync(self, op: ops.Op[str]) -> str | None:
         memory = self.memory
         assert isinstance(memory, Memory)
         future = self._threads().submit(memory._run, op)
-        if seconds <= 0:
-            self._watch(doing, future)
-            return None
         try:
-            return future.result(timeout=seconds)
+            return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
-            if not future.cancel():  # a read not started yet is dropped; one under way (or a write) finishes
-                self._watch(doing, future)
-            self.failures.failed(doing, None, timeout=self.timeout)
+            future.cancel()  # not started yet: dropped; under way: it ends on its own, unread
+            self.failures.failed("reading memory", None, timeout=self.timeout)
         except Exception as exc:
-            self.failures.failed(doing, exc)
+            self.failures.failed("reading memory", exc)
         return None
-
-    def learn_sync(self, subject: str, api: _Api, request: _Request, reply: Any, seconds: float) -> None:
-        try:
-            messages = api.turn(request, reply)
-            if messages:
-                self._wait("queueing the turn", self._learn_op(subject, messages), seconds)
-        except Exception as exc:
-            self.failures.failed("queueing the turn", exc)
 
     def call_sync(self, api: _Api, create: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         subject = self.subject(kwargs)
@@ -319,66 +321,30 @@ class _Binding:
             request = None
         if subject is None or request is None:
             return create(*args, **kwargs)
-        started = time.monotonic()
-        context = self._wait(
-            "reading memory", ops.prompt_context(subject, request.query, self.search_limit), self.timeout
-        )
-        request.budget = self._budget(started)
+        context = self._read_sync(self._read_op(subject, request))
         result = create(*args, **(api.with_context(request, context) if context else request.kwargs))
         if isinstance(result, openai.Stream):
             return _Stream(result, self, api, subject, request)
-        self.learn_sync(subject, api, request, api.reply(result), request.budget)
+        self.write(subject, api, request, api.reply(result))
         return result
 
     # -- async clients (an AsyncMemory, or a Memory through this binding's threads)
 
-    def _start(self, op: ops.Op[Any]) -> asyncio.Future[Any]:
-        """``op`` under way on the running loop (``RuntimeError`` when there is none)."""
-        loop = asyncio.get_running_loop()
-        if isinstance(self.memory, AsyncMemory):
-            return loop.create_task(self.memory._run(op))
-        return asyncio.wrap_future(self._threads().submit(self.memory._run, op), loop=loop)
-
-    async def _await(self, doing: str, op: ops.Op[Any], seconds: float, *, keep: bool) -> Any:
-        """``op``'s result if it comes within ``seconds``; with ``keep`` (a write) it goes on past that."""
-        task = self._start(op)
-        if keep:  # held: the loop keeps only weak references to tasks
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        if seconds <= 0:
-            self._watch(doing, task)
-            return None
+    async def _read_async(self, op: ops.Op[str]) -> str | None:
+        memory = self.memory
         try:
-            return await asyncio.wait_for(asyncio.shield(task) if keep else task, seconds)
+            if isinstance(memory, AsyncMemory):
+                context: str = await asyncio.wait_for(memory._run(op), self.timeout)
+            else:
+                context = await asyncio.wait_for(
+                    asyncio.wrap_future(self._threads().submit(memory._run, op)), self.timeout
+                )
+            return context
         except asyncio.TimeoutError:
-            if keep:
-                self._watch(doing, task)
-            self.failures.failed(doing, None, timeout=self.timeout)
+            self.failures.failed("reading memory", None, timeout=self.timeout)
         except Exception as exc:
-            self.failures.failed(doing, exc)
+            self.failures.failed("reading memory", exc)
         return None
-
-    async def learn_async(self, subject: str, api: _Api, request: _Request, reply: Any, seconds: float) -> None:
-        """Queue a turn, waiting up to ``seconds`` (0 from outside a coroutine: an async stream dropped unread)."""
-        try:
-            messages = api.turn(request, reply)
-            if messages:
-                await self._await("queueing the turn", self._learn_op(subject, messages), seconds, keep=True)
-        except Exception as exc:  # also: no running loop, so nothing can run an AsyncMemory call now
-            self.failures.failed("queueing the turn", exc)
-
-    def learn_later(self, subject: str, api: _Api, request: _Request, reply: Any) -> None:
-        """Queue a turn from where nothing can be awaited (an async stream dropped unfinished)."""
-        if isinstance(self.memory, Memory):
-            self.learn_sync(subject, api, request, reply, 0.0)
-            return
-        try:
-            task = asyncio.get_running_loop().create_task(self.learn_async(subject, api, request, reply, 0.0))
-        except RuntimeError as exc:
-            self.failures.failed("queueing the turn", exc)
-            return
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def call_async(
         self, api: _Api, create: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -391,14 +357,11 @@ class _Binding:
             request = None
         if subject is None or request is None:
             return await create(*args, **kwargs)
-        started = time.monotonic()
-        read = ops.prompt_context(subject, request.query, self.search_limit)
-        context = await self._await("reading memory", read, self.timeout, keep=False)
-        request.budget = self._budget(started)
+        context = await self._read_async(self._read_op(subject, request))
         result = await create(*args, **(api.with_context(request, context) if context else request.kwargs))
         if isinstance(result, openai.AsyncStream):
             return _AsyncStream(result, self, api, subject, request)
-        await self.learn_async(subject, api, request, api.reply(result), request.budget)
+        self.write(subject, api, request, api.reply(result))
         return result
 
 
@@ -510,11 +473,10 @@ class _Stream(_Proxy):
         object.__setattr__(self, "_acc", api.accumulator())
         object.__setattr__(self, "_done", False)
 
-    def _finish(self, *, wait: bool = True) -> None:
+    def _finish(self) -> None:
         if not self._done:
             object.__setattr__(self, "_done", True)
-            seconds = self._request.budget if wait else 0.0
-            self._binding.learn_sync(self._subject, self._api, self._request, self._acc.reply(), seconds)
+            self._binding.write(self._subject, self._api, self._request, self._acc.reply())
 
     def __iter__(self) -> Iterator[Any]:
         try:
@@ -545,9 +507,9 @@ class _Stream(_Proxy):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
+    def __del__(self) -> None:  # dropped unfinished, never closed: what was read is still queued
         try:
-            self._finish(wait=False)
+            self._finish()
         except AttributeError:  # never fully built
             pass
 
@@ -556,17 +518,6 @@ class _AsyncStream(_Stream):
     """An async stream: chunks pass through as they come; the turn is queued once, when reading ends."""
 
     __slots__ = ()
-
-    async def _finish_async(self) -> None:
-        if not self._done:
-            object.__setattr__(self, "_done", True)
-            reply = self._acc.reply()
-            await self._binding.learn_async(self._subject, self._api, self._request, reply, self._request.budget)
-
-    def _finish(self, *, wait: bool = True) -> None:  # from __del__: nothing can be awaited there
-        if not self._done:
-            object.__setattr__(self, "_done", True)
-            self._binding.learn_later(self._subject, self._api, self._request, self._acc.reply())
 
     def __iter__(self) -> Iterator[Any]:
         raise TypeError("an async stream is read with 'async for'")
@@ -580,13 +531,13 @@ class _AsyncStream(_Stream):
                 self._acc.add(event)
                 yield event
         finally:
-            await self._finish_async()
+            self._finish()
 
     async def __anext__(self) -> Any:
         try:
             event = await self._target.__anext__()
         except StopAsyncIteration:
-            await self._finish_async()
+            self._finish()
             raise
         self._acc.add(event)
         return event
@@ -595,7 +546,7 @@ class _AsyncStream(_Stream):
         try:
             await self._target.close()
         finally:
-            await self._finish_async()
+            self._finish()
 
     async def __aenter__(self) -> _AsyncStream:
         return self
