@@ -552,11 +552,12 @@ def test_instructions_carry_the_context_learned_so_far(openai_server: ScriptedOp
     for run in memory.list_runs("gus"):
         memory.wait_for_run(run.id)
     assert "Name: Gus" in (memory.get_user_memory("gus") or "")
-    memory.set_memory("summary", "Gus asked who he is.", subject_id="gus")  # read afresh at every run
+    memory.initialize_memory("preferences", "What the user prefers.", "Likes tea.", subject_id="gus")
     _run("run", lambda: _agent(openai_server, instructions=instructions), "Who am I?", session=session)
     sent = openai_server.responses_requests[-1].json["instructions"]
-    assert sent == "Be brief.\n\n" + memory.get_context("gus")
-    assert "Name: Gus" in sent and "Gus asked who he is." in sent
+    assert sent.startswith('Be brief.\n\n<human description="Details about the human user you are speaking to.">')
+    assert "Name: Gus" in sent  # learned from the first run
+    assert sent.endswith('<preferences description="What the user prefers.">Likes tea.</preferences>')  # read afresh
 
 
 def test_dynamic_instructions_and_fail_open(
