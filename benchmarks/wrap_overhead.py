@@ -7,11 +7,13 @@ offline learner, competing for the same CPUs) call the scripted OpenAI-compatibl
 once, so what differs is the wrapper's own work: reading the subject's
 context before the call, queueing the turn after it. The two clients
 alternate call by call, so both see the same machine. Reported per case:
-p50/p95 of each client; the added latency end to end (difference of the
-p50s, checked against the goal: p50 added <= 1 ms) and as the median of the
-paired differences of neighbouring calls; the wrapper's own time (a wrapped
-call's time minus the time spent inside the real client's ``create``, which
-server noise does not reach); and the bytes added to the system message.
+p50/p95 of each client; the added latency: the difference of the p50s, and
+the median of the paired differences of neighbouring calls (a plain and a
+wrapped call one after the other), which is checked against the goal (p50
+added <= 1 ms) because it stays put on a busy machine where two p50s of
+2 ms calls drift apart by a millisecond from run to run; the wrapper's own
+time (a wrapped call's time minus the time spent inside the real client's
+``create``); and the bytes added to the system message.
 Cases: sync client; sync with ``search_limit=3`` (lexical search over 200
 archived messages); async client. The goal is the default wrapper's (no
 search): the exit status is 1 when a case without search misses it; the
@@ -131,7 +133,7 @@ def _figures(
         "own_p50_ms": statistics.median(own) * 1e3,
         "own_p95_ms": _pct(own, 0.95) * 1e3,
         "system_bytes_added": added_bytes,
-        "verdict": "SMOKE" if smoke else ("PASS" if added * 1e3 <= GOAL_MS else "MISS"),
+        "verdict": "SMOKE" if smoke else ("PASS" if statistics.median(paired) * 1e3 <= GOAL_MS else "MISS"),
         "goal_applies": "search" not in case,
     }
 
@@ -205,7 +207,7 @@ def main() -> int:
             memory.close()
     learning = "background learning on" if args.learn else "no background learning"
     print(f"wrap overhead: {n} calls per client per case, scripted server on 127.0.0.1, {learning}")
-    print(f"goal: p50 added <= {GOAL_MS} ms")
+    print(f"goal: p50 added <= {GOAL_MS} ms (the paired median)")
     print("milliseconds; own: the wrapper's own time in a wrapped call; bytes: added to the system message")
     head = ("case", "plain p50/p95", "wrapped p50/p95", "added p50", "paired p50/p95", "own p50/p95", "bytes")
     print(f"{head[0]:<22}{head[1]:>15}{head[2]:>17}{head[3]:>11}{head[4]:>16}{head[5]:>14}{head[6]:>7}")

@@ -37,7 +37,7 @@ from agents import (
 from agents.memory import Session
 from support.openai_server import ScriptedOpenAI, reply
 
-from ai_memory_sdk import AsyncMemory, Memory, MemoryClosedError
+from ai_memory_sdk import AsyncMemory, Memory, MemoryClosedError, UnsupportedByEngineError
 from ai_memory_sdk.integrations.openai_agents import MemorySession, memory_instructions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -635,3 +635,15 @@ def test_example_two_processes_history_and_learned_block(openai_server: Scripted
     assert "Name: Ada. Lives in Lisbon." in body["instructions"]
     assert body["instructions"].startswith("You are a helpful assistant.")
     assert "Name: Ada. Lives in Lisbon." in second.stdout  # --show-memory prints the learned context
+
+
+def test_the_letta_engine_has_no_sessions(tmp_path: Path) -> None:
+    memory = Memory(engine="letta", base_url="http://127.0.0.1:9", api_key="x", path=str(tmp_path / "m.db"))
+    try:
+        session = MemorySession("s", memory=memory)
+        with pytest.raises(UnsupportedByEngineError, match="sessions"):
+            asyncio.run(session.get_items())
+        with pytest.raises(UnsupportedByEngineError, match="sessions"):
+            asyncio.run(session.add_items([{"role": "user", "content": "hi"}]))
+    finally:
+        memory.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import os
 import socket
@@ -641,3 +642,18 @@ def test_example_learns_between_processes(mode: list[str], openai_server: Script
         system = openai_server.chat_requests[-1].json["messages"][0]["content"]
     assert system.startswith("You are a helpful assistant. Be brief.\n\n<human ")
     assert "Name: Ivy" in system
+
+
+def test_the_overhead_benchmark_runs(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "wrap_overhead.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    figures = {f["case"]: f for f in json.loads(out.read_text())}
+    assert set(figures) == {"sync", "sync, search_limit=3", "async"}
+    assert figures["sync"]["system_bytes_added"] > 500  # the seeded profile and summary reached the prompt
+    assert figures["sync, search_limit=3"]["system_bytes_added"] > figures["sync"]["system_bytes_added"]
