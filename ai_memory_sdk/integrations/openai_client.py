@@ -36,7 +36,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -51,7 +51,6 @@ from ._failopen import FailOpen
 
 log = logging.getLogger(__name__)
 ClientT = TypeVar("ClientT")
-T = TypeVar("T")
 Messages = list[dict[str, Any]]
 _POOL_THREADS = 4
 
@@ -134,10 +133,11 @@ class _Responses:
         raw = kwargs.get("input")
         if isinstance(raw, str):
             return _Request(dict(kwargs), [raw], [{"role": "user", "content": raw}], raw)
-        given = list(raw) if raw is not None and not isinstance(raw, (bytes, Mapping)) else []
+        if not isinstance(raw, Iterable) or isinstance(raw, (bytes, Mapping)):  # none (a stored prompt), or odd
+            return _Request(dict(kwargs), [], [], None)
+        given = list(raw)
         items = [as_dict(i) for i in given]
-        send = {**kwargs, "input": given} if raw is not None else dict(kwargs)
-        return _Request(send, given, items, _last_user_text(items))
+        return _Request({**kwargs, "input": given}, given, items, _last_user_text(items))
 
     def with_context(self, request: _Request, context: str) -> dict[str, Any]:
         base = request.kwargs.get("instructions")
@@ -274,14 +274,26 @@ class _Binding:
 
         future.add_done_callback(done)
 
-    def _read_op(self, subject: str, request: _Request) -> ops.Op[str]:
+    def prepare(self, api: _Api, kwargs: dict[str, Any]) -> tuple[str, _Request] | None:
+        """The call's subject and request, or None: the call goes to the client as it is."""
+        subject = self.subject(kwargs)
+        if subject is None:
+            return None
+        try:
+            request = api.request(kwargs)
+        except Exception as exc:
+            self.failures.failed("reading the request", exc)
+            return None
+        return (subject, request) if request is not None else None
+
+    def read_op(self, subject: str, request: _Request) -> ops.Op[str]:
         return ops.prompt_context(subject, request.query, self.search_limit)
 
-    def write(self, subject: str, api: _Api, request: _Request, reply: Any) -> None:
+    def write(self, subject: str, api: _Api, request: _Request, reply: Callable[[], Any]) -> None:
         """Queue the turn in the background (never waited for; the memory's ``close()`` waits for it)."""
         doing = "queueing the turn"
         try:
-            messages = api.turn(request, reply)
+            messages = api.turn(request, reply())
             if not messages:
                 return
             op = ops.add_messages(None, subject, messages, self.search_limit <= 0)
@@ -313,19 +325,15 @@ class _Binding:
         return None
 
     def call_sync(self, api: _Api, create: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        subject = self.subject(kwargs)
-        try:
-            request = api.request(kwargs) if subject is not None else None
-        except Exception as exc:
-            self.failures.failed("reading the request", exc)
-            request = None
-        if subject is None or request is None:
+        prepared = self.prepare(api, kwargs)
+        if prepared is None:
             return create(*args, **kwargs)
-        context = self._read_sync(self._read_op(subject, request))
+        subject, request = prepared
+        context = self._read_sync(self.read_op(subject, request))
         result = create(*args, **(api.with_context(request, context) if context else request.kwargs))
         if isinstance(result, openai.Stream):
             return _Stream(result, self, api, subject, request)
-        self.write(subject, api, request, api.reply(result))
+        self.write(subject, api, request, lambda: api.reply(result))
         return result
 
     # -- async clients (an AsyncMemory, or a Memory through this binding's threads)
@@ -349,19 +357,15 @@ class _Binding:
     async def call_async(
         self, api: _Api, create: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        subject = self.subject(kwargs)
-        try:
-            request = api.request(kwargs) if subject is not None else None
-        except Exception as exc:
-            self.failures.failed("reading the request", exc)
-            request = None
-        if subject is None or request is None:
+        prepared = self.prepare(api, kwargs)
+        if prepared is None:
             return await create(*args, **kwargs)
-        context = await self._read_async(self._read_op(subject, request))
+        subject, request = prepared
+        context = await self._read_async(self.read_op(subject, request))
         result = await create(*args, **(api.with_context(request, context) if context else request.kwargs))
         if isinstance(result, openai.AsyncStream):
             return _AsyncStream(result, self, api, subject, request)
-        self.write(subject, api, request, api.reply(result))
+        self.write(subject, api, request, lambda: api.reply(result))
         return result
 
 
@@ -473,15 +477,21 @@ class _Stream(_Proxy):
         object.__setattr__(self, "_acc", api.accumulator())
         object.__setattr__(self, "_done", False)
 
+    def _record(self, event: Any) -> None:
+        try:
+            self._acc.add(event)
+        except Exception as exc:  # an event of a shape not foreseen: the caller still gets it
+            self._binding.failures.failed("reading the stream", exc)
+
     def _finish(self) -> None:
         if not self._done:
             object.__setattr__(self, "_done", True)
-            self._binding.write(self._subject, self._api, self._request, self._acc.reply())
+            self._binding.write(self._subject, self._api, self._request, self._acc.reply)
 
     def __iter__(self) -> Iterator[Any]:
         try:
             for event in self._target:
-                self._acc.add(event)
+                self._record(event)
                 yield event
         finally:
             self._finish()
@@ -492,7 +502,7 @@ class _Stream(_Proxy):
         except StopIteration:
             self._finish()
             raise
-        self._acc.add(event)
+        self._record(event)
         return event
 
     def close(self) -> None:
@@ -528,7 +538,7 @@ class _AsyncStream(_Stream):
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:
             async for event in self._target:
-                self._acc.add(event)
+                self._record(event)
                 yield event
         finally:
             self._finish()
@@ -539,7 +549,7 @@ class _AsyncStream(_Stream):
         except StopAsyncIteration:
             self._finish()
             raise
-        self._acc.add(event)
+        self._record(event)
         return event
 
     async def close(self) -> None:  # type: ignore[override]
