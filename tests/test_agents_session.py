@@ -181,11 +181,25 @@ def test_every_item_type_round_trips_exactly(memory: Memory) -> None:
             "action": {"type": "search", "query": "weather"},
         },
         {"role": "user", "content": "nested", "extra": {"n": [1, 2.5, None, True, {"deep": "x" * 5000}]}},
+        {"role": "developer", "content": "Answer in French."},
+        {"type": "item_reference", "id": "msg_0"},
     ]
     session = MemorySession("exact", memory=memory)
     asyncio.run(session.add_items(items))  # type: ignore[arg-type]
     assert asyncio.run(session.get_items()) == items
     assert json.dumps(asyncio.run(session.get_items())) == json.dumps(items)  # key order kept too
+    learned = [(m.role, m.name, m.content) for m in memory.get_messages("exact")]
+    assert learned == [
+        ("user", None, "こんにちは 😊\n[image]"),
+        ("assistant", None, "[reasoning] think"),
+        ("assistant", None, '[calls get_weather({"city": "Paris"})]'),
+        ("tool", "get_weather", "Robert'); DROP TABLE students;--"),
+        ("assistant", None, items[4]["content"][0]["text"]),
+        ("assistant", None, "[calls patch(*** Begin Patch)]"),
+        ("assistant", None, '[web_search_call] {"action": {"type": "search", "query": "weather"}}'),
+        ("user", None, "nested"),
+    ]  # instructions and an item reference are kept in the session, not learned
+    assert memory.get_messages("exact")[2].metadata["item"] == items[2]
 
 
 def test_pop_item_returns_the_latest_until_empty(memory: Memory) -> None:
