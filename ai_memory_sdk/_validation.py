@@ -1,4 +1,4 @@
-"""Input checks of SPEC §4, shared by every engine.
+"""Input checks of the public API (docs/api.md), shared by every engine and the HTTP server.
 
 Each check raises ``ValueError``/``TypeError`` with a message that names the
 offending argument (and, for batches, the message index and field), before

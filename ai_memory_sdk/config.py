@@ -81,6 +81,9 @@ ENV_VARS = {
 }
 
 
+_NONE_TURNS_OFF = frozenset({"consolidate_at"})  # None given for these means "off", not "not given"
+
+
 def resolve(api_key: str | None = None, **options: Any) -> Settings:
     """Merge arguments over environment variables into ``Settings``.
 
@@ -100,7 +103,7 @@ def resolve(api_key: str | None = None, **options: Any) -> Settings:
     if api_key is not None:
         options["api_key"] = api_key
     for key, value in options.items():
-        if value is not None:
+        if value is not None or key in _NONE_TURNS_OFF:
             values[key] = value
             source[key] = f"argument {key}"
     if "path" in values:

@@ -1,4 +1,4 @@
-"""Prompt-formatted XML (SPEC §5) and transcripts, shared by every engine.
+"""Prompt-formatted XML (docs/prompt-formats.md), shared by every engine.
 
 Byte-for-byte the original's format when the description has no ``&<>"``;
 a value can never close its own block early (its own tag is neutralised).
@@ -8,18 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import timezone
 
 from .models import Block, SearchResult
-
-
-class _Said(Protocol):
-    role: str
-    content: str
-    name: str | None
-    created_at: datetime
 
 
 def escape_attr(text: str) -> str:
@@ -63,32 +54,10 @@ def with_context(instructions: str, context: str) -> str:
     return f"{instructions}\n\n{context}" if instructions else context
 
 
-@dataclass
-class _Line:
-    role: str
-    content: str
-    name: str | None
-    created_at: datetime
-
-
-def format_search_results(results: Iterable[SearchResult]) -> str:
-    """Search results for a system prompt: the matching messages, best first, as a quoted transcript."""
-    return transcript((_Line(r.role or "file", r.content, None, r.created_at) for r in results), "relevant_messages")
-
-
-def format_time(dt: datetime) -> str:
-    """Absolute minute-precision UTC time, as used in transcripts."""
-    return dt.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def transcript(messages: Iterable[_Said], tag: str = "messages") -> str:
-    """Render messages as a quoted transcript: one ``[time] role (name): text`` entry each.
-
-    The text is quoted data: any occurrence of the wrapping tag inside a
-    message is neutralised so a message cannot end the transcript early.
-    """
-    lines = []
-    for m in messages:
-        who = f"{m.role} ({m.name})" if m.name else m.role
-        lines.append(f"[{format_time(m.created_at)}] {who}: {neutralise(m.content, tag)}")
+def format_search_results(results: Iterable[SearchResult], tag: str = "relevant_messages") -> str:
+    """Search results for a system prompt, best first: ``[time] role: text`` lines that cannot close the list."""
+    lines = [
+        f"[{r.created_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC] {r.role or 'file'}: {neutralise(r.content, tag)}"
+        for r in results
+    ]
     return f"<{tag}>\n" + "\n".join(lines) + f"\n</{tag}>"

@@ -47,10 +47,7 @@ def _make_engine(settings: config.Settings) -> Engine:
 
 def _settings(api_key: str | None, options: dict[str, Any]) -> config.Settings:
     """``None`` means "not given" (the variable or default applies), except for ``consolidate_at``: off."""
-    given = {k: v for k, v in options.items() if v is not None}
-    if "consolidate_at" in options:
-        given["consolidate_at"] = options["consolidate_at"]
-    return config.resolve(api_key, **given)
+    return config.resolve(api_key, **options)
 
 
 class Memory:
