@@ -36,6 +36,7 @@ FIGURES = {
     "search_latency.py": r"whole search, tags=\[\], precomputed query\s+p50\s+[\d.]+ ms",
     "soak.py": r"soak: all OK",
     "trace_size.py": r"tracing: [\d,]+ B of trace JSON per batch learned",
+    "wrap_overhead.py": r"\nsync\s+[\d.]+/[\d.]+\s+[\d.]+/[\d.]+\s+-?[\d.]+\s+-?[\d.]+/-?[\d.]+\s+-?[\d.]+/-?[\d.]+\s+\d+ ",
 }
 SERVERS = {"bench_engines.py": "letta", "local_model.py": "llama"}
 
