@@ -415,17 +415,21 @@ def search(subject_id: SubjectId, body: api.Search, engine: Tenant) -> Response:
 
 
 @router.get(api.SESSION_ITEMS, response_model=list[dict[str, Any]], summary="session_items")
-def session_items(session_id: str, engine: Tenant, limit: Limit = None) -> Response:
+def session_items(
+    session_id: str,
+    engine: Tenant,
+    limit: Annotated[int | None, Query(description="the latest this many (none, or negative: all)")] = None,
+) -> Response:
     """The latest ``limit`` items of a session, in order."""
-    sid = check.nonempty(session_id, "session_id")
-    return _json(_ITEMS, engine.session_items(sid, None if limit is None else check.limit(limit)))
+    sid = check.subject_id(session_id, "session_id")
+    return _json(_ITEMS, engine.session_items(sid, check.session_limit(limit)))
 
 
 @router.post(api.SESSION_ITEMS, status_code=204, summary="add_session_items")
 def add_session_items(session_id: str, body: api.AddSessionItems, engine: Tenant) -> Response:
     """Append items to a session bound to ``subject_id``."""
-    sid = check.nonempty(session_id, "session_id")
-    items = check.json_objects(body.items, "items")
+    sid = check.subject_id(session_id, "session_id")
+    items = check.session_items(body.items)
     engine.add_session_items(sid, items, subject_id=check.subject_id(body.subject_id))
     return _no_content()
 
@@ -433,11 +437,11 @@ def add_session_items(session_id: str, body: api.AddSessionItems, engine: Tenant
 @router.post(api.SESSION_POP, response_model=api.SessionItem, summary="pop_session_item")
 def pop_session_item(session_id: str, engine: Tenant) -> Response:
     """Remove and answer a session's latest item (``null`` when it is empty)."""
-    return _model(api.SessionItem(item=engine.pop_session_item(check.nonempty(session_id, "session_id"))))
+    return _model(api.SessionItem(item=engine.pop_session_item(check.subject_id(session_id, "session_id"))))
 
 
 @router.delete(api.SESSION, status_code=204, summary="clear_session")
 def clear_session(session_id: str, engine: Tenant) -> Response:
     """Remove every item of a session."""
-    engine.clear_session(check.nonempty(session_id, "session_id"))
+    engine.clear_session(check.subject_id(session_id, "session_id"))
     return _no_content()
