@@ -243,3 +243,31 @@ def test_a_forked_child_uses_its_own_connections(ai_memory_server: ServeProcess,
     assert child.exitcode == 0 and queue.get(timeout=5) == "Location: Forkville"
     assert _inherited.get_user_memory("forked") == "Location: Forkville"  # the parent's connections still work
     _inherited.close()
+
+
+def test_an_agents_session_on_the_remote_engine(ai_memory_server: ServeProcess, remote_key: str) -> None:
+    """The OpenAI Agents SDK session keeps its items in the server's store and queues them for learning."""
+    from ai_memory_sdk.integrations.openai_agents import MemorySession
+
+    async def main() -> None:
+        memory = AsyncMemory(server_url=ai_memory_server.url, server_api_key=remote_key)
+        other = AsyncMemory(server_url=ai_memory_server.url, server_api_key=ai_memory_server.key())
+        try:
+            session = MemorySession("chat-1", memory=memory, subject_id="dana")
+            await session.add_items(
+                [{"role": "user", "content": "My name is Dana"}, {"role": "assistant", "content": "Hi"}]
+            )
+            assert [i["content"] for i in await session.get_items()] == ["My name is Dana", "Hi"]
+            assert await session.get_items(limit=1) == [{"role": "assistant", "content": "Hi"}]
+            assert await session.pop_item() == {"role": "assistant", "content": "Hi"}
+            runs = await memory.list_runs("dana")
+            await memory.wait_for_run(runs[-1].id)
+            assert await memory.get_user_memory("dana") == "Name: Dana"
+            assert await MemorySession("chat-1", memory=other, subject_id="dana").get_items() == []  # another tenant
+            await session.clear_session()
+            assert await session.get_items() == []
+        finally:
+            await memory.close()
+            await other.close()
+
+    asyncio.run(main())
