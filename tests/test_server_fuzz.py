@@ -15,6 +15,7 @@ request; its negative case is skipped.
 from __future__ import annotations
 
 import re
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
