@@ -54,6 +54,7 @@ def test_serve_refuses_bad_options(tmp_path: Path) -> None:
         (["--port", "70000"], "port number"),
         (["--rate", "-1"], "requests per second"),
         (["--max-long-polls", "0"], "at least 1"),
+        (["--workers", "-1"], "0: no workers in this process"),
     ):
         done = _cli("serve", "--path", str(tmp_path / "m.db"), *args)
         assert done.returncode == 2 and words in done.stderr, done.stderr
@@ -131,3 +132,19 @@ def test_serve_exits_cleanly_on_either_signal(tmp_path: Path, sig: int) -> None:
     server = ServeProcess(tmp_path / "m.db", "--learner", "offline", "--embedder", "none").start()
     assert server.stop(sig) == 0
     assert "stopped" in server.log()
+
+
+def test_serve_without_workers_leaves_learning_to_worker_processes(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    with ServeProcess(path, "--learner", "offline", "--embedder", "none", "--workers", "0") as server:
+        assert f"no workers (ai-memory worker --path {path} learns)" in server.log()
+        key = server.key()
+        assert httpx.get(f"{server.url}/readyz", headers=headers(key)).json()["checks"]["workers"] == "ok"
+        with Memory(server_url=server.url, server_api_key=key) as memory:
+            run = memory.add_messages("ivy", [{"role": "user", "content": "My name is Ivy"}])
+            time.sleep(1.0)
+            assert memory.get_run(run).status == "queued"  # nobody learns here
+            done = _cli("worker", "--once", "--path", str(path), "--learner", "offline", "--embedder", "none")
+            assert done.returncode == 0, done.stderr
+            memory.wait_for_run(run, timeout=10)
+            assert memory.get_user_memory("ivy") == "Name: Ivy"
