@@ -237,3 +237,16 @@ def test_the_inspector_shows_each_key_its_own_tenant(ai_memory_server: ServeProc
         for path in ("/ui/subject?id=alice&tab=messages", f"/ui/run/{owner['run_id']}"):
             r = client.get(path)
             assert r.status_code == 404 and "otters" not in r.text, (path, r.status_code)
+
+
+def test_a_browser_gets_the_inspector_with_the_key_as_password(
+    ai_memory_server: ServeProcess, owner: dict[str, Any]
+) -> None:
+    """A browser cannot send a Bearer header from a link: /ui asks for the key (Basic), and takes it there."""
+    with httpx.Client(base_url=ai_memory_server.url) as client:
+        asked = client.get("/ui/")
+        assert asked.status_code == 401 and asked.headers["www-authenticate"].startswith("Basic ")
+        assert client.get("/v1/subjects").headers["www-authenticate"] == "Bearer"  # programs are not asked
+        page = client.get("/ui/subject", params={"id": "alice", "tab": "messages"}, auth=("me", owner["key"]))
+        assert page.status_code == 200 and "otters" in page.text
+        assert client.get("/ui/", auth=("me", "aim_" + "x" * 43)).status_code == 401

@@ -17,6 +17,7 @@ tenant's view of the store (``Store.scoped``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import secrets
@@ -50,14 +51,24 @@ def create_key(store: Store, name: str) -> str:
 
 
 def bearer(header: str | None) -> str | None:
-    """The key of an ``Authorization: Bearer <key>`` header; None when the header is not one."""
+    """The key of an ``Authorization`` header; None when the header carries none.
+
+    ``Bearer <key>`` for programs; ``Basic`` with the key as the password (any
+    user name) for a browser, which can only send credentials it asked the user
+    for (the inspector at ``/ui``).
+    """
     if header is None:
         return None
-    scheme, _, key = header.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not _KEY_RE.match(key):
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "basic":
+        try:
+            value = base64.b64decode(value, validate=True).decode("ascii").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return None
+    elif scheme.lower() != "bearer":
         return None
-    return key
+    return value if _KEY_RE.match(value) else None
 
 
 def tenant_of(store: Store, key: str) -> str | None:

@@ -65,7 +65,7 @@ class Gateway:
             if path.startswith(api.API_PREFIX):
                 scope["path"] = path = quote_from_bytes(scope.get("raw_path") or path.encode(), safe=_RAW_SAFE)
             if path not in PUBLIC_PATHS:
-                found = await self._authenticate(headers, send_with_id)
+                found = await self._authenticate(headers, send_with_id, browser=path.startswith(_BROWSER_PATHS))
                 if found is None:
                     return
                 tenant = found
@@ -102,7 +102,7 @@ class Gateway:
             )
             request_id.reset(token)
 
-    async def _authenticate(self, headers: Headers, send: Send) -> str | None:
+    async def _authenticate(self, headers: Headers, send: Send, *, browser: bool) -> str | None:
         """The request's tenant, or None after answering 401 (or 503 when the store cannot say)."""
         header = headers.get("authorization")
         key = bearer(header)
@@ -112,7 +112,9 @@ class Gateway:
                 if header is None
                 else "malformed Authorization header: expected 'Bearer aim_...'"
             )
-            await _unauthorized(send, f"{problem}; send 'Authorization: Bearer <key>' (ai-memory keys create NAME)")
+            await _unauthorized(
+                send, f"{problem}; send 'Authorization: Bearer <key>' (ai-memory keys create NAME)", browser=browser
+            )
             return None
         try:
             tenant = await anyio.to_thread.run_sync(tenant_of, self.state.engine.store, key)
@@ -121,7 +123,7 @@ class Gateway:
             await _reply(send, 503, "StoreError", "the server cannot check keys now", [(b"retry-after", b"1")])
             return None
         if tenant is None:
-            await _unauthorized(send, "unknown or revoked key")
+            await _unauthorized(send, "unknown or revoked key", browser=browser)
         return tenant
 
     async def _body(self, scope: Scope, headers: Headers, receive: Receive, send: Send) -> Receive | None:
@@ -174,8 +176,13 @@ async def _reply(send: Send, status: int, type_: str, message: str, headers: lis
     await send({"type": "http.response.body", "body": body})
 
 
-async def _unauthorized(send: Send, message: str) -> None:
-    await _reply(send, 401, "Unauthorized", message, [(b"www-authenticate", b"Bearer")])
+_BROWSER_PATHS = ("/ui", "/docs")  # pages a person opens: the browser is asked for the key
+
+
+async def _unauthorized(send: Send, message: str, *, browser: bool = False) -> None:
+    """401; pages a person opens (``/ui``, ``/docs``) also ask the browser for the key (as a password)."""
+    challenge = b'Basic realm="ai-memory: any user name, the API key as password"' if browser else b"Bearer"
+    await _reply(send, 401, "Unauthorized", message, [(b"www-authenticate", challenge)])
 
 
 async def _too_large(send: Send, limit: int) -> None:
