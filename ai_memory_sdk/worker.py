@@ -130,7 +130,10 @@ class WorkerPool:
         while not stop.is_set():
             try:
                 did = self.run_once()
-            except Exception:  # a store error must not kill the worker: log, back off, go on
+            except Exception as exc:  # a store error must not kill the worker: log, back off, go on
+                if stop.is_set():  # a pass abandoned by stop(): it was handed back, and the store may be closed
+                    log.debug("a pass abandoned at stop ended with %s: %s", type(exc).__name__, exc)
+                    return
                 log.exception("worker iteration failed")
                 did = False
             if not did and not stop.is_set():
