@@ -19,7 +19,7 @@ def open_store(
     if is_postgres_url(path):
         from .postgres import PostgresStore
 
-        return PostgresStore(path, history_limit=history_limit)
+        return PostgresStore(path, history_limit=history_limit, secure_delete=secure_delete)
     from .sqlite import SQLiteStore
 
     return SQLiteStore(path, history_limit=history_limit, busy_timeout=busy_timeout, secure_delete=secure_delete)
