@@ -11,6 +11,10 @@ vector-only rankings come from the same store through
 Usage::
 
     .venv/bin/python benchmarks/locomo_retrieval.py [--data PATH] [--embedder SPEC] [--lexical-budget N]
+        [--path postgresql://...]
+
+``--path`` runs it on a PostgreSQL store (an empty database: its schema is
+created); the default is a SQLite file in a temporary directory.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from ai_memory_sdk import Memory  # noqa: E402
 from ai_memory_sdk.search import hybrid  # noqa: E402
+from ai_memory_sdk.store.sqlite.index import LEXICAL_BUDGET  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
 ATTRIBUTION = (
@@ -88,17 +93,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--lexical-budget",
         type=int,
-        default=hybrid.LEXICAL_BUDGET,
+        default=LEXICAL_BUDGET,
         help="passages one lexical query may score before frequent terms are dropped",
     )
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions (a quick look)")
+    ap.add_argument("--path", help="the store: an empty PostgreSQL database URL (default: a temporary SQLite file)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     print(ATTRIBUTION)
     samples = json.loads(args.data.read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        mem = Memory(path=os.path.join(tmp, "locomo.db"), learner="offline", embedder=args.embedder)
+        mem = Memory(path=args.path or os.path.join(tmp, "locomo.db"), learner="offline", embedder=args.embedder)
         engine: Any = mem._engine
+        engine.store.index.budget = args.lexical_budget
         questions: list[tuple[str, str, set[str]]] = []
         t0 = time.perf_counter()
         n_messages = 0
@@ -119,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
 
         def ids(pks: list[int]) -> list[str]:
             missing = [pk for pk in pks if pk not in dia]
-            for pk, row in engine.store.passages(missing).items():
-                dia[pk] = row["metadata"]["dia_id"]
+            for pk, row in engine.store.index.passages(missing).items():
+                dia[pk] = row.metadata["dia_id"]
             return [dia[pk] for pk in pks]
 
         runs: dict[str, list[list[str]]] = {"bm25": [], "vector": [], "hybrid": []}
@@ -129,9 +136,9 @@ def main(argv: list[str] | None = None) -> None:
             pk = engine.store.subject_pk(sid)
             for channel in ("lexical", "vector"):
                 ranked = hybrid.ranked(
-                    engine.store,
+                    engine.store.index,
                     engine.vectors,
-                    engine.embedder,
+                    engine.indexer.embedder,
                     pk,
                     q,
                     tags=[],
@@ -139,29 +146,12 @@ def main(argv: list[str] | None = None) -> None:
                     start=None,
                     end=None,
                     channels=channel,
-                    budget=args.lexical_budget,
                 )
                 runs["bm25" if channel == "lexical" else "vector"].append(ids([p for p, _ in ranked[: max(KS)]]))
             t = time.perf_counter()
-            if args.lexical_budget == hybrid.LEXICAL_BUDGET:
-                results = mem.search_passages(sid, q, tags=[], limit=max(KS))
-                latency.append(time.perf_counter() - t)
-                runs["hybrid"].append([r.metadata["dia_id"] for r in results])
-            else:  # the public API has no budget knob: same ranking through the module
-                ranked = hybrid.ranked(
-                    engine.store,
-                    engine.vectors,
-                    engine.embedder,
-                    pk,
-                    q,
-                    tags=[],
-                    tag_match_mode="any",
-                    start=None,
-                    end=None,
-                    budget=args.lexical_budget,
-                )
-                latency.append(time.perf_counter() - t)
-                runs["hybrid"].append(ids([p for p, _ in ranked[: max(KS)]]))
+            results = mem.search_passages(sid, q, tags=[], limit=max(KS))  # the budget is set on the index above
+            latency.append(time.perf_counter() - t)
+            runs["hybrid"].append([r.metadata["dia_id"] for r in results])
         golds = [g for _, _, g in questions]
         print(f"recall@{'/'.join(map(str, KS))} (lexical budget {args.lexical_budget}):")
         for name, label in (
