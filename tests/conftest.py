@@ -53,3 +53,9 @@ def memory(make_memory) -> Memory:
 
 from support.letta_server import letta_llm, letta_server  # noqa: E402,F401  (session: one real Letta server)
 from support.openai_server import openai_server  # noqa: E402,F401  (fixture: a scripted LLM on 127.0.0.1)
+from support.postgres_server import (  # noqa: E402,F401  (session: one PostgreSQL server of each kind; a database per test)
+    pgvector_server,
+    pgvector_url,
+    postgres_server,
+    postgres_url,
+)

@@ -117,7 +117,9 @@ class PostgresServer:
         }
         opts = " ".join(f"-c {k}={v}" for k, v in options.items())
         try:
-            self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.root / "server.log"), "-w", "-o", opts, "start")
+            self._run(
+                "pg_ctl", "-D", str(self.data_dir), "-l", str(self.root / "server.log"), "-w", "-o", opts, "start"
+            )
         except subprocess.CalledProcessError as exc:
             log = (self.root / "server.log").read_text() if (self.root / "server.log").exists() else ""
             raise RuntimeError(f"PostgreSQL did not start: {exc.stderr}\n{log[-2000:]}") from None
