@@ -158,7 +158,7 @@ def test_sigkilled_workers_lose_nothing_and_their_subjects_are_taken_over(
                 },
             )
 
-        workers = {n: worker(n) for n in range(3)}
+        workers = {n: worker(n) for n in range(6)}  # started up front: a start-up under way slows the others
         producers = [
             Child(
                 "reliability_writer.py",
@@ -174,13 +174,13 @@ def test_sigkilled_workers_lose_nothing_and_their_subjects_are_taken_over(
             )
             for w in range(2)
         ]
-        killed_at: dict[str, list[float]] = defaultdict(list)
-        kills = 0
+        kills: list[tuple[float, list[str]]] = []  # (when, the runs the killed worker held)
         try:
             for child in workers.values():
                 assert child.wait_line("READY", 60), child.stderr_tail()
-            next_host = len(workers)
             for _ in range(6):
+                if sum(w.proc.poll() is None for w in workers.values()) <= 2:
+                    break
                 time.sleep(rng.uniform(0.5, 1.0))
                 held = _rows(
                     postgres_url,
@@ -196,12 +196,7 @@ def test_sigkilled_workers_lose_nothing_and_their_subjects_are_taken_over(
                     continue
                 n, runs = rng.choice(victims)
                 workers[n].kill()  # SIGKILL, mid-pass
-                now = time.time()
-                for run_id in runs:
-                    killed_at[run_id].append(now)
-                kills += 1
-                workers[next_host] = worker(next_host)  # another machine joins
-                next_host += 1
+                kills.append((time.time(), runs))
             for p in producers:
                 assert p.wait_line("DONE", 120), p.stderr_tail()
             statuses = _wait_drained(postgres_url, 120)
@@ -214,24 +209,29 @@ def test_sigkilled_workers_lose_nothing_and_their_subjects_are_taken_over(
     learned = _learned(postgres_url)
     starts = dict(_rows(postgres_url, "SELECT id, started_at FROM runs"))
     attempts = dict(_rows(postgres_url, "SELECT id, attempts FROM runs"))
-    takeovers = []
-    for run_id, times in killed_at.items():
-        before = [t for t in times if t <= starts[run_id]]
-        takeovers.append(starts[run_id] - max(before) if before else float("inf"))
+    # The subject is taken over when another worker starts on the killed pass's runs (the first of them: runs
+    # of a pass that died are then learned one by one, see RunQueue.claim). A run killed twice counts once.
+    takeovers = [
+        min(starts[r] for r in runs) - when
+        for when, runs in kills
+        if all(starts[r] > when for r in runs) and not any(w > when and set(rs) & set(runs) for w, rs in kills)
+    ]
+    killed = {r for _, runs in kills for r in runs}
     with capsys.disabled():
         print(
-            f"\n[postgres crash] {kills} workers SIGKILLed mid-pass holding {len(killed_at)} runs; "
+            f"\n[postgres crash] {len(kills)} workers SIGKILLed mid-pass holding {len(killed)} runs; "
             f"{len(confirmed)} batches, runs {statuses}; takeover after {min(takeovers, default=0):.1f}-"
             f"{max(takeovers, default=0):.1f}s (lease {lease}s); LLM calls {len(server.chat_requests)}"
         )
-    assert kills >= 3, "too few kills landed on a pass: the test proved little"
+    assert len(takeovers) >= 2, "too few kills landed on a pass: the test proved little"
     assert confirmed == set(stored) and len(confirmed) == 160  # nothing lost
     assert statuses == {"completed": len(stored)}
     assert {b: n for b, n in learned.items() if n != 1} == {}  # nothing applied twice
     assert set(learned) == set(stored)  # everything applied
     assert problems == []
-    assert all(attempts[r] >= 2 for r in killed_at)
-    assert max(takeovers) <= lease + 5, takeovers
+    # A run listed as held may have completed between the look and the kill; every other one was claimed again.
+    assert all(attempts[r] >= 2 for when, runs in kills for r in runs if starts[r] > when)
+    assert takeovers and max(takeovers) <= lease + 5, takeovers
     assert _deadlocks(postgres_server, log_start) == []
 
 
