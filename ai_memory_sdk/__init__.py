@@ -1,7 +1,7 @@
 """ai_memory_sdk: long-term memory for AI applications through learned context blocks.
 
 ``Memory`` (and its async twin ``AsyncMemory``) is the whole public surface;
-see the README for the quickstart and SPEC-level behaviour.
+see the README for the quickstart and docs/ for the reference.
 """
 
 from .errors import (

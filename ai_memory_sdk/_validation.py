@@ -1,4 +1,4 @@
-"""Input checks of SPEC §4, shared by every engine.
+"""Input checks of the public API (docs/api.md), shared by every engine and the HTTP server.
 
 Each check raises ``ValueError``/``TypeError`` with a message that names the
 offending argument (and, for batches, the message index and field), before
@@ -260,3 +260,19 @@ def file_specs(files: Any) -> list[dict[str, Any]]:
     if not out:
         raise ValueError("files must contain at least one file")
     return out
+
+
+def session_items(items: Any) -> list[dict[str, Any]]:
+    """Items of an agent session: JSON objects, stored and returned exactly (a JSON round trip of each)."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, (list, tuple)):
+        raise TypeError(f"items must be a list of item dicts, got {type(items).__name__}")
+    return [_json_object(item, f"items[{i}]") for i, item in enumerate(items)]
+
+
+def session_limit(value: Any) -> int | None:
+    """How many of a session's latest items to read: None (or a negative number, as SQLite reads it) means all."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"limit must be an integer or None, got {type(value).__name__}")
+    return None if value < 0 else value

@@ -1,12 +1,12 @@
 """The package's exception types.
 
-Bad input raises the built-in ``ValueError``/``TypeError`` (as SPEC §4 says);
+Bad input raises the built-in ``ValueError``/``TypeError`` (docs/api.md);
 everything specific to this package derives from :class:`AIMemoryError`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .models import Run
@@ -102,7 +102,15 @@ class UnsupportedByEngineError(AIMemoryError):
 class LearnerError(AIMemoryError):
     """A learner pass could not finish; the run is marked ``failed`` with it."""
 
-    def __init__(self, message: str, *, stop_reason: str | None = None, stats: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        stop_reason: str | None = None,
+        stats: dict[str, int] | None = None,
+        trace: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.stop_reason = stop_reason
         self.stats = stats or {}  # llm_calls / prompt_tokens / completion_tokens spent before failing
+        self.trace = trace or []  # the steps the pass took before it failed (the inspector shows them)
         super().__init__(message)

@@ -1,4 +1,4 @@
-"""Prompt-formatted XML (SPEC §5) and transcripts, shared by every engine.
+"""Prompt-formatted XML (docs/prompt-formats.md), shared by every engine.
 
 Byte-for-byte the original's format when the description has no ``&<>"``;
 a value can never close its own block early (its own tag is neutralised).
@@ -8,17 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime
-from typing import Protocol
+from datetime import timezone
 
-from .models import Block
-
-
-class _Said(Protocol):
-    role: str
-    content: str
-    name: str | None
-    created_at: datetime
+from .models import Block, SearchResult
 
 
 def escape_attr(text: str) -> str:
@@ -55,19 +47,17 @@ def format_context(blocks: Iterable[Block]) -> str:
     return "\n".join(format_block_obj(b) for b in blocks)
 
 
-def format_time(dt: datetime) -> str:
-    """Absolute minute-precision UTC time, as used in transcripts."""
-    return dt.strftime("%Y-%m-%d %H:%M UTC")
+def with_context(instructions: str, context: str) -> str:
+    """A system prompt with the memory context appended (a blank line between them)."""
+    if not context:
+        return instructions
+    return f"{instructions}\n\n{context}" if instructions else context
 
 
-def transcript(messages: Iterable[_Said], tag: str = "messages") -> str:
-    """Render messages as a quoted transcript: one ``[time] role (name): text`` entry each.
-
-    The text is quoted data: any occurrence of the wrapping tag inside a
-    message is neutralised so a message cannot end the transcript early.
-    """
-    lines = []
-    for m in messages:
-        who = f"{m.role} ({m.name})" if m.name else m.role
-        lines.append(f"[{format_time(m.created_at)}] {who}: {neutralise(m.content, tag)}")
+def format_search_results(results: Iterable[SearchResult], tag: str = "relevant_messages") -> str:
+    """Search results for a system prompt, best first: ``[time] role: text`` lines that cannot close the list."""
+    lines = [
+        f"[{r.created_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC] {r.role or 'file'}: {neutralise(r.content, tag)}"
+        for r in results
+    ]
     return f"<{tag}>\n" + "\n".join(lines) + f"\n</{tag}>"

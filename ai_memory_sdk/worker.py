@@ -222,7 +222,7 @@ class WorkerPool:
             now = datetime.now(timezone.utc)
             if claim.kind == "consolidate":
                 if blocks:
-                    _merge(out, self.learner.consolidate(PassInput(claim.subject_id, blocks, [], now)))
+                    out.merge(self.learner.consolidate(PassInput(claim.subject_id, blocks, [], now)))
             else:
                 messages = self.queue.claim_messages(claim)
                 if not blocks:
@@ -235,7 +235,7 @@ class WorkerPool:
                     out.stop_reason = "no_blocks"
                 current = list(blocks)
                 for chunk in split_for_passes(messages, self.max_pass_chars) if blocks else []:
-                    _merge(out, self.learner.learn(PassInput(claim.subject_id, current, chunk, now)))
+                    out.merge(self.learner.learn(PassInput(claim.subject_id, current, chunk, now)))
                     current = [_with(b, out.values.get(b.label)) for b in blocks]
         except LearnerError as exc:
             log.warning("run(s) %s of subject %r failed: %s", claim.run_ids, claim.subject_id, exc)
@@ -246,6 +246,7 @@ class WorkerPool:
                 out.completion_tokens + failed.get("completion_tokens", 0),
                 exc.stop_reason,
             )
+            out.trace.extend(exc.trace)
             return _Failure(str(exc), stats, self._trace(claim, out))
         except Exception as exc:
             log.exception("run(s) %s of subject %r failed", claim.run_ids, claim.subject_id)
@@ -275,12 +276,18 @@ class WorkerPool:
         return _trace(claim, self.learner_name, out) if self.trace else None
 
     def _needs_consolidation(self, blocks: list[Block], out: PassOutput) -> bool:
-        """After a pass: an edit refused for a limit, or a block left above ``consolidate_at`` of its limit."""
+        """After a learning pass: an edit was refused for a limit, or a block crossed ``consolidate_at`` of its limit.
+
+        Crossing, not being above: a block that consolidation cannot bring
+        below the mark (every line a distinct standing fact) does not queue
+        one consolidation per pass; a refused edit still does.
+        """
         if self.consolidate_at is None:
             return False
         if out.limit_refusals:
             return True
-        return any(len(out.values.get(b.label, b.value)) > self.consolidate_at * b.limit for b in blocks)
+        mark = self.consolidate_at
+        return any(len(b.value) <= mark * b.limit < len(out.values.get(b.label, b.value)) for b in blocks)
 
 
 @dataclass(frozen=True)
@@ -292,17 +299,6 @@ class _Failure:
 
 def _with(block: Block, value: str | None) -> Block:
     return block if value is None else block.model_copy(update={"value": value})
-
-
-def _merge(total: PassOutput, part: PassOutput) -> None:
-    total.values.update(part.values)
-    total.ops.extend(part.ops)
-    total.llm_calls += part.llm_calls
-    total.prompt_tokens += part.prompt_tokens
-    total.completion_tokens += part.completion_tokens
-    total.limit_refusals += part.limit_refusals
-    total.trace.extend(part.trace)
-    total.stop_reason = part.stop_reason or total.stop_reason
 
 
 def _trace(claim: Claim, learner: str, out: PassOutput) -> dict[str, object]:

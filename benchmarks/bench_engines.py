@@ -1,6 +1,6 @@
 """Caller-side latency: local engine vs letta engine vs the original ai-memory-sdk 0.2.0, one Letta server.
 
-    python benchmarks/bench_engines.py [--reps 5] [--latency 0.2] [--json FILE] [--no-original]
+    .venv/bin/python benchmarks/bench_engines.py [--reps 5] [--latency 0.2] [--json FILE] [--no-original] [--smoke]
 
 Everything runs on 127.0.0.1: a scripted OpenAI-compatible endpoint answering
 every chat call after a fixed latency (default 200 ms) as Letta's sleeptime
@@ -33,14 +33,15 @@ on three systems:
 It prints the figures side by side with ratios to the original, plus LLM calls
 and request bytes per run (the original never clears its agent's history).
 The measuring code is one stdlib-only function shared by all three systems.
+``--smoke``: one repetition of each, a 10 ms scripted LLM.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import _common
+from support.letta_server import LettaServer, SleeptimeResponder, original_sdk_venv
+from support.openai_server import ScriptedOpenAI
+
 BATCH = 10
 GET_CALLS = 20
 
@@ -75,7 +79,7 @@ def batch(rep: int) -> list[dict[str, Any]]:
 
 
 def measure(
-    add: Callable[[str, list, bool], str],
+    add: Callable[[str, list[dict[str, Any]], bool], str],
     wait: Callable[[str], None],
     get: Callable[[str], Any],
     reps: int,
@@ -86,7 +90,7 @@ def measure(
     clock = time.perf_counter
     uid = f"bench_{uuid.uuid4().hex[:10]}"
     wait(add(uid, batch(0), True))  # creates the user's agent and blocks: not timed
-    out: dict[str, list[float]] = {"add": [], "add_wait": [], "get": [], "add_archive": [], "add_archive_wait": []}
+    out: dict[str, list[Any]] = {"add": [], "add_wait": [], "get": [], "add_archive": [], "add_archive_wait": []}
 
     def add_and_wait(reps_: range, skip_vectors: bool, key: str) -> None:
         for rep in reps_:
@@ -110,22 +114,23 @@ def measure(
     mark("archive")
     add_and_wait(range(reps + 1, reps + 1 + archive_reps), False, "add_archive")
     mark("done")
-    out["final_memory"] = [get(uid)]  # type: ignore[list-item]
+    out["final_memory"] = [get(uid)]
     return out
 
 
 # ----------------------------------------------------------------------------- the original SDK (child process)
 def _original_child(cfg: dict[str, Any]) -> None:
     """Runs inside the ai-memory-sdk 0.2.0 venv: measure its Memory against the local Letta server."""
-    from letta_client import Letta  # 0.1.307
+    import letta_client  # 0.1.307
 
-    from ai_memory_sdk import Memory  # 0.2.0 (a top-level module in its own venv)
+    import ai_memory_sdk  # 0.2.0 (a top-level module in its own venv)
 
-    memory = Memory(api_key="bench-key")
-    memory.letta_client = Letta(base_url=cfg["base_url"], token="bench-key")  # the benchmark-only shim
+    memory: Any = ai_memory_sdk.Memory(api_key="bench-key")
+    letta: Any = letta_client.Letta  # 0.1.307 takes token=, reads no base URL from the environment
+    memory.letta_client = letta(base_url=cfg["base_url"], token="bench-key")  # the benchmark-only shim
 
-    def add(uid: str, messages: list, skip: bool) -> str:
-        return memory.add_messages(uid, messages, skip_vector_storage=skip)
+    def add(uid: str, messages: list[dict[str, Any]], skip: bool) -> str:
+        return str(memory.add_messages(uid, messages, skip_vector_storage=skip))
 
     def mark(phase: str) -> None:
         print(json.dumps({"phase": phase}), flush=True)
@@ -144,13 +149,13 @@ def _original_child(cfg: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- the parent
 def _p50_ms(values: list[float]) -> float:
-    return 1000 * statistics.median(values) if values else float("nan")
+    return 1000 * _common.percentile(values, 0.5)
 
 
 class _Phases:
     """LLM requests seen during each phase of one system's measurement."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: ScriptedOpenAI) -> None:
         self.llm = llm
         self.start = 0
         self.learn: list[Any] = []
@@ -163,7 +168,9 @@ class _Phases:
             self.learn = self.llm.chat_requests[self.start : n]
 
 
-def _run_ours(engine: str, llm: Any, letta: Any, reps: int, archive_reps: int, tmp: str) -> tuple[dict, _Phases]:
+def _run_ours(
+    engine: str, llm: ScriptedOpenAI, letta: LettaServer, reps: int, archive_reps: int, tmp: str
+) -> tuple[dict[str, Any], _Phases]:
     from ai_memory_sdk import Memory
 
     if engine == "local":
@@ -199,10 +206,9 @@ def _run_ours(engine: str, llm: Any, letta: Any, reps: int, archive_reps: int, t
     return out, phases
 
 
-def _run_original(llm: Any, letta: Any, reps: int, archive_reps: int) -> tuple[dict, _Phases]:
-    sys.path.insert(0, str(ROOT))
-    from tests.support.letta_server import original_sdk_venv
-
+def _run_original(
+    llm: ScriptedOpenAI, letta: LettaServer, reps: int, archive_reps: int
+) -> tuple[dict[str, Any], _Phases]:
     python = original_sdk_venv() / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"original SDK venv missing at {python}: run bash .ci/setup-letta.sh (or pass --no-original)")
@@ -247,20 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the raw figures to this file")
     parser.add_argument("--no-original", action="store_true", help="skip ai-memory-sdk 0.2.0")
     parser.add_argument("--original-child", help=argparse.SUPPRESS)
+    _common.add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    if args.original_child:
+    if args.original_child:  # inside the original SDK's venv
         _original_child(json.loads(args.original_child))
         return 0
-
-    sys.path.insert(0, str(ROOT))
-    import logging
-
-    from tests.support.letta_server import LettaServer, SleeptimeResponder
-    from tests.support.openai_server import ScriptedOpenAI
+    if args.smoke:
+        args.reps, args.archive_reps, args.latency = 1, 1, 0.01
 
     logging.basicConfig(level=logging.WARNING)
     systems = ["local", "letta"] + ([] if args.no_original else ["original"])
-    results: dict[str, dict] = {}
+    results: dict[str, dict[str, Any]] = {}
     llm_stats: dict[str, tuple[float, float]] = {}
     t_start = time.perf_counter()
     with (
@@ -291,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         ("  ... -> wait_for_run", "add_archive_wait"),
     ]
     print(
-        f"\nbench_engines: {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
-        f"load {os.getloadavg()[0]:.1f}; Letta 0.11.7 server (start {startup or 0:.0f} s); scripted LLM "
+        f"\nbench_engines: {_common.machine_line()}; Letta 0.11.7 server (start {startup or 0:.0f} s); scripted LLM "
         f"{args.latency * 1000:.0f} ms per call; p50 over {args.reps} reps ({args.archive_reps} with archival, "
         f"{args.reps * GET_CALLS} get calls); total {time.perf_counter() - t_start:.0f} s"
     )

@@ -6,12 +6,16 @@ behaves like a well-behaved model: every edit plus ``memory_finish_edits`` in
 one response. Letta's figures are reconstructed from the numbers in issue 3
 (4.1 kB system message with two empty blocks, 3.7 kB of tool schemas resent
 on every step, 2 calls per pass) and from the history growth measured against
-a real Letta server (/work/shared/letta-server/README.md: 20.5 kB on the first
-run, about +6.4 kB per run). Usage: ``python benchmarks/llm_pass_cost.py``.
+a real Letta 0.11.7 server (20.5 kB on the first run, about +6.4 kB per run).
+
+Usage::
+
+    .venv/bin/python benchmarks/llm_pass_cost.py [--passes 5] [--smoke]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -20,15 +24,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+import _common
+from support.openai_server import ScriptedOpenAI, reply
 
-from support.openai_server import ScriptedOpenAI, reply  # noqa: E402
+from ai_memory_sdk import Memory
+from ai_memory_sdk.learners.llm import tool_schemas
 
-from ai_memory_sdk import Memory  # noqa: E402
-from ai_memory_sdk.learners.llm import tool_schemas  # noqa: E402
-
-STANDARD_BATCH = [  # 10 messages of about 80 characters (SPEC §7 reference batch)
+STANDARD_BATCH = [  # 10 messages of about 80 characters (the project's reference batch)
     ("user", "Hi! I'm Priya, I just moved to Lisbon from Toronto for a new job at a fintech."),
     ("assistant", "Welcome to Lisbon, Priya! How are you finding the city so far? Settling in ok?"),
     ("user", "Loving it, though the hills are brutal. I cycle to work, so my legs are dying."),
@@ -40,7 +42,6 @@ STANDARD_BATCH = [  # 10 messages of about 80 characters (SPEC §7 reference bat
     ("user", "Great tip. Also I'm vegetarian, so any restaurant ideas should keep that in mind."),
     ("assistant", "Noted: vegetarian. I'll suggest places with good meat-free options next time."),
 ]
-PASSES = 5
 LETTA_SYSTEM = 4100  # bytes, two empty blocks (issue 3)
 LETTA_TOOLS = 3700  # bytes of tool schemas, resent on every step (issue 3)
 LETTA_CALLS = 2  # a typical Letta sleeptime pass (issue 3; measured: each run is 2 LLM calls)
@@ -87,7 +88,7 @@ def _well_behaved(req: dict[str, Any]) -> Any:
 def _tokens(text: str) -> str:
     approx = f"~{len(text) / 4:,.0f} (chars/4)"
     try:  # optional; never a dependency
-        import tiktoken
+        import tiktoken  # type: ignore[import-not-found,unused-ignore]
 
         enc = tiktoken.get_encoding("o200k_base")
         return f"{approx}, {len(enc.encode(text)):,} (tiktoken o200k_base)"
@@ -95,7 +96,12 @@ def _tokens(text: str) -> str:
         return approx
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--passes", type=int, default=5, help="memory-agent passes, one batch each")
+    _common.add_smoke_flag(ap)
+    args = ap.parse_args(argv)
+    passes = 2 if args.smoke else args.passes
     with ScriptedOpenAI() as server, tempfile.TemporaryDirectory() as tmp:
         server.responder = _well_behaved
         mem = Memory(
@@ -109,7 +115,7 @@ def main() -> None:
             mem.initialize_user_memory("priya")
             per_pass: list[tuple[int, int, float]] = []  # (calls, request bytes, ms)
             first_body: bytes | None = None
-            for day in range(PASSES):
+            for day in range(passes):
                 seen = len(server.chat_requests)
                 t0 = time.perf_counter()
                 mem.wait_for_run(mem.add_messages("priya", _batch(day)), timeout=30)
@@ -130,7 +136,7 @@ def main() -> None:
     calls = [c for c, _, _ in per_pass]
 
     print("== ai_memory_sdk llm learner: standard 10-message batch (~80 chars each), default blocks empty ==")
-    print(f"request body (pass 1):           {first_bytes:,} bytes of JSON (SPEC budget < 7,000)")
+    print(f"request body (pass 1):           {first_bytes:,} bytes of JSON (goal: < 7,000)")
     print(f"system prompt:                   {len(system):,} chars, tokens {_tokens(system)}")
     print(f"tool schemas (4 tools):          {tools_bytes:,} bytes, tokens {_tokens(json.dumps(sample['tools']))}")
     print(f"user turn (transcript):          {len(user):,} chars")
@@ -139,7 +145,7 @@ def main() -> None:
         f"run 1 usage (scripted server):   {run.llm_calls} call(s), {run.prompt_tokens} prompt +"
         f" {run.completion_tokens} completion tokens"
     )
-    print(f"LLM calls per pass ({PASSES} passes):   {calls} -> mean {sum(calls) / len(calls):.2f}")
+    print(f"LLM calls per pass ({passes} passes):   {calls} -> mean {sum(calls) / len(calls):.2f}")
     print(f"request bytes per pass:          {[b for _, b, _ in per_pass]} (blocks grow, history is never sent)")
     print(
         f"add -> wait_for_run, ms:         {[round(ms) for _, _, ms in per_pass]} (scripted server, no model time; pass 1 includes imports)"
@@ -170,7 +176,7 @@ def main() -> None:
     last = per_pass[-1][1] * (sum(calls) / len(calls))
     print(
         "with Letta's history growth (measured on a real Letta server, requests of one run); ours never grows"
-        f" with history: {last:,.0f} B at pass {PASSES} (blocks grew), at most ~{full:,} B with both blocks full:"
+        f" with history: {last:,.0f} B at pass {passes} (blocks grew), at most ~{full:,} B with both blocks full:"
     )
     for n in (1, 10, 26):
         letta_n = LETTA_FIRST_RUN + LETTA_GROWTH * (n - 1)
@@ -182,7 +188,8 @@ def main() -> None:
     print()
     print("== sample request body (pass 1, as sent) ==")
     print(json.dumps(sample, indent=1, ensure_ascii=False))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,7 +12,11 @@ or history entry differs from the valid calls applied in order, a failed run cha
 block, a block is over its limit, or a refused call was not answered ``Error:`` in the
 next request (tool message and user turn).
 
-Usage: ``python benchmarks/local_model.py [--passes 30] [--batch 8] [--max-steps 3]``
+Usage::
+
+    .venv/bin/python benchmarks/local_model.py [--passes 30] [--batch 8] [--max-steps 3] [--smoke]
+
+``--smoke``: one pass of 4 messages, one step.
 """
 
 from __future__ import annotations
@@ -29,23 +33,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+import _common
+from support.agent_audit import PassAudit, RecordingProxy, audit_run, block_state, conversation_batches
+from support.llama_server import LlamaServer, find_model
 
-from support.agent_audit import PassAudit, RecordingProxy, audit_run, block_state, conversation_batches  # noqa: E402
-from support.llama_server import LlamaServer, find_model  # noqa: E402
-
-from ai_memory_sdk import Memory  # noqa: E402
-from ai_memory_sdk.errors import RunFailedError  # noqa: E402
+from ai_memory_sdk import Memory
+from ai_memory_sdk.errors import RunFailedError
 
 
-def _interleave(passes: int, size: int) -> list[tuple[str, list[dict]]]:
+def _interleave(passes: int, size: int) -> list[tuple[str, list[dict[str, Any]]]]:
     """Up to ``passes`` batches, round-robin over the conversations, each conversation in order."""
-    per: dict[str, list[list[dict]]] = {}
+    per: dict[str, list[list[dict[str, Any]]]] = {}
     for conv, batch in conversation_batches(size=size):
         per.setdefault(conv, []).append(batch)
-    out: list[tuple[str, list[dict]]] = []
+    out: list[tuple[str, list[dict[str, Any]]]] = []
     i = 0
     while len(out) < passes and any(i < len(b) for b in per.values()):
         out += [(conv, batches[i]) for conv, batches in per.items() if i < len(batches)]
@@ -67,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--llm-timeout", type=float, default=240.0)
     ap.add_argument("--json", type=Path, help="write every pass's audit here")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every tool call")
+    _common.add_smoke_flag(ap)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.passes, args.batch, args.max_steps = 1, 4, 1
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("ai_memory_sdk.worker").setLevel(logging.ERROR)  # failed runs are counted below
+    print(_common.LOCOMO_ATTRIBUTION)
 
     work = _interleave(args.passes, args.batch)
     audits: list[PassAudit] = []

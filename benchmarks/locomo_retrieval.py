@@ -1,16 +1,19 @@
 """LoCoMo retrieval benchmark of archival search, through the library's public API.
 
 Every turn of a conversation becomes a message of one subject
-(``skip_vector_storage=False``), exactly as ``shared/data/locomo/README.md``
-defines the benchmark; for each question of categories 1-4 it measures
-recall@5/10/20 of the evidence turns, searching every role (``tags=[]``).
-The hybrid figures come from ``Memory.search_passages``; BM25-only and
-vector-only rankings come from the same store through
+(``skip_vector_storage=False``), exactly as the data's README
+(``../shared/data/locomo/README.md``) defines the benchmark; for each question of
+categories 1-4 it measures recall@5/10/20 of the evidence turns, searching every
+role (``tags=[]``). The hybrid figures come from ``Memory.search_passages``;
+BM25-only and vector-only rankings come from the same store through
 ``ai_memory_sdk.search.hybrid.ranked`` (one channel, no public API for it).
+
+Data: LoCoMo (snap-research, Maharana et al., ACL 2024), CC BY-NC 4.0,
+non-commercial benchmark use only; read in place, never copied.
 
 Usage::
 
-    .venv/bin/python benchmarks/locomo_retrieval.py [--data PATH] [--embedder SPEC] [--lexical-budget N]
+    .venv/bin/python benchmarks/locomo_retrieval.py [--data PATH] [--embedder SPEC] [--lexical-budget N] [--smoke]
         [--path postgresql://...]
 
 ``--path`` runs it on a PostgreSQL store (an empty database: its schema is
@@ -24,27 +27,20 @@ import json
 import logging
 import os
 import re
-import statistics
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _common
+from support import internals
 
-from ai_memory_sdk import Memory  # noqa: E402
-from ai_memory_sdk.search import hybrid  # noqa: E402
-from ai_memory_sdk.store.sqlite.index import LEXICAL_BUDGET  # noqa: E402
+from ai_memory_sdk import Memory
+from ai_memory_sdk.store.sqlite.index import LEXICAL_BUDGET
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
-ATTRIBUTION = (
-    'Data: LoCoMo (snap-research/LoCoMo, Maharana et al., "Evaluating Very Long-Term Conversational '
-    'Memory of LLM Agents", ACL 2024), CC BY-NC 4.0, non-commercial benchmark use only.'
-)
 KS = (5, 10, 20)
+SMOKE_TURNS = 60  # --smoke: the first conversation's first turns, and the questions they answer
 
 
 def session_time(text: str) -> datetime:
@@ -86,9 +82,18 @@ def recall(runs: list[list[str]], golds: list[set[str]]) -> tuple[float, ...]:
     return tuple(sum(len(g & set(r[:k])) / len(g) for r, g in zip(runs, golds)) / len(golds) for k in KS)
 
 
-def main(argv: list[str] | None = None) -> None:
+def truncated(
+    sid: str, messages: list[dict[str, Any]], questions: list[Any], turns: int
+) -> tuple[str, list[dict[str, Any]], list[Any]]:
+    """The first ``turns`` messages of a conversation and the questions whose evidence lies among them."""
+    kept = messages[:turns]
+    ids = {m["metadata"]["dia_id"] for m in kept}
+    return sid, kept, [q for q in questions if q[1] <= ids]
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=_common.LOCOMO_DEV)
     ap.add_argument("--embedder", default="sentence-transformers:all-MiniLM-L6-v2")
     ap.add_argument(
         "--lexical-budget",
@@ -98,19 +103,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions (a quick look)")
     ap.add_argument("--path", help="the store: an empty PostgreSQL database URL (default: a temporary SQLite file)")
+    _common.add_smoke_flag(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    print(ATTRIBUTION)
+    print(_common.LOCOMO_ATTRIBUTION)
     samples = json.loads(args.data.read_text())
+    if args.smoke:
+        samples, args.limit = samples[:1], 10
     with tempfile.TemporaryDirectory() as tmp:
         mem = Memory(path=args.path or os.path.join(tmp, "locomo.db"), learner="offline", embedder=args.embedder)
-        engine: Any = mem._engine
-        engine.store.index.budget = args.lexical_budget
+        internals.set_lexical_budget(mem, args.lexical_budget)  # the public API has no budget knob
         questions: list[tuple[str, str, set[str]]] = []
         t0 = time.perf_counter()
         n_messages = 0
         for sample in samples:
             sid, messages, qs = conversation(sample)
+            if args.smoke:
+                sid, messages, qs = truncated(sid, messages, qs, SMOKE_TURNS)
             mem.wait_for_run(mem.add_messages(sid, messages, skip_vector_storage=False), timeout=3600)
             n_messages += len(messages)
             questions += [(sid, q, gold) for q, gold, _ in qs]
@@ -126,30 +135,18 @@ def main(argv: list[str] | None = None) -> None:
 
         def ids(pks: list[int]) -> list[str]:
             missing = [pk for pk in pks if pk not in dia]
-            for pk, row in engine.store.index.passages(missing).items():
-                dia[pk] = row.metadata["dia_id"]
+            for pk, metadata in internals.passage_metadata(mem, missing).items():
+                dia[pk] = metadata["dia_id"]
             return [dia[pk] for pk in pks]
 
         runs: dict[str, list[list[str]]] = {"bm25": [], "vector": [], "hybrid": []}
         latency: list[float] = []
         for sid, q, _ in questions:
-            pk = engine.store.subject_pk(sid)
             for channel in ("lexical", "vector"):
-                ranked = hybrid.ranked(
-                    engine.store.index,
-                    engine.vectors,
-                    engine.indexer.embedder,
-                    pk,
-                    q,
-                    tags=[],
-                    tag_match_mode="any",
-                    start=None,
-                    end=None,
-                    channels=channel,
-                )
+                ranked = internals.ranked(mem, sid, q, channels=channel)
                 runs["bm25" if channel == "lexical" else "vector"].append(ids([p for p, _ in ranked[: max(KS)]]))
             t = time.perf_counter()
-            results = mem.search_passages(sid, q, tags=[], limit=max(KS))  # the budget is set on the index above
+            results = mem.search_passages(sid, q, tags=[], limit=max(KS))
             latency.append(time.perf_counter() - t)
             runs["hybrid"].append([r.metadata["dia_id"] for r in results])
         golds = [g for _, _, g in questions]
@@ -160,13 +157,10 @@ def main(argv: list[str] | None = None) -> None:
             ("hybrid", "hybrid (convex 1.5:1)"),
         ):
             print(f"  {label:28s} " + "/".join(f"{x:.3f}" for x in recall(runs[name], golds)))
-        latency.sort()
-        print(
-            f"search_passages latency (with query embedding): p50 {statistics.median(latency) * 1000:.1f} ms,"
-            f" p99 {latency[int(0.99 * (len(latency) - 1))] * 1000:.1f} ms"
-        )
+        print(f"search_passages latency (with query embedding): {_common.p50_p99(latency)}")
         mem.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -15,9 +15,12 @@ a real history). Queries are LoCoMo questions. Reported, per size:
 Ingest: messages per second stored, embedded with MiniLM in the background
 worker and completed (``wait_for_run``).
 
+Data: LoCoMo (snap-research, Maharana et al., ACL 2024), CC BY-NC 4.0,
+non-commercial benchmark use only; read in place from ``../shared/data``.
+
 Usage::
 
-    .venv/bin/python benchmarks/search_latency.py [--sizes 1000,10000,100000] [--queries 200]
+    .venv/bin/python benchmarks/search_latency.py [--sizes 1000,10000,100000] [--queries 200] [--smoke]
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import logging
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -36,19 +38,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import _common
 import numpy as np
+from locomo_retrieval import conversation
+from support import internals
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from locomo_retrieval import ATTRIBUTION, DEFAULT_DATA, conversation  # noqa: E402
-
-from ai_memory_sdk import Memory  # noqa: E402
-from ai_memory_sdk.search import hybrid  # noqa: E402
-from ai_memory_sdk.search.embedders import SentenceTransformerEmbedder  # noqa: E402
+from ai_memory_sdk import Memory
+from ai_memory_sdk.search import hybrid
+from ai_memory_sdk.search.embedders import SentenceTransformerEmbedder
+from ai_memory_sdk.store.sqlite.index import LEXICAL_BUDGET
 
 EMBEDDER = "sentence-transformers:all-MiniLM-L6-v2"
+# --smoke: one store just over the exact-search limit (so the prefilter path runs), few turns and queries
+SMOKE_SIZE, SMOKE_QUERIES, SMOKE_TURNS, SMOKE_INGEST = hybrid.EXACT_MAX + 500, 10, 100, 40
 
 
 class _Fixed:
@@ -60,11 +62,6 @@ class _Fixed:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return np.stack([self._vectors[t] for t in texts])
-
-
-def _pct(xs: list[float]) -> str:
-    xs = sorted(xs)
-    return f"p50 {statistics.median(xs) * 1000:6.2f} ms  p99 {xs[int(0.99 * (len(xs) - 1))] * 1000:6.2f} ms"
 
 
 def _time(fn: Callable[[str], Any], queries: Sequence[str]) -> list[float]:
@@ -99,15 +96,15 @@ def build_store(path: str, n: int, turns: list[str], turn_vecs: np.ndarray, seed
         if len(batch) == 2000 or i == n - 1:
             mem.add_messages(sid, batch, skip_vector_storage=False)
             batch = []
-    engine: Any = mem._engine
-    store = engine.store
+    store = internals.store(mem)
     pk = store.subject_pk(sid)
-    with store.snapshot() as conn:
-        pks = [r[0] for r in store.passage_rows(conn, pk, 0)]
+    pks = internals.passage_pks(mem, sid)
     for i in range(0, n, 5000):
         part = turn_vecs[picks[i : i + 5000]] + nrng.normal(0, 0.02, (len(picks[i : i + 5000]), turn_vecs.shape[1]))
         part /= np.linalg.norm(part, axis=1, keepdims=True)
-        store.put_vectors([(p, pk, v.astype(np.float32).tobytes()) for p, v in zip(pks[i : i + 5000], part)], EMBEDDER)
+        store.index.put_vectors(
+            [(p, pk, v.astype(np.float32).tobytes()) for p, v in zip(pks[i : i + 5000], part)], EMBEDDER
+        )
     store.set_meta("embedder", EMBEDDER)
     mem.close()
     return sid
@@ -130,13 +127,12 @@ def bench_size(
             f" {os.path.getsize(path) / 1e6:.0f} MB)"
         )
         mem = Memory(path=path, learner="offline", embedder=EMBEDDER, background=False)
-        engine: Any = mem._engine
-        engine.embedder = st  # share the loaded model between sizes
-        store, cache = engine.store, engine.vectors
+        internals.set_embedder(mem, st)  # share the loaded model between sizes
+        store, cache = internals.store(mem), internals.vector_cache(mem)
         pk = store.subject_pk(sid)
         fixed = _Fixed(EMBEDDER, qvecs)
         t0 = time.perf_counter()
-        view = cache.view(store, pk, EMBEDDER)
+        view = cache.view(store.index, pk, EMBEDDER)
         print(
             f"  cache build (first search of the subject): {time.perf_counter() - t0:.2f}s,"
             f" {len(view.vec_pos):,} vectors"
@@ -144,8 +140,8 @@ def bench_size(
 
         def whole(tags: list[str], emb: Any) -> Callable[[str], Any]:
             def run(q: str) -> Any:
-                best = hybrid.ranked(store, cache, emb, pk, q, tags=tags, tag_match_mode="any", start=None, end=None)
-                return store.passages([p for p, _ in best[:10]])
+                best = internals.ranked(mem, sid, q, tags=tags, with_embedder=emb)
+                return internals.passage_texts(mem, [p for p, _ in best[:10]])
 
             return run
 
@@ -153,23 +149,23 @@ def bench_size(
             ("search_passages(tags=[]), query embedded", lambda q: mem.search_passages(sid, q, tags=[])),
             ("whole search, tags=[], precomputed query", whole([], fixed)),
             ("whole search, tags=['user'], precomputed query", whole(["user"], fixed)),
-            ("  lexical channel alone (FTS5 + budget)", lambda q: hybrid.lexical(store, view, pk, q, None)),
+            ("  lexical channel alone (FTS5 + budget)", lambda q: hybrid.lexical(store.index, view, pk, q, None)),
             ("  vector channel alone", lambda q: hybrid.semantic(view, qvecs[q], None)),
             ("  query embedding alone (MiniLM)", lambda q: st.embed([q])),
         ]
         for label, fn in rows:
             qs = queries if "embedded" not in label and "MiniLM" not in label else queries[: max(20, len(queries) // 4)]
-            print(f"  {label:50s} {_pct(_time(fn, qs))}")
+            print(f"  {label:50s} {_common.p50_p99(_time(fn, qs))}")
         if len(view.vec_pos) > hybrid.EXACT_MAX:
             every = np.arange(len(view.vec_pos))
             kept = []
             for q in queries:
                 approx = set(hybrid.semantic(view, qvecs[q], None))
                 exact = hybrid._top(view, every, hybrid._dot(view.vectors, qvecs[q]), hybrid.CANDIDATES)
-                top10 = sorted(exact, key=exact.get, reverse=True)[:10]
+                top10 = sorted(exact, key=lambda pk: exact[pk], reverse=True)[:10]
                 kept.append((len(approx & set(exact)) / len(exact), len(approx & set(top10)) / 10))
             exact_t = _time(lambda q: hybrid._top(view, every, hybrid._dot(view.vectors, qvecs[q]), 50), queries)
-            print(f"  {'  exact vector search (full matrix product)':50s} {_pct(exact_t)}")
+            print(f"  {'  exact vector search (full matrix product)':50s} {_common.p50_p99(exact_t)}")
             print(
                 f"  sign-code prefilter keeps {statistics.mean(k[0] for k in kept):.3f} of the exact top-50,"
                 f" {statistics.mean(k[1] for k in kept):.3f} of the exact top-10"
@@ -210,18 +206,21 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=_common.LOCOMO_DEV)
     ap.add_argument("--no-ingest", action="store_true")
+    _common.add_smoke_flag(ap)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.queries = str(SMOKE_SIZE), SMOKE_QUERIES
     logging.basicConfig(level=logging.WARNING)
-    print(ATTRIBUTION)
+    print(_common.LOCOMO_ATTRIBUTION)
     print(
-        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; lexical budget"
-        f" {hybrid.LEXICAL_BUDGET} passages, exact vector search up to {hybrid.EXACT_MAX:,} vectors"
+        f"machine: {_common.machine_line()}; lexical budget"
+        f" {LEXICAL_BUDGET} passages, exact vector search up to {hybrid.EXACT_MAX:,} vectors"
     )
     samples = json.loads(args.data.read_text())
     turns, questions = [], []
@@ -229,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         _, messages, qs = conversation(s)
         turns += [m["content"] for m in messages]
         questions += [q for q, _, _ in qs]
+    if args.smoke:
+        turns = turns[:SMOKE_TURNS]
     random.Random(1).shuffle(questions)
     questions = questions[: args.queries]
     st = SentenceTransformerEmbedder()
@@ -239,8 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     for n in (int(x) for x in args.sizes.split(",")):
         bench_size(n, turns, turn_vecs, questions, qvecs, st)
     if not args.no_ingest:
-        bench_ingest(turns)
+        bench_ingest(turns, n=SMOKE_INGEST if args.smoke else 600, batch=10 if args.smoke else 50)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/soak.py                  # everything (about 6-9 minutes on 2 cores)
     .venv/bin/python benchmarks/soak.py --only crash,concurrency --crash-rounds 40 --batches 1000
     .venv/bin/python benchmarks/soak.py --quick          # small figures, a couple of minutes
+    .venv/bin/python benchmarks/soak.py --smoke          # tiny figures, seconds: checks that it runs
 
 Sections (each prints one line of figures, then a verdict):
   crash        SIGKILL a learning child process at random moments, many rounds; offline learner with a
@@ -21,18 +22,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the harness is shared with tests/reliability/
+import _common
+from reliability import _harness  # shared with tests/reliability/
+from support.child import Child
+from support.openai_server import ScriptedOpenAI, stall
 
-from reliability import _harness  # noqa: E402
-from support.openai_server import ScriptedOpenAI, stall  # noqa: E402
+# --smoke: every section, each a few seconds (the bounds scenarios scaled down alike)
+SMOKE = {
+    "crash_rounds": 1,
+    "crash_runs": 8,
+    "crash_subjects": 4,
+    "batches": 10,
+    "fault_runs": 20,
+    "fault_subjects": 4,
+    "erasure_subjects": 20,
+    "erasure_writes": 20,
+    "subjects": 20,
+    "scale": 0.01,
+}
 
 
 def _verdict(name: str, problems: list[str]) -> bool:
@@ -52,7 +67,7 @@ def crash(args: argparse.Namespace, work: str) -> bool:
         r = _harness.crash_campaign(
             os.path.join(work, "crash-offline.db"),
             server.base_url,
-            subjects=40,
+            subjects=args.crash_subjects,
             first_batches=args.crash_runs,
             kill_rounds=args.crash_rounds,
             extra_per_round=4,
@@ -68,7 +83,7 @@ def crash(args: argparse.Namespace, work: str) -> bool:
             os.path.join(work, "crash-llm.db"),
             server.base_url,
             learner="llm",
-            subjects=40,
+            subjects=args.crash_subjects,
             first_batches=args.crash_runs,
             kill_rounds=args.crash_rounds,
             extra_per_round=4,
@@ -95,8 +110,8 @@ def faults(args: argparse.Namespace, work: str) -> bool:
         r = _harness.fault_campaign(
             os.path.join(work, "faults.db"),
             server,
-            subjects=40,
-            per_subject=args.fault_runs // 40,
+            subjects=args.fault_subjects,
+            per_subject=max(1, args.fault_runs // args.fault_subjects),
             rate=0.3,
             deadline_s=1200,
         )
@@ -105,14 +120,14 @@ def faults(args: argparse.Namespace, work: str) -> bool:
 
 
 def erasure(args: argparse.Namespace, work: str) -> bool:
-    r = _harness.erasure_costs(work, subjects=args.erasure_subjects, per_subject=50)
+    r = _harness.erasure_costs(work, subjects=args.erasure_subjects, per_subject=50, writes=args.erasure_writes)
     print(f"erasure on a store of {r['subjects']} subjects, {r['messages']} archived messages, {r['db_mb']} MB:")
     problems = []
     for k, v in r.items():
         if isinstance(v, dict):
             steps = ", ".join(f"{s} {ms:.0f}" for s, ms in v.items() if s not in ("unit", "residue", "db_mb_after"))
             print(f"  {k}: {steps} ms; residue {v['residue'] or 'none'}; file {v['db_mb_after']} MB after")
-        elif k.startswith("2000"):
+        elif k.startswith(f"{args.erasure_writes} batches"):
             print(f"  {k}: {v}")
     for name in ("secure_delete+optimize+checkpoint", "vacuum+optimize+checkpoint"):
         if r[name]["residue"]:
@@ -122,15 +137,16 @@ def erasure(args: argparse.Namespace, work: str) -> bool:
 
 def bounds(args: argparse.Namespace, work: str) -> bool:
     problems = []
+    mb = max(1, round(10 * args.scale))
     scenarios = [
-        {"scenario": "big_batch", "n": 10, "mb": 10},
-        {"scenario": "big_batch", "n": 1, "mb": 10},
-        {"scenario": "many_messages", "n": 100_000},
-        {"scenario": "block_at_limit", "edits": 100},
+        {"scenario": "big_batch", "n": 10, "mb": mb},
+        {"scenario": "big_batch", "n": 1, "mb": mb},
+        {"scenario": "many_messages", "n": max(100, round(100_000 * args.scale))},
+        {"scenario": "block_at_limit", "edits": max(2, round(100 * args.scale))},
         {"scenario": "many_subjects", "n": args.subjects},
     ]
     for i, sc in enumerate(scenarios):
-        child = _harness.Child("reliability_bounds.py", {"path": os.path.join(work, f"bounds-{i}.db"), **sc})
+        child = Child("reliability_bounds.py", {"path": os.path.join(work, f"bounds-{i}.db"), **sc})
         line = child.wait_line("RESULT ", 1800)
         child.kill()
         if line is None:
@@ -164,34 +180,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     ap.add_argument("--crash-rounds", type=int, default=40, help="SIGKILLed children per crash campaign")
     ap.add_argument("--crash-runs", type=int, default=200, help="runs queued before the first kill")
+    ap.add_argument("--crash-subjects", type=int, default=40, help="subjects of the crash campaigns")
     ap.add_argument("--batches", type=int, default=1000, help="batches per writer process (4 writers)")
     ap.add_argument("--fault-runs", type=int, default=800, help="runs sent to the faulty endpoint")
+    ap.add_argument("--fault-subjects", type=int, default=40, help="subjects the faulty runs are spread over")
     ap.add_argument("--erasure-subjects", type=int, default=2000, help="subjects (50 messages each) in the store")
+    ap.add_argument("--erasure-writes", type=int, default=2000, help="batches timed with secure_delete on and off")
     ap.add_argument("--subjects", type=int, default=1000, help="subjects in the bounds scenario")
+    ap.add_argument("--scale", type=float, default=1.0, help="bounds: batch sizes times this (1 = 10 MB, 100k)")
     ap.add_argument("--quick", action="store_true", help="small figures (a couple of minutes)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("-v", "--verbose", action="store_true")
+    _common.add_smoke_flag(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.crash_rounds, args.batches, args.fault_runs, args.erasure_subjects = 6, 100, 160, 200
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
     work = tempfile.mkdtemp(prefix="ai-memory-soak-")
-    import logging
-    import sqlite3
-
     logging.basicConfig(level=logging.ERROR)  # failed runs are expected here (faults): their warnings are noise
 
-    print(
-        f"soak: python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPU(s), "
-        f"work dir {work}"
-    )
+    print(f"soak: {_common.machine_line()}, work dir {work}")
     ok = True
     for name in args.only.split(","):
         t = time.monotonic()
         ok &= SECTIONS[name.strip()](args, work)
         print(f"  ({name} took {time.monotonic() - t:.0f} s)", flush=True)
     if not args.keep:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
     print("soak:", "all OK" if ok else "PROBLEMS FOUND")
     return 0 if ok else 1

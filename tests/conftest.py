@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from ai_memory_sdk import Memory
+# tests/ is on sys.path (pyproject's pytest ``pythonpath``): the helpers are ``support.<module>`` everywhere.
+# Their asserts are rewritten too, so this comes before the first import of one.
+pytest.register_assert_rewrite("support")
+
+from support import backends  # noqa: E402
+from support.backends import MakeMemory  # noqa: E402
+
+from ai_memory_sdk import Memory  # noqa: E402
+
+# Fixture modules: openai_server (a scripted LLM on 127.0.0.1), letta_server/letta_llm (one real
+# Letta server per session), llama_server (one llama.cpp server per session), postgres_server/pgvector_server
+# (one PostgreSQL server of each kind per session; postgres_url/pgvector_url: a database per test).
+pytest_plugins = ["support.openai_server", "support.letta_server", "support.llama_server", "support.postgres_server"]
 
 # Tests never reach a real provider: scrub variables a developer's shell may carry.
 for _var in (
@@ -29,33 +41,13 @@ os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ai-memory-tests-")
 
 
 @pytest.fixture
-def make_memory(tmp_path) -> Iterator[Callable[..., Memory]]:
+def make_memory(tmp_path: Path) -> Iterator[MakeMemory]:
     """Build local-engine ``Memory`` objects on a fresh SQLite file; all closed after the test."""
-    made: list[Memory] = []
-
-    def make(**options: Any) -> Memory:
-        options.setdefault("path", str(tmp_path / "memory.db"))
-        options.setdefault("learner", "offline")
-        options.setdefault("embedder", "none")
-        m = Memory(**options)
-        made.append(m)
-        return m
-
-    yield make
-    for m in made:
-        m.close()
+    made = backends.Made(backends.local_sqlite(tmp_path))
+    yield made
+    made.close_all()
 
 
 @pytest.fixture
-def memory(make_memory) -> Memory:
+def memory(make_memory: MakeMemory) -> Memory:
     return make_memory()
-
-
-from support.letta_server import letta_llm, letta_server  # noqa: E402,F401  (session: one real Letta server)
-from support.openai_server import openai_server  # noqa: E402,F401  (fixture: a scripted LLM on 127.0.0.1)
-from support.postgres_server import (  # noqa: E402,F401  (session: one PostgreSQL server of each kind; a database per test)
-    pgvector_server,
-    pgvector_url,
-    postgres_server,
-    postgres_url,
-)

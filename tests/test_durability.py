@@ -9,13 +9,8 @@ and outliving the child) whose embeddings stall, so a kill lands mid-pass.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,75 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import internals
+from support.child import Child
+from support.openai_server import ScriptedOpenAI, stall
 
 from ai_memory_sdk import Memory
 
-try:
-    from support.openai_server import ScriptedOpenAI, stall
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.openai_server import ScriptedOpenAI, stall  # type: ignore[no-redef]
-
-CHILD = str(Path(__file__).parent / "support" / "procs" / "durability_child.py")
 EMBEDDER = "openai:text-embedding-3-small"
 NOTE = re.compile(r"^\d{4}-\d{2}-\d{2}: (\d+) message\(s\)", re.MULTILINE)
 MakeMemory = Callable[..., Memory]
 
 
-class Child:
-    """A child process whose stdout lines are collected by a thread."""
-
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, CHILD, json.dumps(cfg)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_line(self, prefix: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                hit = next((ln for ln in self.lines if ln.startswith(prefix)), None)
-                if hit is not None:
-                    return hit
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(
-                        f"child never printed {prefix!r}; rc={self.proc.poll()}, "
-                        f"stdout={self.lines[-5:]}, stderr={self.stderr()}"
-                    )
-                self._cond.wait(min(remaining, 0.1))
-
-    def stderr(self) -> str:
-        if self.proc.poll() is None or self.proc.stderr is None:
-            return "(running)"
-        return self.proc.stderr.read()[-3000:]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)  # reaped: its pid is dead for the next opener's liveness check
-        self._reader.join(timeout=5)
-
-
-def _status_counts(path: str) -> Counter:
+def _status_counts(path: str) -> Counter[str]:
     conn = sqlite3.connect(path, timeout=30)
     try:
         return Counter(dict(conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()))
@@ -99,7 +37,7 @@ def _status_counts(path: str) -> Counter:
         conn.close()
 
 
-def _query(path: str, sql: str, args: tuple = ()) -> list[tuple]:
+def _query(path: str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(path, timeout=30)
     try:
         return conn.execute(sql, args).fetchall()
@@ -137,6 +75,7 @@ def test_sigkill_while_queued_and_running_loses_and_repeats_nothing(tmp_path: Pa
             poll_interval=0.05,
         )
         child = Child(
+            "durability_child.py",
             {
                 "mode": "crash",
                 "path": path,
@@ -146,10 +85,10 @@ def test_sigkill_while_queued_and_running_loses_and_repeats_nothing(tmp_path: Pa
                 "msgs": msgs,
                 "gap": 0.03,
                 "tag": "crash",
-            }
+            },
         )
         try:
-            child.wait_line("ENQUEUED", timeout=60)
+            child.expect_line("ENQUEUED", timeout=60)
             deadline = time.monotonic() + 30
             while True:  # kill with passes applied, passes in flight and runs still waiting
                 counts = _status_counts(path)
@@ -161,7 +100,7 @@ def test_sigkill_while_queued_and_running_loses_and_repeats_nothing(tmp_path: Pa
             child.kill()
         at_kill = _status_counts(path)
         assert at_kill["running"] >= 1 and at_kill["queued"] >= 1, at_kill
-        confirmed = {ln.split()[2] for ln in child.lines if ln.startswith("ENQ ")}
+        confirmed = {ln.split()[2] for ln in child.lines_with("ENQ ")}
         assert len(confirmed) == batches
 
         server.clear()  # embeddings answer at once from now on
@@ -200,6 +139,7 @@ def _writers(
 ) -> list[dict[str, Any]]:
     children = [
         Child(
+            "durability_child.py",
             {
                 "mode": "write",
                 "path": path,
@@ -209,21 +149,19 @@ def _writers(
                 "msgs": msgs,
                 "tag": f"w{i}",
                 "wait": wait,
-            }
+            },
         )
         for i in range(n)
     ]
     try:
         for c in children:
-            c.wait_line("READY", timeout=60)
+            c.expect_line("READY", timeout=60)
         for c in children:  # start together
-            assert c.proc.stdin is not None
-            c.proc.stdin.write("go\n")
-            c.proc.stdin.flush()
-        done = [json.loads(c.wait_line("DONE", timeout=timeout)[5:]) for c in children]
+            c.send("go")
+        done = [json.loads(c.expect_line("DONE", timeout=timeout)[5:]) for c in children]
         for c in children:
             c.proc.wait(timeout=30)
-            err = c.stderr()
+            err = c.stderr_tail(None)
             assert c.proc.returncode == 0, err
             assert "database is locked" not in err and "Traceback" not in err, err
         return done
@@ -255,7 +193,7 @@ def test_two_processes_enqueueing_at_once_lose_nothing(tmp_path: Path, make_memo
     per_run = _query(path, "SELECT count(*) FROM messages GROUP BY run_seq")
     assert {c for (c,) in per_run} == {msgs}
 
-    reader._engine.work(once=True)  # type: ignore[attr-defined]  # what `ai-memory worker` does
+    internals.drain(reader)  # what `ai-memory worker` does
     runs = [r for s in subjects for r in reader.list_runs(s)]
     assert {r.status for r in runs} == {"completed"}
     for s in subjects:
@@ -292,6 +230,7 @@ def test_a_batch_is_durable_once_add_messages_returns(tmp_path: Path) -> None:
     """Enqueue in a child, SIGKILL it at once: every confirmed batch is there, whole."""
     path = str(tmp_path / "commit.db")
     child = Child(
+        "durability_child.py",
         {
             "mode": "crash",
             "path": path,
@@ -301,13 +240,13 @@ def test_a_batch_is_durable_once_add_messages_returns(tmp_path: Path) -> None:
             "gap": 0.0,
             "tag": "d",
             "options": {"learner": "offline", "embedder": "none", "background": False},
-        }
+        },
     )
     try:
-        child.wait_line("ENQ 20 ", timeout=60)
+        child.expect_line("ENQ 20 ", timeout=60)
     finally:
         child.kill()
-    confirmed = {ln.split()[2] for ln in child.lines if ln.startswith("ENQ ")}
+    confirmed = {ln.split()[2] for ln in child.lines_with("ENQ ")}
     stored = {
         r[0]: r[1]
         for r in _query(

@@ -24,27 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-try:
-    from support.letta_server import (
-        _TAG,
-        LettaServer,
-        SleeptimeResponder,
-        block_value,
-        extract_facts,
-        fix_archives_agents,
-    )
-    from support.openai_server import ScriptedOpenAI, fail, reply
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.letta_server import (  # type: ignore
-        _TAG,
-        LettaServer,
-        SleeptimeResponder,
-        block_value,
-        extract_facts,
-        fix_archives_agents,
-    )
-    from support.openai_server import ScriptedOpenAI, fail, reply  # type: ignore
+from support.letta_server import (
+    _TAG,
+    LettaServer,
+    SleeptimeResponder,
+    block_value,
+    extract_facts,
+    fix_archives_agents,
+)
+from support.openai_server import ScriptedOpenAI, fail, reply
 
 _log = logging.getLogger(__name__)
 

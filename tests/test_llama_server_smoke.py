@@ -17,13 +17,8 @@ from typing import Any
 
 import openai
 import pytest
+from support.llama_server import LlamaServer, find_model
 
-try:
-    from support.llama_server import LlamaServer, find_model, llama_server
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.llama_server import LlamaServer, find_model, llama_server  # type: ignore
-
-__all__ = ["llama_server"]  # the fixture, imported for pytest
 pytestmark = [pytest.mark.llama, pytest.mark.timeout(600)]
 
 MEMORY_INSERT: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""The LLM memory agent (SPEC §7), end to end: Memory -> SQLite -> worker -> openai client -> scripted server."""
+"""The LLM memory agent, end to end: Memory -> SQLite -> worker -> openai client -> scripted server."""
 
 from __future__ import annotations
 
@@ -8,20 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support.openai_server import ScriptedOpenAI, drop, fail, invalid_json, reply, stall
 
 from ai_memory_sdk import Memory
 from ai_memory_sdk.errors import RunFailedError
 
-try:
-    from support.openai_server import ScriptedOpenAI, drop, fail, invalid_json, openai_server, reply, stall
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.openai_server import ScriptedOpenAI, drop, fail, invalid_json, openai_server, reply, stall  # type: ignore
-
-__all__ = ["openai_server"]  # the fixture, imported for pytest
-
 HUMAN = "Name: Sam\nCity: Paris\nPet: cat\nLikes: cat videos"
 FINISH = ("memory_finish_edits", {})
-REFERENCE_BATCH = [  # 10 messages of about 80 characters: the SPEC §7 budget batch
+REFERENCE_BATCH = [  # 10 messages of about 80 characters: the request-budget batch
     {"role": "user", "content": "Hi! I'm Priya, I just moved to Lisbon from Toronto for a new job at a fintech."},
     {"role": "assistant", "content": "Welcome to Lisbon, Priya! How are you finding the city so far? Settling in ok?"},
     {"role": "user", "content": "Loving it, though the hills are brutal. I cycle to work, so my legs are dying."},
@@ -214,25 +208,6 @@ def test_model_may_retry_after_refused_calls(make, openai_server) -> None:
     answers = _tool_answers(openai_server.chat_requests[2])
     assert answers[1].startswith("OK: block 'human' is now") and answers[2].startswith("Error: old_str was not found")
     assert answers[2].endswith("Current value of 'human':\nJob: chef\n" + HUMAN)  # it changed during the pass
-
-
-def test_retry_after_header_forms() -> None:
-    import email.utils
-    from datetime import datetime, timedelta, timezone
-
-    import httpx
-
-    from ai_memory_sdk.learners.llm import _retry_after
-
-    def wait(headers: dict[str, str]) -> Any:
-        return _retry_after(httpx.Response(429, headers=headers))
-
-    assert wait({"Retry-After": "3"}) == 3.0 and wait({"Retry-After": "0.5"}) == 0.5
-    assert wait({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
-    date = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
-    assert 28 <= wait({"Retry-After": date}) <= 30
-    assert wait({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # in the past: no wait
-    assert wait({"Retry-After": "soon"}) is None and wait({}) is None
 
 
 def test_step_limit_fails_the_run_and_changes_no_block(make, openai_server) -> None:

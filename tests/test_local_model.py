@@ -21,21 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.agent_audit import RecordingProxy, audit_run, block_state, conversation_batches
+from support.llama_server import LlamaServer
+from support.openai_server import ScriptedOpenAI, fail, reply
 
 from ai_memory_sdk import Memory
 from ai_memory_sdk.errors import RunFailedError
 from ai_memory_sdk.learners.llm import string_bounds, tool_schemas
-
-try:
-    from support.agent_audit import RecordingProxy, audit_run, block_state, conversation_batches
-    from support.llama_server import LlamaServer, llama_server
-    from support.openai_server import ScriptedOpenAI, fail, openai_server, reply
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.agent_audit import RecordingProxy, audit_run, block_state, conversation_batches  # type: ignore
-    from support.llama_server import LlamaServer, llama_server  # type: ignore
-    from support.openai_server import ScriptedOpenAI, fail, openai_server, reply  # type: ignore
-
-__all__ = ["llama_server", "openai_server"]  # fixtures, imported for pytest
 
 HUMAN = 'Name: Caroline\nMotto: "be yourself" <always>'
 FINISH = ("memory_finish_edits", {})

@@ -11,13 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
+from support.openai_server import ScriptedOpenAI, drop, embed_text, fail, invalid_json, reply, stall
 
-try:
-    from support.openai_server import ScriptedOpenAI, drop, embed_text, fail, invalid_json, openai_server, reply, stall
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.openai_server import ScriptedOpenAI, drop, embed_text, fail, invalid_json, openai_server, reply, stall  # type: ignore
-
-__all__ = ["openai_server"]  # the fixture, imported for pytest
 MSGS = [{"role": "user", "content": "My name is Bob."}]
 TOOLS = [{"type": "function", "function": {"name": "memory_insert", "parameters": {"type": "object"}}}]
 

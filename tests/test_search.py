@@ -16,15 +16,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import internals
+from support.openai_server import ScriptedOpenAI
 
 from ai_memory_sdk import Memory
 from ai_memory_sdk.search import hybrid
 from ai_memory_sdk.search.recipe import fts_query, passage_context, query_terms
-
-try:
-    from support.openai_server import ScriptedOpenAI
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from tests.support.openai_server import ScriptedOpenAI  # type: ignore
 
 MINILM = "sentence-transformers:all-MiniLM-L6-v2"
 needs_minilm = pytest.mark.skipif(
@@ -38,28 +35,10 @@ def _uid(prefix: str = "user") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-def _db(memory: Memory) -> sqlite3.Connection:
-    return sqlite3.connect(memory._engine.path)
-
-
 def _channel(memory: Memory, subject: str, query: str, channel: str, tags: list[str] | None = None) -> list[str]:
     """One channel's ranking (``lexical`` or ``vector``) as passage texts, from the search module."""
-    engine: Any = memory._engine
-    pk = engine.store.subject_pk(subject)
-    ranked = hybrid.ranked(
-        engine.store.index,
-        engine.vectors,
-        engine.indexer.embedder,
-        pk,
-        query,
-        tags=tags or [],
-        tag_match_mode="any",
-        start=None,
-        end=None,
-        channels=channel,
-    )
-    rows = engine.store.index.passages([p for p, _ in ranked])
-    return [rows[p].content for p, _ in ranked]
+    ranked = internals.ranked(memory, subject, query, channels=channel, tags=tags or [])
+    return internals.passage_texts(memory, [p for p, _ in ranked])
 
 
 def _openai(
@@ -121,7 +100,7 @@ def test_openai_embedder_batches_on_the_worker(make_memory, openai_server: Scrip
     batches = [len(r.json["input"]) for r in openai_server.embedding_requests]
     assert batches == [128, 128, 44]
     assert {r.json["model"] for r in openai_server.embedding_requests} == {"text-embedding-3-small"}
-    db = _db(worker)
+    db = internals.connect(worker)
     try:
         assert db.execute("SELECT count(*), min(embedder), max(length(vector)) FROM passage_vectors").fetchone() == (
             300,
@@ -298,7 +277,7 @@ def test_delete_user_removes_passages_vectors_and_fts_rows(make_memory, openai_s
             )
         )
     assert memory.search(victim, "zanzibarian holiday") == ["the zanzibarian holiday was lovely"]
-    db = _db(memory)
+    db = internals.connect(memory)
     try:
         assert "zanzibarian" in _fts_terms(db)
         memory.delete_user(victim)
@@ -340,7 +319,7 @@ def test_delete_message_removes_its_passage(make_memory, openai_server: Scripted
     assert memory.search(uid, "locker code") == ["my locker is on floor 2"]
     assert _channel(memory, uid, "4412", "lexical") == []  # no longer in the next passage's context either
     assert _channel(memory, uid, "locker code", "vector") == ["my locker is on floor 2"]
-    db = _db(memory)
+    db = internals.connect(memory)
     try:
         assert (
             db.execute("SELECT count(*) FROM passages WHERE content LIKE '%4412%' OR context LIKE '%4412%'").fetchone()[
@@ -357,7 +336,7 @@ def test_delete_message_removes_its_passage(make_memory, openai_server: Scripted
 
 
 def _vectors_by_embedder(memory: Memory) -> dict[str, int]:
-    db = _db(memory)
+    db = internals.connect(memory)
     try:
         return dict(db.execute("SELECT embedder, count(*) FROM passage_vectors GROUP BY embedder").fetchall())
     finally:
@@ -397,7 +376,7 @@ def test_changed_embedder_is_never_mixed_and_is_backfilled(
 
     # auto takes the recorded embedder, not the default text-embedding-3-small
     auto = make_memory(embedder="auto", llm_base_url=openai_server.base_url, llm_api_key="test-key")
-    assert auto._engine.indexer.embedder.name == "openai:embed-b"
+    assert internals.embedder(auto).name == "openai:embed-b"
 
 
 def test_changed_dimension_under_the_same_name_is_reembedded(make_memory, tmp_path) -> None:
@@ -416,7 +395,7 @@ def test_changed_dimension_under_the_same_name_is_reembedded(make_memory, tmp_pa
         )
 
         def lengths() -> list[int]:
-            db = _db(m)
+            db = internals.connect(m)
             try:
                 return sorted(r[0] for r in db.execute("SELECT length(vector) FROM passage_vectors"))
             finally:
@@ -450,7 +429,7 @@ def test_lexical_budget_drops_frequent_terms(memory: Memory) -> None:
             skip_vector_storage=False,
         )
     )
-    store = memory._engine.store
+    store = internals.store(memory)
     index = store.index
     index.budget = 1000
     assert index._match("weather blizzard")[0] == '"weather" OR "blizzard"'
@@ -459,7 +438,7 @@ def test_lexical_budget_drops_frequent_terms(memory: Memory) -> None:
     assert index._match("weather blizzard")[:2] == ('"blizzard"', 0)
     match, min_pk, _ = index._match("weather report")  # only frequent words
     assert match in ('"weather"', '"report"') and min_pk > 0
-    view = memory._engine.vectors.view(index, store.subject_pk(uid), None)
+    view = internals.vector_cache(memory).view(index, store.subject_pk(uid), None)
     newest = hybrid.lexical(index, view, store.subject_pk(uid), "weather report", None)
     assert newest and min(newest) >= min_pk
 

@@ -83,7 +83,7 @@ def _add_store_options(p: argparse.ArgumentParser, *, after_command: bool) -> No
         "--learner",
         default=unset,
         choices=["auto", "llm", "offline"],
-        help="memory agent of the commands that learn (demo, ingest, worker); default: $AI_MEMORY_LEARNER or auto",
+        help="memory agent of the commands that learn (demo, ingest, worker, mcp); default: $AI_MEMORY_LEARNER or auto",
     )
     p.add_argument(
         "--embedder",

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from .._fork import PerProcess
+from .._openai import openai_client
 from ..config import Settings, default_path
 from ..learners import make_learner
 from ..models import (
@@ -91,8 +92,6 @@ class LocalEngine:
             self.pool.start()  # resumes what a previous process left, and serves other processes' batches
 
     def _resolve_embedder(self) -> Embedder | None:
-        from ..learners.llm import openai_client
-
         recorded = self.store.get_meta("embedder")
         embedder = make_embedder(
             self.settings.embedder,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from .._text import marked_parts
 from ..models import Block, StoredMessage
 from .tools import EditOp
 
@@ -35,7 +36,26 @@ class PassOutput:
     completion_tokens: int = 0
     stop_reason: str | None = None
     limit_refusals: int = 0  # edits refused for a block's character limit (the subject is consolidated next)
-    trace: list[dict[str, Any]] = field(default_factory=list)  # LLM steps: request, tool calls, answers
+    trace: list[dict[str, Any]] = field(default_factory=list)  # JSON-able steps of the pass, for the inspector
+
+    def usage(self) -> dict[str, int]:
+        """What the pass spent: ``llm_calls``, ``prompt_tokens``, ``completion_tokens`` (a run's stats)."""
+        return {
+            "llm_calls": self.llm_calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+    def merge(self, part: PassOutput) -> None:
+        """Add the result of a later pass over the same blocks (a batch learned in several passes)."""
+        self.values.update(part.values)
+        self.ops.extend(part.ops)
+        self.llm_calls += part.llm_calls
+        self.prompt_tokens += part.prompt_tokens
+        self.completion_tokens += part.completion_tokens
+        self.stop_reason = part.stop_reason
+        self.limit_refusals += part.limit_refusals
+        self.trace.extend(part.trace)
 
 
 class Learner(Protocol):
@@ -57,19 +77,15 @@ class Learner(Protocol):
 def split_for_passes(messages: Sequence[StoredMessage], max_chars: int) -> list[list[StoredMessage]]:
     """Cut new messages into consecutive passes of at most ``max_chars`` of text.
 
-    One message longer than that is split into parts marked ``(part i/n)``;
-    nothing is ever dropped or truncated.
+    One message longer than that is split into parts marked ``(part i/n)``
+    (``_text.marked_parts``); nothing is ever dropped or truncated.
     """
     passes: list[list[StoredMessage]] = []
     current: list[StoredMessage] = []
     size = 0
     for msg in messages:
-        pieces = [msg]
-        if len(msg.content) > max_chars:
-            room = max(1, max_chars - 16)  # leave room for the part marker
-            chunks = [msg.content[i : i + room] for i in range(0, len(msg.content), room)]
-            n = len(chunks)
-            pieces = [msg.model_copy(update={"content": f"(part {i}/{n}) {c}"}) for i, c in enumerate(chunks, 1)]
+        parts = marked_parts(msg.content, max_chars)
+        pieces = [msg] if len(parts) == 1 else [msg.model_copy(update={"content": p}) for p in parts]
         for piece in pieces:
             if current and size + len(piece.content) > max_chars:
                 passes.append(current)

@@ -1,29 +1,30 @@
-"""The LLM memory agent (SPEC §7): a sleeptime pass over any OpenAI-compatible endpoint.
+"""The LLM memory agent: a sleeptime pass over any OpenAI-compatible endpoint.
 
 One pass sends only the subject's blocks (system prompt) and the new messages
 (user turn), never earlier passes, so it costs the same on a user's first day
-and their thousandth. The model is asked to make every edit and
-``memory_finish_edits`` in one response with parallel tool calls, so most
-passes are a single LLM call. Edits are staged in an ``EditSession`` and
-returned; the worker applies them atomically. The answers to a step's calls go
-in ``tool`` messages and again at the end of the next user turn, which every
-chat template shows (some drop ``tool`` messages).
+and their thousandth. A consolidation pass sends the blocks alone, with its own
+rules (``consolidate.j2``), through the same loop. The model is asked to make
+every edit and ``memory_finish_edits`` in one response with parallel tool
+calls, so most passes are a single LLM call. Edits are staged in an
+``EditSession`` and returned; the worker applies them atomically. The answers
+to a step's calls go in ``tool`` messages and again at the end of the next user
+turn, which every chat template shows (some drop ``tool`` messages).
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._fork import PerProcess, gate
+from .._openai import openai_client
+from .._retry import RetryBudget, Transient, openai_transient, status_message
 from ..config import Settings
 from ..errors import LearnerError
 from ..formatting import escape_attr, neutralise
@@ -31,38 +32,32 @@ from ..models import Block
 from .base import PassInput, PassOutput
 from .tools import EditSession
 
+if TYPE_CHECKING:  # pragma: no cover
+    import jinja2
+
 log = logging.getLogger(__name__)
 
-_TRANSIENT_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
-_BACKOFF_BASE = 0.5  # seconds before the first retry without Retry-After; doubles per attempt
-_BACKOFF_CAP = 20.0
-_RETRY_AFTER_JITTER = 0.1  # up to 10% (at most 1 s) added to a server's Retry-After
 _HINTS = {
     401: "check OPENAI_API_KEY / llm_api_key",
     403: "check the API key's permissions",
     404: "check AI_MEMORY_MODEL / model and OPENAI_BASE_URL / llm_base_url",
 }
-
-
-def openai_client(settings: Settings) -> Any:
-    """The ``openai`` client for the memory agent and ``openai:`` embeddings (retries are ours, not its)."""
-    from openai import OpenAI
-
-    return OpenAI(
-        api_key=settings.llm_api_key or "not-needed",
-        base_url=settings.llm_base_url,
-        timeout=settings.llm_timeout,
-        max_retries=0,
-    )
+_TEMPLATES = ("system.j2", "user.j2", "consolidate.j2", "consolidate_user.j2")
 
 
 # -- prompts --------------------------------------------------------------------------------------
 
 
-def _utc(dt: datetime) -> str:
+def _minute_utc(dt: datetime) -> str:
+    """A message time as ``2025-03-14 09:30`` in UTC (a naive time is taken as UTC)."""
     if dt.tzinfo is not None:
         dt = dt.astimezone(timezone.utc)
     return dt.strftime("%Y-%m-%d %H:%M")
+
+
+def _now_line(now: datetime) -> str:
+    when = now.astimezone(timezone.utc) if now.tzinfo else now
+    return when.strftime("%Y-%m-%d %H:%M, %A")
 
 
 def _quoted(text: str) -> str:
@@ -77,28 +72,37 @@ def _quoted_line(text: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _templates() -> tuple[Any, Any]:
-    """Load ``system.j2`` and ``user.j2`` once from the package ``ai_memory_sdk.prompts``."""
+def _environment() -> jinja2.Environment:
+    """The templates' environment, loading from the package ``ai_memory_sdk.prompts`` (compiled once each)."""
     import jinja2
 
+    root = resources.files("ai_memory_sdk.prompts")
+
+    def load(name: str) -> str | None:
+        source = root.joinpath(name)
+        return source.read_text(encoding="utf-8") if source.is_file() else None
+
     env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(load),
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
     )
-    env.filters.update(attr=escape_attr, block_value=neutralise, utc=_utc, quoted=_quoted, quoted_line=_quoted_line)
-    root = resources.files("ai_memory_sdk.prompts")
-    return (
-        env.from_string(root.joinpath("system.j2").read_text(encoding="utf-8")),
-        env.from_string(root.joinpath("user.j2").read_text(encoding="utf-8")),
+    env.filters.update(
+        attr=escape_attr, block_value=neutralise, utc=_minute_utc, quoted=_quoted, quoted_line=_quoted_line
     )
+    return env
+
+
+def _render(name: str, **context: Any) -> str:
+    return _environment().get_template(name).render(**context).strip()
 
 
 def render_system(blocks: Sequence[Block]) -> str:
     """The system prompt: rules and every block with its size and limit (no clock: a stable prefix caches)."""
-    return _templates()[0].render(blocks=blocks).strip()
+    return _render("system.j2", blocks=blocks)
 
 
 def render_user(
@@ -120,19 +124,49 @@ def render_user(
     them. Appended at the end, so the prompt's prefix (and a server's prompt cache) stays
     the same from step to step.
     """
-    when = now.astimezone(timezone.utc) if now.tzinfo else now
-    return (
-        _templates()[1]
-        .render(
-            messages=messages,
-            now=when.strftime("%Y-%m-%d %H:%M, %A"),
-            results=results,
-            changed=changed,
-            failed=failed,
-            last=last,
-        )
-        .strip()
+    return _render(
+        "user.j2",
+        messages=messages,
+        now=_now_line(now),
+        results=results,
+        changed=changed,
+        failed=failed,
+        last=last,
     )
+
+
+def render_consolidate_system(blocks: Sequence[Block]) -> str:
+    """The system prompt of a consolidation pass: its rules, each block's target and the blocks."""
+    return _render("consolidate.j2", blocks=blocks)
+
+
+def render_consolidate_user(
+    now: datetime,
+    results: Sequence[Mapping[str, str]] = (),
+    changed: Sequence[Block] = (),
+    failed: int = 0,
+    last: bool = False,
+) -> str:
+    """The user turn of a consolidation pass: no messages, only the time and (after step 1) the progress."""
+    return _render(
+        "consolidate_user.j2", now=_now_line(now), results=results, changed=changed, failed=failed, last=last
+    )
+
+
+def learn_messages(inp: PassInput) -> list[dict[str, Any]]:
+    """The messages of a learning pass's first request."""
+    return [
+        {"role": "system", "content": render_system(inp.blocks)},
+        {"role": "user", "content": render_user(inp.messages, inp.now)},
+    ]
+
+
+def consolidate_messages(inp: PassInput) -> list[dict[str, Any]]:
+    """The messages of a consolidation pass's first request: the blocks, no conversation."""
+    return [
+        {"role": "system", "content": render_consolidate_system(inp.blocks)},
+        {"role": "user", "content": render_consolidate_user(inp.now)},
+    ]
 
 
 # A schema's ``maxLength`` is compiled into a grammar by llama.cpp-based servers, one nested rule per
@@ -223,7 +257,7 @@ def build_request(
     values: Mapping[str, str] | None = None,
     messages: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The keyword arguments of a ``chat.completions.create`` call of a pass (default: the first).
+    """The keyword arguments of a ``chat.completions.create`` call of a pass (default: a learning pass's first).
 
     ``tool_choice`` is ``auto``: every compatible server takes it (llama-cpp-python,
     older vLLM and others refuse ``required``), and the prompt asks for the tools;
@@ -232,12 +266,7 @@ def build_request(
     """
     return {
         "model": model,
-        "messages": messages
-        if messages is not None
-        else [
-            {"role": "system", "content": render_system(inp.blocks)},
-            {"role": "user", "content": render_user(inp.messages, inp.now)},
-        ],
+        "messages": messages if messages is not None else learn_messages(inp),
         "tools": tool_schemas(
             [b.label for b in inp.blocks], strict, string_bounds(inp.blocks, values) if bounded else None
         ),
@@ -246,105 +275,28 @@ def build_request(
     }
 
 
-# -- errors and retries ---------------------------------------------------------------------------
+# -- errors ---------------------------------------------------------------------------------------
 
 
-class _Transient(Exception):
-    """A failure worth retrying; ``retry_after`` is the server's wish in seconds, if any."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def _retry_after(response: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _status_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return str(getattr(exc, "message", None) or exc)
-
-
-def _classify(exc: BaseException, base_url: str) -> Exception:
-    """Map an ``openai`` exception to ``_Transient`` or a final ``LearnerError``; others pass through."""
+def _classify(exc: Exception, endpoint: str) -> Exception:
+    """Map an ``openai`` exception to ``Transient`` or a final ``LearnerError``; others pass through."""
     import openai
 
-    if isinstance(exc, openai.APITimeoutError):
-        return _Transient(f"the LLM request to {base_url} timed out")
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
-        return _Transient(f"connection to the LLM endpoint {base_url} failed: {type(cause).__name__}: {cause}")
+    transient = openai_transient(exc)
+    if transient is not None:
+        return transient
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        text = f"HTTP {status} from the LLM endpoint {base_url}: {_status_message(exc)}"
-        body = exc.body.get("error", exc.body) if isinstance(exc.body, dict) else None
-        code = body.get("code") if isinstance(body, dict) else None
-        if (status in _TRANSIENT_STATUS or status >= 500) and code != "insufficient_quota":
-            return _Transient(text, _retry_after(exc.response))
-        hint = _HINTS.get(status)
-        return LearnerError(text + (f" ({hint})" if hint else ""), stop_reason="llm_error")
-    if isinstance(exc, (ValueError, openai.APIResponseValidationError)):  # JSONDecodeError is a ValueError
-        return _Transient(f"the LLM endpoint {base_url} sent an invalid response: {type(exc).__name__}: {exc}")
-    return exc  # type: ignore[return-value]
-
-
-class _Retrier:
-    """Retry budget of one pass: time spent on failed attempts and waits, at most ``budget`` seconds."""
-
-    def __init__(self, budget: float) -> None:
-        self.budget = budget
-        self.spent = 0.0
-        self.failures = 0
-
-    def wait(self, err: _Transient, attempt_seconds: float) -> None:
-        """Sleep before the next attempt, or raise ``LearnerError`` when the budget is spent."""
-        self.spent += attempt_seconds
-        self.failures += 1
-        if err.retry_after is not None:
-            delay = err.retry_after + random.uniform(0, min(1.0, err.retry_after * _RETRY_AFTER_JITTER))
-        else:
-            delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)
-        if self.spent + delay > self.budget:
-            wish = f"; the server asked to wait {err.retry_after:g}s" if err.retry_after is not None else ""
-            raise LearnerError(
-                f"{err} (gave up after {self.failures} failed attempt(s) in {self.spent:.1f}s;"
-                f" retry budget {self.budget:g}s{wish})",
-                stop_reason="llm_error",
-            )
-        log.info("LLM call failed (%s); retry %d in %.2fs", err, self.failures, delay)
-        time.sleep(delay)
-        self.spent += delay
+        hint = _HINTS.get(exc.status_code)
+        return LearnerError(
+            f"{endpoint} answered HTTP {exc.status_code}: {status_message(exc)}" + (f" ({hint})" if hint else ""),
+            stop_reason="llm_error",
+        )
+    return exc
 
 
 # -- the agent loop -------------------------------------------------------------------------------
+
+Turn = Callable[[Sequence[Mapping[str, str]], Sequence[Block], int, bool], str]
 
 
 def _tool_call_parts(call: Any, index: int) -> tuple[str, str, Any]:
@@ -355,6 +307,49 @@ def _tool_call_parts(call: Any, index: int) -> tuple[str, str, Any]:
     return (getattr(call, "id", None) or f"call_{index}"), name, args
 
 
+def _sent_arguments(raw_args: Any) -> str:
+    return raw_args if isinstance(raw_args, str) else json.dumps(raw_args or {})
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of two strings (binary search on slices: C speed)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _trace_messages(sent: Sequence[Mapping[str, Any]], before: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The messages of a request that the step before did not send as they are, each with its ``index``.
+
+    The previous step's response and its calls' answers, sent back as ``assistant`` and
+    ``tool`` messages, are named (``echo``), not copied: the trace holds them under that step.
+    A message that only grew (the user turn gains the answers so far) keeps ``prefix_chars``
+    of its previous version and records the rest as ``content_tail``.
+    """
+    out: list[dict[str, Any]] = []
+    for i, message in enumerate(sent):
+        old = before[i] if i < len(before) else None
+        if old == message:
+            continue
+        if old is None and before and message["role"] == "assistant":
+            out.append({"index": i, "role": "assistant", "echo": "response"})
+        elif old is None and before and message["role"] == "tool":
+            out.append({"index": i, "role": "tool", "echo": "answer", "tool_call_id": message["tool_call_id"]})
+        elif old is not None and isinstance(old.get("content"), str) and isinstance(message.get("content"), str):
+            kept = _shared_prefix(old["content"], message["content"])
+            out.append(
+                {"index": i, "role": message["role"], "prefix_chars": kept, "content_tail": message["content"][kept:]}
+            )
+        else:
+            out.append({"index": i, **message})
+    return out
+
+
 class LLMLearner:
     """The sleeptime memory agent over ``chat.completions`` (thread-safe: no state between passes)."""
 
@@ -363,29 +358,50 @@ class LLMLearner:
     def __init__(self, settings: Settings, client: Any = None) -> None:
         import openai  # noqa: F401  (imported here, not first in a worker thread: see _fork)
 
-        _templates()
+        for template in _TEMPLATES:  # a broken or missing template fails here, not in a pass
+            _environment().get_template(template)
         self.settings = settings
         self._own_client = PerProcess(lambda: openai_client(settings))  # a forked child builds its own
         self._client = client
         self._parallel = True  # dropped once if the endpoint refuses parallel_tool_calls
         self._strict = True  # dropped once if the endpoint refuses strict schemas
         self._bounded = True  # maxLength dropped once if the endpoint refuses it
-        self._base_url = settings.llm_base_url or "the OpenAI API"
 
     @property
     def client(self) -> Any:
         return self._client if self._client is not None else self._own_client.get()
 
+    @property
+    def endpoint(self) -> str:
+        """``LLM endpoint <base URL>``, as errors and retry warnings name it."""
+        url = getattr(self.client, "base_url", None) or self.settings.llm_base_url or "(the openai client's default)"
+        return f"LLM endpoint {str(url).rstrip('/')}"
+
     def learn(self, inp: PassInput) -> PassOutput:
-        out = PassOutput()
+        """Read the new messages into the blocks."""
         if not inp.blocks or not inp.messages:
-            out.stop_reason = "end_turn"
-            return out
+            return PassOutput(stop_reason="end_turn")
+
+        def turn(results: Sequence[Mapping[str, str]], changed: Sequence[Block], failed: int, last: bool) -> str:
+            return render_user(inp.messages, inp.now, results, changed, failed, last)
+
+        return self._pass(inp, learn_messages(inp), turn)
+
+    def consolidate(self, inp: PassInput) -> PassOutput:
+        """Rewrite the blocks alone: duplicates merged, contradictions resolved, each condensed toward half its
+        limit, no standing fact dropped."""
+        if not any(b.value for b in inp.blocks):
+            return PassOutput(stop_reason="end_turn")
+
+        def turn(results: Sequence[Mapping[str, str]], changed: Sequence[Block], failed: int, last: bool) -> str:
+            return render_consolidate_user(inp.now, results, changed, failed, last)
+
+        return self._pass(inp, consolidate_messages(inp), turn)
+
+    def _pass(self, inp: PassInput, messages: list[dict[str, Any]], turn: Turn) -> PassOutput:
+        """The tool loop of one pass: request, run every call, answer, until finished or the step limit."""
+        out = PassOutput()
         session = EditSession({b.label: b for b in inp.blocks})
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": render_system(inp.blocks)},
-            {"role": "user", "content": render_user(inp.messages, inp.now)},
-        ]
 
         def build() -> dict[str, Any]:
             """The request for the next step, with whatever the endpoint has refused so far left out."""
@@ -394,24 +410,45 @@ class LLMLearner:
                 del request["parallel_tool_calls"]
             return request
 
-        retrier = _Retrier(self.settings.llm_retry_budget)
+        budget = RetryBudget(self.settings.llm_retry_budget, self.endpoint, log)
         results: list[dict[str, str]] = []  # every call of the pass and its answer, for the user turn
+        sent_before: list[dict[str, Any]] = []
         for step in range(1, self.settings.max_steps + 1):
+            retries_before = len(budget.errors)
             try:
-                response = self._create(build, retrier)
+                response, request = self._create(build, budget)
             except LearnerError as exc:
-                exc.stats = {**_stats(out), **exc.stats}
+                exc.stats = {**out.usage(), **exc.stats}
+                exc.trace = out.trace + exc.trace
                 raise
             out.llm_calls += 1
             usage = getattr(response, "usage", None)
-            out.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
-            out.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+            prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+            completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+            out.prompt_tokens += prompt_tokens
+            out.completion_tokens += completion_tokens
             message = response.choices[0].message
             calls = list(getattr(message, "tool_calls", None) or [])
+            record: dict[str, Any] = {
+                "step": step,
+                "request": {
+                    "messages": _trace_messages(request["messages"], sent_before),
+                    "tools": [t["function"]["name"] for t in request["tools"]],
+                },
+                "response": {"content": getattr(message, "content", None) or "", "tool_calls": []},
+                "answers": [],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+            }
+            if len(budget.errors) > retries_before:
+                record["retried"] = budget.errors[retries_before:]
+            out.trace.append(record)
+            sent_before = list(request["messages"])
             if not calls:
                 out.stop_reason = "end_turn"
                 break
-            echoed, answers, failed, finished = [], [], 0, False
+            echoed: list[dict[str, Any]] = []
+            answers: list[dict[str, str]] = []
+            failed, finished = 0, False
             for i, call in enumerate(calls):
                 call_id, tool, raw_args = _tool_call_parts(call, step * 100 + i)
                 ok, answer = session.call(tool, raw_args)
@@ -425,10 +462,7 @@ class LLMLearner:
                     {
                         "id": call_id,
                         "type": "function",
-                        "function": {
-                            "name": tool,
-                            "arguments": raw_args if isinstance(raw_args, str) else json.dumps(raw_args or {}),
-                        },
+                        "function": {"name": tool, "arguments": _sent_arguments(raw_args)},
                     }
                 )
                 answers.append({"role": "tool", "tool_call_id": call_id, "content": answer})
@@ -439,6 +473,8 @@ class LLMLearner:
                     f"\nNot finished: {failed} call(s) of this response failed (see their"
                     " answers). Fix them or call memory_finish_edits again."
                 )
+            record["response"]["tool_calls"] = [{"id": e["id"], **e["function"]} for e in echoed]
+            record["answers"] = [{"tool_call_id": a["tool_call_id"], "answer": a["content"]} for a in answers]
             if finished:
                 out.stop_reason = "end_turn"
                 break
@@ -454,19 +490,19 @@ class LLMLearner:
             ]
             messages[1] = {
                 "role": "user",
-                "content": render_user(
-                    inp.messages, inp.now, results, changed, failed, last=step + 1 == self.settings.max_steps
-                ),
+                "content": turn(results, changed, failed, step + 1 == self.settings.max_steps),
             }
         else:
             raise LearnerError(
                 f"the memory agent did not finish within {self.settings.max_steps} LLM calls"
                 " (max_steps); no edit of this pass was applied",
                 stop_reason="max_steps",
-                stats=_stats(out),
+                stats=out.usage(),
+                trace=out.trace,
             )
         out.values = session.changed()
         out.ops = list(session.ops)
+        out.limit_refusals = session.limit_refusals
         log.debug("pass of %r: %d call(s), %d edit(s)", inp.subject_id, out.llm_calls, len(out.ops))
         return out
 
@@ -480,8 +516,8 @@ class LLMLearner:
             answer += f"\nCurrent value of '{label}':\n{session.values[label]}"
         return answer
 
-    def _create(self, build: Callable[[], dict[str, Any]], retrier: _Retrier) -> Any:
-        """One LLM call with our retries; returns a response that has at least one choice."""
+    def _create(self, build: Callable[[], dict[str, Any]], budget: RetryBudget) -> tuple[Any, dict[str, Any]]:
+        """One LLM call with our retries: a response that has at least one choice, and the request that got it."""
         client = self.client
         request = build()
         while True:
@@ -490,15 +526,14 @@ class LLMLearner:
                 with gate:  # a fork waits for this call (see _fork)
                     response = client.chat.completions.create(**request)
                 if not getattr(response, "choices", None) or getattr(response.choices[0], "message", None) is None:
-                    raise _Transient(f"the LLM endpoint {self._base_url} sent a response without choices")
-                return response
-            except _Transient as err:
-                retrier.wait(err, time.monotonic() - started)
+                    raise Transient("sent a response without choices")
+                return response, request
             except Exception as exc:
-                err = _classify(exc, self._base_url)
-                if isinstance(err, _Transient):
-                    retrier.wait(err, time.monotonic() - started)
-                    continue
+                err = _classify(exc, budget.endpoint)
+                if isinstance(err, Transient):
+                    if budget.pause(err, time.monotonic() - started):
+                        continue
+                    raise LearnerError(budget.gave_up(err), stop_reason="llm_error") from exc
                 if isinstance(err, LearnerError) and self._downgrade(request, str(err)):
                     request = build()
                     continue
@@ -534,7 +569,3 @@ def _label_of(raw_args: Any) -> str:
         return ""
     label = args.get("label") if isinstance(args, dict) else None
     return label if isinstance(label, str) else ""
-
-
-def _stats(out: PassOutput) -> dict[str, int]:
-    return {"llm_calls": out.llm_calls, "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens}

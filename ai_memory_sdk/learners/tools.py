@@ -1,4 +1,4 @@
-"""The four memory tools (SPEC §7) as pure functions on text.
+"""The four memory tools (Letta's names) as pure functions on text.
 
 The LLM agent loop, the offline learner, conflict replay and the tests all
 use these; none of them touches a store.
@@ -24,9 +24,13 @@ class ToolError(Exception):
     """A refused tool call; its text is sent back to the model after ``Error:``."""
 
 
+class LimitError(ToolError):
+    """A refused edit that would make its block longer than the block's limit (counted per pass)."""
+
+
 def _check_limit(new: str, limit: int, label: str) -> str:
     if len(new) > limit:
-        raise ToolError(
+        raise LimitError(
             f"the edit would make block '{label}' {len(new)} characters long, over its limit of "
             f"{limit}; nothing was changed. Make the text shorter (e.g. memory_rethink with a condensed value)."
         )
@@ -91,6 +95,7 @@ class EditSession:
     values: dict[str, str] = field(default_factory=dict)
     ops: list[EditOp] = field(default_factory=list)
     finished: bool = False
+    limit_refusals: int = 0  # calls refused because the edit would exceed a block's limit
 
     def __post_init__(self) -> None:
         self.values = {label: b.value for label, b in self.blocks.items()}
@@ -104,6 +109,8 @@ class EditSession:
             args = self._parse(tool, raw_args)
             return True, self._apply(tool, args)
         except ToolError as exc:
+            if isinstance(exc, LimitError):
+                self.limit_refusals += 1
             return False, f"Error: {exc}"
 
     def _parse(self, tool: str, raw_args: str | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -116,8 +123,9 @@ class EditSession:
                 # strict=False: grammar-constrained servers (llama.cpp) let raw newlines and tabs into
                 # strings; they are unambiguous, so accept them rather than refuse the call.
                 args = json.loads(raw_args, strict=False)
-            except ValueError as exc:
-                raise ToolError(f"arguments are not valid JSON ({exc.msg}); send a JSON object") from None
+            except ValueError as exc:  # a JSONDecodeError, or e.g. an integer literal past Python's digit limit
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise ToolError(f"arguments are not valid JSON ({why}); send a JSON object") from None
         else:
             args = dict(raw_args)
         if not isinstance(args, dict):
@@ -138,9 +146,10 @@ class EditSession:
             raise ToolError(
                 f"there is no block labelled '{args['label']}'; blocks: {', '.join(self.values) or '(none)'}"
             )
+        checked: dict[str, Any] = args
         if tool == "memory_replace":
-            args = _unescaped_replace(self.values[args["label"]], args)
-        return args
+            checked = _unescaped_replace(self.values[args["label"]], checked)
+        return checked
 
     def _apply(self, tool: str, args: dict[str, Any]) -> str:
         if tool == "memory_finish_edits":

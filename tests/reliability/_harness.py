@@ -10,88 +10,18 @@ import json
 import os
 import random
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support import internals
+from support.child import Child
+from support.openai_server import fail, reply, stall
+
 from . import _checks
-
-ROOT = Path(__file__).resolve().parents[2]
-PROCS = ROOT / "tests" / "support" / "procs"
-PYTHON = sys.executable
-
-
-class Child:
-    """A child program whose stdout lines are collected by a thread (so a kill never blocks the reader)."""
-
-    def __init__(self, script: str, cfg: dict[str, Any], *, env: dict[str, str] | None = None) -> None:
-        self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [PYTHON, str(PROCS / script), json.dumps(cfg)],
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            text=True,
-            cwd=str(ROOT),
-            env=env,
-        )
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self.lines.append("<EOF>")
-            self._cond.notify_all()
-
-    def wait_line(self, prefix: str, timeout: float) -> str | None:
-        """The first line starting with ``prefix`` (None at EOF or timeout)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if line.startswith(prefix):
-                        return line
-                if "<EOF>" in self.lines:
-                    return None
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join(10)
-
-    def finish(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._reader.join(10)
-
-    def stderr_tail(self, n: int = 4000) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode("utf-8", "replace")[-n:]
-
-
-def lines_with(lines: list[str], prefix: str) -> list[str]:
-    return [ln for ln in lines if ln.startswith(prefix)]
-
 
 # -------------------------------------------------------------------------------------------- crash
 
@@ -135,7 +65,7 @@ class CrashReport:
 def _running(path: str) -> int:
     conn = _checks.connect(path)
     try:
-        return conn.execute("SELECT count(*) FROM runs WHERE status='running'").fetchone()[0]
+        return int(conn.execute("SELECT count(*) FROM runs WHERE status='running'").fetchone()[0])
     finally:
         conn.close()
 
@@ -180,7 +110,9 @@ def crash_campaign(
     for rnd in range(kill_rounds + 1):
         final = rnd == kill_rounds
         count = first_batches if rnd == 0 else (0 if final else extra_per_round)
-        batches = [[next_batch + i, subject_ids[(next_batch + i) % subjects]] for i in range(count)]
+        batches: list[tuple[int, str]] = [
+            (next_batch + i, subject_ids[(next_batch + i) % subjects]) for i in range(count)
+        ]
         next_batch += count
         attempted += [b for b, _ in batches]
         child = Child("reliability_crash.py", {**base, "batches": batches, "final": final})
@@ -199,12 +131,12 @@ def crash_campaign(
                     raise RuntimeError(f"crash child died while enqueuing: {child.stderr_tail()}")
                 time.sleep(rng.uniform(0.0, max_delay))
                 child.kill()
-                if not lines_with(child.lines, "ENQUEUED"):
+                if not child.lines_with("ENQUEUED"):
                     report.killed_during_enqueue += 1
                 report.killed_in_flight += _running(path)
         finally:
             child.kill()
-        confirmed |= {int(ln.split()[1]) for ln in lines_with(child.lines, "ENQ ")}
+        confirmed |= {int(ln.split()[1]) for ln in child.lines_with("ENQ ")}
         report.rounds = rnd
         progress(f"round {rnd}: {len(confirmed)} batches confirmed, {report.killed_in_flight} runs killed mid-pass")
     report.seconds = time.monotonic() - t0
@@ -260,8 +192,6 @@ def batch_learner_responder(request: dict[str, Any]) -> Any:
     step may come between), so the human blocks end up listing exactly the
     batches that were applied (twice if a pass were applied twice).
     """
-    from support.openai_server import reply  # type: ignore[import-not-found]
-
     msgs = request.get("messages") or []
     user = next((m.get("content") or "" for m in msgs if m.get("role") == "user"), "")
     if isinstance(user, list):
@@ -396,7 +326,7 @@ def concurrency_campaign(
             report.enqueue_seconds_max = max(report.enqueue_seconds_max, stats["enqueue_seconds"])
             for k, n in stats["errors"].items():
                 report.writer_errors[k] = report.writer_errors.get(k, 0) + n
-            confirmed |= {int(ln.split()[1]) for ln in lines_with(child.lines, "ENQ ")}
+            confirmed |= {int(ln.split()[1]) for ln in child.lines_with("ENQ ")}
         report.seconds = time.monotonic() - t0
         Path(stop_file).touch()
         for child in reader_procs:
@@ -488,15 +418,15 @@ def _residue(path: str, needles: list[bytes]) -> list[str]:
     return out
 
 
-def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, seed: int = 0) -> dict[str, Any]:
+def erasure_costs(
+    workdir: str, *, subjects: int = 500, per_subject: int = 40, writes: int = 2000, seed: int = 0
+) -> dict[str, Any]:
     """Time ``delete_user``'s purge strategies on copies of one store, and scan each for residue.
 
     Variants: ``secure_delete`` + FTS5 ``optimize`` + ``wal_checkpoint(TRUNCATE)`` (what the store does);
     ``VACUUM`` instead of ``secure_delete``; and each without the FTS5 optimize, to show what it is for.
     """
     import shutil
-
-    from ai_memory_sdk.store.sqlite import SQLiteStore
 
     rng = random.Random(seed)
     base = os.path.join(workdir, "erasure-base.db")
@@ -519,17 +449,17 @@ def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, s
     for name, (secure, optimize, vacuum) in variants.items():
         path = os.path.join(workdir, f"erasure-{len(out)}.db")
         shutil.copyfile(base, path)
-        store = SQLiteStore(path, secure_delete=secure)
-        conn = store.db.conn()
+        store = internals.open_sqlite_store(path, secure_delete=secure)
+        conn = internals.store_connection(store)
         times: dict[str, float] = {}
         t0 = time.perf_counter()
-        with store.db.tx() as c:
-            store._delete(c, victim)
+        with internals.store_transaction(store) as c:
+            internals.delete_subject_rows(store, c, victim)
             c.execute("DELETE FROM meta WHERE key='purge_pending'")  # this benchmark purges by hand below
         times["delete_tx"] = time.perf_counter() - t0
         if optimize:
             t = time.perf_counter()
-            with store.db.tx() as c:
+            with internals.store_transaction(store) as c:
                 c.execute("INSERT INTO passages_fts(passages_fts) VALUES ('optimize')")
             times["fts_optimize"] = time.perf_counter() - t
         if vacuum:
@@ -562,11 +492,11 @@ def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, s
                     [{"role": "user", "content": f"I like item{i}. My name is W{i}."}],
                     skip_vector_storage=False,
                 )
-                for i in range(2000)
+                for i in range(writes)
             ]
             for r in runs:
                 mem.wait_for_run(r)
-        out[f"2000 batches enqueued+learned, secure_delete={'on' if secure else 'off'}"] = (
+        out[f"{writes} batches enqueued+learned, secure_delete={'on' if secure else 'off'}"] = (
             f"{time.perf_counter() - t:.2f} s"
         )
     os.remove(base)
@@ -577,7 +507,7 @@ def erasure_costs(workdir: str, *, subjects: int = 500, per_subject: int = 40, s
 
 FAULT_TIMEOUT, FAULT_BUDGET, FAULT_MAX_STEPS = 0.5, 1.0, 3
 CLEAR_ERROR = re.compile(
-    r"HTTP \d{3}|timed out|connection to the LLM endpoint|invalid response|max_steps|"
+    r"HTTP \d{3}|timed out|LLM endpoint \S+ unreachable|invalid response|max_steps|"
     r"without choices",
     re.I,
 )
@@ -585,8 +515,6 @@ CLEAR_ERROR = re.compile(
 
 def fault_kinds() -> list[Any]:
     """Every fault of issue 6, as ``ScriptedOpenAI.fault_rate`` kinds."""
-    from support.openai_server import fail, reply, stall  # type: ignore[import-not-found]
-
     return [
         "429",  # with Retry-After: 0 and retry-after-ms: 10
         fail(429),  # without Retry-After: our backoff

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.openai_server import ScriptedOpenAI, stall  # type: ignore[import-not-found]
+from support.child import Child
+from support.openai_server import ScriptedOpenAI, stall
 
 from ._harness import batch_learner_responder, crash_campaign
 
@@ -77,8 +78,6 @@ def test_a_batch_that_kills_its_process_fails_alone_after_the_crash_limit(tmp_pa
 
     from ai_memory_sdk import Memory
     from ai_memory_sdk.store.base import MAX_ATTEMPTS
-
-    from ._harness import Child
 
     path = str(tmp_path / "poison.db")
     victim_pid = [0]

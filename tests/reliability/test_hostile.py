@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html.parser
 import re
-import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -19,7 +18,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from support.openai_server import ScriptedOpenAI, reply  # type: ignore[import-not-found]
+from support import internals
+from support.openai_server import ScriptedOpenAI, reply
 
 from ai_memory_sdk import Memory
 from ai_memory_sdk.formatting import neutralise
@@ -147,7 +147,7 @@ def mem(make_memory) -> Iterator[Memory]:
 
 
 def _counts(m: Memory) -> dict[str, int]:
-    conn = sqlite3.connect(m._engine.path)  # type: ignore[attr-defined]
+    conn = internals.connect(m)
     try:
         return {
             t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import pytest
-from support.openai_server import ScriptedOpenAI  # type: ignore[import-not-found]
+from support.openai_server import ScriptedOpenAI
 
 _SUBJECT = re.compile(r"\[S(\d+)\]")
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 import time
 
-from support.openai_server import ScriptedOpenAI  # type: ignore[import-not-found]
+from support import internals
+from support.openai_server import ScriptedOpenAI
 
 from ._harness import batch_learner_responder
 
@@ -32,7 +33,7 @@ def test_a_drained_pass_longer_than_the_lease_is_not_taken_over(make_memory, tmp
         worker = make_memory(background=False, **opts)  # what `ai-memory worker --once` runs
         worker.initialize_user_memory("u")
         run_id = worker.add_messages("u", [{"role": "user", "content": "batch B1-M0 says hello"}])
-        drained = threading.Thread(target=lambda: worker._engine.work(once=True))  # type: ignore[attr-defined]
+        drained = threading.Thread(target=internals.drain, args=(worker,))
         drained.start()
         assert server.wait_for(1, "chat", timeout=10)
         app = make_memory(**opts)  # another live process with background workers and recovery

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from support.openai_server import ScriptedOpenAI, fail, reply, stall  # type: ignore[import-not-found]
+from support.openai_server import ScriptedOpenAI, fail, reply, stall
 
 from ._harness import CLEAR_ERROR, FAULT_BUDGET, FAULT_MAX_STEPS, FAULT_TIMEOUT, fault_campaign
 

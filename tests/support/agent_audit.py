@@ -33,10 +33,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from support.data import LOCOMO_DEV
+
 _log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-LOCOMO = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"  # CC BY-NC 4.0, see its README
 FINISH = "memory_finish_edits"
 
 
@@ -162,7 +162,7 @@ _FALLBACK = [  # used when the LoCoMo file is not next to the repository (writte
 
 
 def conversation_batches(
-    size: int = 8, limit: int | None = None, path: Path = LOCOMO
+    size: int = 8, limit: int | None = None, path: Path = LOCOMO_DEV
 ) -> Iterator[tuple[str, list[dict]]]:
     """(conversation id, batch of ``size`` messages) in order: LoCoMo dev turns, else a built-in chat.
 

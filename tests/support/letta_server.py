@@ -7,8 +7,8 @@ and is started as a subprocess with a throwaway HOME/LETTA_DIR, so runs never
 share state. Its LLM and embeddings are a :class:`ScriptedOpenAI`; the
 :class:`SleeptimeResponder` plays the sleeptime agent's model with simple
 rules, so "Hi my name is Bob" really ends up in the ``human`` block.
-Standard library only (pytest optional), so benchmark virtualenvs can import
-it by path.
+Standard library and ``support.openai_server`` only (pytest optional): the
+benchmarks import it as ``support.letta_server`` too.
 
 Usage::
 
@@ -38,6 +38,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from support.openai_server import ScriptedOpenAI, reply
 
 _log = logging.getLogger(__name__)
 
@@ -465,7 +467,7 @@ class SleeptimeResponder:
         args = dict(args, thinking=thinking)
         if name != "memory_finish_edits":
             args["request_heartbeat"] = True
-        return _reply_factory()(tool_calls=[(name, args)])
+        return reply(tool_calls=[(name, args)])
 
     def plan(self, text: str, system_prompt: str) -> list[tuple[str, dict]]:
         """The edits for one user turn, given the block values Letta rendered into the system prompt."""
@@ -483,18 +485,6 @@ class SleeptimeResponder:
         return steps
 
 
-def _reply_factory() -> Any:
-    """``openai_server.reply``, imported lazily so this module also loads where tests/ is not a package."""
-    try:
-        from support.openai_server import reply
-    except ImportError:
-        try:
-            from support.openai_server import reply  # type: ignore[no-redef]
-        except ImportError:
-            from openai_server import reply  # type: ignore[no-redef]
-    return reply
-
-
 # ----------------------------------------------------------------------------- pytest fixtures
 try:  # the fixtures exist only where pytest does; benchmark venvs import the server alone
     import pytest
@@ -504,18 +494,14 @@ except ImportError:  # pragma: no cover
 if pytest is not None:
 
     @pytest.fixture(scope="session")
-    def letta_llm() -> Iterator[Any]:
+    def letta_llm() -> Iterator[ScriptedOpenAI]:
         """The session's scripted LLM behind the Letta server, answering as a :class:`SleeptimeResponder`."""
-        try:
-            from support.openai_server import ScriptedOpenAI
-        except ImportError:
-            from support.openai_server import ScriptedOpenAI  # type: ignore[no-redef]
         with ScriptedOpenAI() as llm:
             llm.responder = SleeptimeResponder()
             yield llm
 
     @pytest.fixture(scope="session")
-    def letta_server(letta_llm: Any) -> Iterator[LettaServer]:
+    def letta_server(letta_llm: ScriptedOpenAI) -> Iterator[LettaServer]:
         """One real Letta server per test session (start-up costs 10-40 s); tests create their own agents."""
         if not is_installed():
             msg = f"Letta {LETTA_VERSION} server venv missing at {letta_venv()}; run: {SETUP_COMMAND}"

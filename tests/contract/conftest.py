@@ -1,0 +1,74 @@
+"""The contract suite: every test here runs once per backend, through ``memory`` / ``make_memory``.
+
+A backend is a name, the capabilities its engine has, and a builder
+(``support/backends.py``). Adding one (``postgres``, ``remote``) is one entry in
+``BACKENDS`` and one builder function. A test that needs a capability some
+engine lacks declares it, ``@pytest.mark.needs("block_history")``, and is
+skipped on backends without it; a test whose assertion differs by engine asks
+``backend.has(...)``.
+
+The ``letta`` backend runs on the session's one Letta server (``-m letta``; skipped
+when the server is not installed) with the scripted model of ``support/letta_model.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from support import backends, letta_model
+from support.backends import Backend, MakeMemory
+
+from ai_memory_sdk import Memory
+
+
+def _local_sqlite(request: pytest.FixtureRequest) -> MakeMemory:
+    return backends.local_sqlite(request.getfixturevalue("tmp_path"))
+
+
+def _letta(request: pytest.FixtureRequest) -> MakeMemory:
+    server = request.getfixturevalue("letta_server")
+    llm = request.getfixturevalue("letta_llm")
+    previous = llm.responder
+    llm.responder = letta_model.responder
+
+    def restore() -> None:
+        llm.responder = previous
+
+    request.addfinalizer(restore)
+    return backends.letta(server)
+
+
+BACKENDS: dict[str, tuple[Backend, Callable[[pytest.FixtureRequest], MakeMemory]]] = {
+    "local-sqlite": (Backend("local-sqlite", frozenset(backends.CAPABILITIES), fast_run_s=2.0), _local_sqlite),
+    "letta": (Backend("letta", frozenset(), fast_run_s=10.0), _letta),
+}
+_MARKS = {"letta": [pytest.mark.letta]}
+
+
+@pytest.fixture(params=[pytest.param(name, marks=_MARKS.get(name, []), id=name) for name in BACKENDS])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    found: Backend = BACKENDS[request.param][0]
+    for mark in request.node.iter_markers("needs"):
+        missing = [c for c in mark.args if not found.has(c)]
+        if missing:
+            pytest.skip(f"{found.name} lacks {', '.join(missing)}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _every_backend(backend: Backend) -> None:
+    """Every contract test runs per backend (and is skipped where a capability it needs is missing)."""
+
+
+@pytest.fixture
+def make_memory(backend: Backend, request: pytest.FixtureRequest) -> Iterator[MakeMemory]:
+    """Build ``Memory`` objects on the backend under test; all closed after the test."""
+    made = backends.Made(BACKENDS[backend.name][1](request))
+    yield made
+    made.close_all()
+
+
+@pytest.fixture
+def memory(make_memory: MakeMemory) -> Memory:
+    return make_memory()
