@@ -38,6 +38,7 @@ WORK_CHANNEL = "ai_memory_work"
 ENDED_CHANNEL = "ai_memory_ended"
 _MAX_PAYLOAD = 7900  # bytes; PostgreSQL's limit is 8000: longer lists of ended runs are sent as "some ended"
 _RECONNECT_MAX = 5.0  # seconds between attempts, at most
+_WAKE = 0.5  # seconds the thread waits for notifications before it looks whether it is to stop
 _SENDER = PerProcess(process_owner)  # this process, as the sender of its notifications
 
 
@@ -100,11 +101,8 @@ class Listener:
         return self._state.get().up.wait(timeout)
 
     def stop(self) -> None:
-        state = self._state.get()
-        state.stop.set()
-        thread = state.thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
+        """Stop listening: the thread ends (and closes its connection) within ``_WAKE`` seconds."""
+        self._state.get().stop.set()
 
     def _run(self, state: _Thread) -> None:
         delay = 0.1
@@ -131,7 +129,7 @@ class Listener:
                     self.signals.run_ended()  # what ended or was queued while not listening: every waiter re-checks
                     self.signals.work_queued()
                     while not state.stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
+                        for note in conn.notifies(timeout=_WAKE):
                             self._deliver(note.channel, note.payload)
             except psycopg.Error as exc:
                 if failing_since is None:
