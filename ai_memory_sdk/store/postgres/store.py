@@ -59,11 +59,21 @@ from ..base import ApiKey
 from ._db import Database
 from .erasure import MESSAGE_TABLES, SESSION_TABLES, SUBJECT_TABLES, mark_purge, purge
 from .index import PgvectorIndex, PostgresIndex
-from .notify import listener_for, notify_ended, notify_work, release
+from .notify import WORK_CHANNEL, listener_for, notify_ended, notify_work, release
 from .queue import NOW, PostgresQueue, lock_subject, sync, write_value
 
 log = logging.getLogger(__name__)
 
+# An enqueue's first statement: lock an existing subject, queue its run, and read the passages a new
+# passage's context quotes (the subject's row lock keeps its runs and passages in commit order).
+_ENQUEUE = (
+    "WITH s AS (SELECT pk FROM subjects WHERE tenant=%(tenant)s AND subject_id=%(subject)s FOR NO KEY UPDATE),"
+    " r AS (INSERT INTO runs(id, subject_pk, status, created_at)"
+    f" SELECT %(run)s, pk, 'queued', {NOW} FROM s RETURNING subject_pk, seq),"
+    " u AS (UPDATE subjects SET queue_seq=least(queue_seq, r.seq) FROM r WHERE subjects.pk=r.subject_pk)"
+    " SELECT r.subject_pk, r.seq, CASE WHEN %(archived)s THEN ARRAY(SELECT p.content FROM passages p"
+    f" WHERE p.subject_pk=r.subject_pk ORDER BY p.pk DESC LIMIT {CONTEXT_PASSAGES}) END FROM r"
+)
 LISTENING_POLL = 5.0  # seconds between two looks at a waited-for run while notifications flow (a safety net)
 FALLBACK_POLL = 0.25  # ... and while they do not (the listener is reconnecting)
 
@@ -333,29 +343,46 @@ class PostgresStore:
         passages: Sequence[str | None],
         default_blocks: Sequence[BlockSpec] = (),
     ) -> str:
+        """Two round trips: the run with the subject's lock and the context passages; then the rows and the commit.
+
+        Both are pipelined (psycopg sends a transaction's statements without
+        waiting for each answer), so an enqueue costs about what a plain
+        INSERT transaction of the same rows does.
+        """
         run_id = new_id("run")
         archived = [t for t in passages if t is not None]
-        with self.db.tx() as conn:
-            pk = self._ensure(conn, subject_id, default_blocks)[0]  # locked: runs and passages keep commit order
-            row = conn.execute(
-                "WITH r AS (INSERT INTO runs(id, subject_pk, status, created_at)"
-                f" VALUES (%s, %s, 'queued', {NOW}) RETURNING seq)"
-                " UPDATE subjects SET queue_seq=least(queue_seq, (SELECT seq FROM r)) WHERE pk=%s"
-                " RETURNING (SELECT seq FROM r)",
-                (run_id, pk, pk),
-            ).fetchone()
+        with self.db.conn() as conn:
+            try:
+                self._enqueue(conn, run_id, subject_id, messages, passages, default_blocks, bool(archived))
+            except BaseException:
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    conn.execute("ROLLBACK")  # the pipeline's BEGIN is ours to end; the pool gets an idle connection
+                raise
+        self.signals.work_queued()
+        return run_id
+
+    def _enqueue(
+        self,
+        conn: psycopg.Connection[Any],
+        run_id: str,
+        subject_id: str,
+        messages: Sequence[MessageIn],
+        passages: Sequence[str | None],
+        default_blocks: Sequence[BlockSpec],
+        archived: bool,
+    ) -> None:
+        # BEGIN and COMMIT as statements of the pipeline: a psycopg transaction block would add a sync each.
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            args = {"tenant": self.tenant, "subject": subject_id, "run": run_id, "archived": archived}
+            row = conn.execute(_ENQUEUE, args).fetchone()
+            if row is None:  # a new subject: created, locked, then the same statement
+                self._ensure(conn, subject_id, default_blocks)
+                row = conn.execute(_ENQUEUE, args).fetchone()
             assert row is not None
-            run_seq = row[0]
-            previous: list[str] = []
+            pk, run_seq, newest = row
+            previous: list[str] = list(reversed(newest or []))
             rows: list[tuple[Any, ...]] = []
-            if archived:
-                previous = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT content FROM passages WHERE subject_pk=%s ORDER BY pk DESC LIMIT %s",
-                        (pk, CONTEXT_PASSAGES),
-                    )
-                ][::-1]
             tokens = 0
             for msg, text in zip(messages, passages):
                 context = tags = None
@@ -387,11 +414,6 @@ class PostgresStore:
                         text,
                     )
                 )
-            if archived:  # before the passages get their pks: this row's lock orders them
-                conn.execute(
-                    "UPDATE search_gen SET added=added+1, passages=passages+%s, tokens=tokens+%s WHERE subject_pk=%s",
-                    (len(archived), tokens, pk),
-                )
             conn.cursor().executemany(
                 "WITH m AS (INSERT INTO messages(id, subject_pk, run_seq, role, content, name, metadata, created_at)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq)"
@@ -399,9 +421,12 @@ class PostgresStore:
                 " SELECT %s, m.seq, %s, %s, %s, %s, %s, %s FROM m WHERE %s::text IS NOT NULL",
                 rows,
             )
-            notify_work(conn, self.listener.sender)
-        self.signals.work_queued()
-        return run_id
+            conn.execute(
+                "WITH g AS (UPDATE search_gen SET added=added+1, passages=passages+%s, tokens=tokens+%s"
+                " WHERE subject_pk=%s AND %s) SELECT pg_notify(%s, %s)",
+                (sum(t is not None for t in passages), tokens, pk, archived, WORK_CHANNEL, self.listener.sender),
+            )
+            conn.execute("COMMIT")
 
     def consolidate(self, subject_id: str) -> str:
         run_id = new_id("run")
