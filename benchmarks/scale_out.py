@@ -44,7 +44,8 @@ from typing import Any
 
 import _common
 import psycopg
-from reliability._harness import Child, batch_learner_responder
+from reliability._harness import batch_learner_responder
+from support.child import Child
 from support.openai_server import ScriptedOpenAI
 from support.postgres_server import PostgresServer, database_name
 

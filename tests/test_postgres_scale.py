@@ -26,7 +26,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from reliability._harness import Child, batch_learner_responder, lines_with
+from reliability._harness import batch_learner_responder
+from support.child import Child
 from support.openai_server import ScriptedOpenAI
 from support.postgres_server import PostgresServer
 
@@ -204,7 +205,7 @@ def test_sigkilled_workers_lose_nothing_and_their_subjects_are_taken_over(
             for child in [*workers.values(), *producers]:
                 child.kill()
         stored = _stored(postgres_url)
-        confirmed = {int(line.split()[1]) for p in producers for line in lines_with(p.lines, "ENQ ")}
+        confirmed = {int(line.split()[1]) for p in producers for line in p.lines_with("ENQ ")}
         problems = _overlaps(server, stored, latency) + _order_problems(postgres_url, stored)
     learned = _learned(postgres_url)
     starts = dict(_rows(postgres_url, "SELECT id, started_at FROM runs"))
@@ -300,7 +301,7 @@ def _four_and_four(
         problems = _overlaps(llm, stored, latency) + _order_problems(url, stored)
         calls = len(llm.chat_requests)
     learned = _learned(url)
-    confirmed = {int(line.split()[1]) for app in apps for line in lines_with(app.lines, "ENQ ")}
+    confirmed = {int(line.split()[1]) for app in apps for line in app.lines_with("ENQ ")}
     with capsys.disabled():
         print(
             f"\n[postgres 4 apps + 4 workers] {len(confirmed)} batches in {seconds:.1f}s, runs {statuses},"

@@ -16,7 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from reliability._harness import Child, batch_learner_responder
+from reliability._harness import batch_learner_responder
+from support.child import Child
 from support.openai_server import ScriptedOpenAI
 
 from ai_memory_sdk import Memory

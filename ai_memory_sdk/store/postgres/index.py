@@ -347,9 +347,7 @@ def insert_vectors(
     if not rows:
         return
     subjects = sorted({spk for _, spk, _ in rows})
-    conn.execute(
-        "SELECT 1 FROM search_gen WHERE subject_pk = ANY(%s) ORDER BY subject_pk FOR UPDATE", (subjects,)
-    ).fetchall()
+    conn.execute("SELECT 1 FROM search_gen WHERE subject_pk = ANY(%s) ORDER BY subject_pk FOR UPDATE", (subjects,))
     if db.vectors == "pgvector":
         conn.cursor().executemany(
             "INSERT INTO passage_vectors(passage_pk, subject_pk, embedder, embedding)"

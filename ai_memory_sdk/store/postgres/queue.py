@@ -45,12 +45,45 @@ from ..base import MAX_ATTEMPTS, Claim, PassResult, RunStats
 from ._db import Database
 from .erasure import purge
 from .index import ensure_vector_index, insert_vectors
-from .notify import Listener, notify_ended, notify_work
+from .notify import WORK_CHANNEL, Listener, notify_ended, notify_work
 
 log = logging.getLogger(__name__)
 
 NOW = "extract(epoch from now())::float8"  # the server's clock, as epoch seconds
 PROBE_EVERY = 1.0  # seconds between two looks for expired leases by an idle claimer of this process
+
+# A claim in one statement. ``s`` locks the oldest claimable subject (a row another worker holds is skipped;
+# one claimed meanwhile is re-read, found busy and passed over); ``f`` is its first queued run (consolidation
+# first); ``c`` takes the runs of that kind (only ``f`` when it was attempted before); ``u`` marks the subject
+# busy and moves ``queue_seq`` on (or repairs a stale row when no run was queued after all). Every CTE reads
+# the statement's snapshot, hence ``NOT IN c``.
+_CLAIM = f"""
+WITH s AS (
+    SELECT pk, subject_id FROM subjects WHERE queue_seq IS NOT NULL AND NOT busy
+    ORDER BY queue_seq LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
+), f AS (
+    SELECT r.kind, r.seq, r.attempts FROM runs r JOIN s ON r.subject_pk = s.pk
+    WHERE r.status = 'queued' ORDER BY r.kind <> 'consolidate', r.seq LIMIT 1
+), c AS (
+    UPDATE runs r SET status = 'running', started_at = {NOW}, claim_id = %(claim)s, lease_owner = %(owner)s,
+        lease_expires = {NOW} + %(lease)s, attempts = r.attempts + 1
+    FROM s, f
+    WHERE r.subject_pk = s.pk AND r.status = 'queued' AND r.kind = f.kind AND (f.attempts = 0 OR r.seq = f.seq)
+    RETURNING r.seq, r.id
+), u AS (
+    UPDATE subjects SET busy = EXISTS (SELECT 1 FROM c), queue_seq = (
+        SELECT min(q.seq) FROM runs q
+        WHERE q.subject_pk = subjects.pk AND q.status = 'queued' AND q.seq NOT IN (SELECT seq FROM c))
+    FROM s WHERE subjects.pk = s.pk
+)
+SELECT s.pk, s.subject_id, (SELECT kind FROM f), ARRAY(SELECT id FROM c ORDER BY seq) FROM s
+"""
+# A subject's queue state from its runs (the caller holds its row lock); the row back when runs still wait.
+_SYNC = (
+    "UPDATE subjects SET queue_seq=(SELECT min(seq) FROM runs WHERE subject_pk=%(pk)s AND status='queued'),"
+    " busy=EXISTS (SELECT 1 FROM runs WHERE subject_pk=%(pk)s AND status='running')"
+    " WHERE pk=%(pk)s RETURNING queue_seq"
+)
 
 
 @guarded
@@ -75,47 +108,19 @@ class PostgresQueue:
     # -- claiming ------------------------------------------------------------------------------------
 
     def claim(self, lease_seconds: float) -> Claim | None:
+        """One statement (``_CLAIM``): lock a claimable subject, take its runs, mark it busy."""
         self._probe_expired()
         with self.db.conn() as conn:
-            if not conn.execute("SELECT 1 FROM subjects WHERE queue_seq IS NOT NULL AND NOT busy LIMIT 1").fetchone():
-                return None  # nothing to claim: no transaction, no lock
             for _ in range(3):
-                with conn.transaction():
-                    claim = self._claim(conn, lease_seconds)
-                if claim != "again":
-                    return claim if isinstance(claim, Claim) else None
+                claim_id = uuid.uuid4().hex
+                row = conn.execute(_CLAIM, {"claim": claim_id, "owner": self.owner, "lease": lease_seconds}).fetchone()
+                if row is None:
+                    return None  # no subject has runnable work
+                pk, subject_id, kind, run_ids = row
+                if run_ids:
+                    return Claim(claim_id, pk, subject_id, kind, tuple(run_ids))
+                # the row said queued but no run was (it is repaired by now): look again
         return None
-
-    def _claim(self, conn: psycopg.Connection[Any], lease_seconds: float) -> Claim | str | None:
-        """One claim transaction; ``"again"`` when the subject locked had no queued run after all."""
-        row = conn.execute(
-            "SELECT pk, subject_id FROM subjects WHERE queue_seq IS NOT NULL AND NOT busy"
-            " ORDER BY queue_seq LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED"
-        ).fetchone()
-        if not row:
-            return None
-        pk, subject_id = row
-        first = conn.execute(
-            "SELECT kind, seq, attempts FROM runs WHERE subject_pk=%s AND status='queued'"
-            " ORDER BY kind <> 'consolidate', seq LIMIT 1",
-            (pk,),
-        ).fetchone()
-        if first is None:  # the row was stale (never left so by this code): repair it and look again
-            sync(conn, pk)
-            return "again"
-        kind, first_seq, first_attempts = first
-        claim_id = uuid.uuid4().hex
-        # A run whose pass already died with its process is claimed alone (see RunQueue.claim).
-        rows = conn.execute(
-            f"UPDATE runs SET status='running', started_at={NOW}, claim_id=%s, lease_owner=%s,"
-            f" lease_expires={NOW} + %s, attempts=attempts+1"
-            " WHERE subject_pk=%s AND status='queued' AND kind=%s"
-            + (" AND seq=%s" if first_attempts else "")
-            + " RETURNING seq, id",
-            (claim_id, self.owner, lease_seconds, pk, kind, *((first_seq,) if first_attempts else ())),
-        ).fetchall()
-        sync(conn, pk)
-        return Claim(claim_id, pk, subject_id, kind, tuple(r[1] for r in sorted(rows)))
 
     def split_claim(self, claim: Claim) -> list[Claim]:
         out = []
@@ -241,53 +246,64 @@ class PostgresQueue:
     # -- applying ------------------------------------------------------------------------------------
 
     def complete(self, claim: Claim, result: PassResult) -> bool:
+        """One transaction in two pipelined round trips: read what the claim holds, then write it all."""
         if result.vectors:
             ensure_vector_index(self.db, result.embedder or "", len(result.vectors[0][1]) // 4)
-        with self.db.tx() as conn:
-            if not lock_subject(conn, claim.subject_pk) or not _holds(conn, claim):
+        with self.db.conn() as conn:
+            try:
+                return self._complete(conn, claim, result)
+            finally:  # a claim found lost, or an error: the transaction the pipeline began ends here
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
+
+    def _complete(self, conn: psycopg.Connection[Any], claim: Claim, result: PassResult) -> bool:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            held = conn.execute(
+                "SELECT (SELECT count(*) FROM runs WHERE claim_id=%s AND status='running') FROM subjects"
+                " WHERE pk=%s FOR NO KEY UPDATE",
+                (claim.claim_id, claim.subject_pk),
+            )
+            blocks = conn.execute(
+                "SELECT label, pk, value, version, char_limit FROM blocks WHERE subject_pk=%s AND label = ANY(%s)"
+                " ORDER BY pk FOR UPDATE",
+                (claim.subject_pk, list(result.values)),
+            )
+            row = held.fetchone()
+            if row is None or row[0] != len(claim.run_ids):
                 return False  # requeued by recovery, released, cancelled, or the subject was deleted
+            current = {r[0]: r[1:] for r in blocks.fetchall()}
             for label, (value, read_version) in result.values.items():
-                row = conn.execute(
-                    "SELECT pk, value, version, char_limit FROM blocks WHERE subject_pk=%s AND label=%s FOR UPDATE",
-                    (claim.subject_pk, label),
-                ).fetchone()
-                if not row:
+                if label not in current:
                     log.warning(
                         "block %r of subject %r was deleted during a pass; its edits are dropped",
                         label,
                         claim.subject_id,
                     )
                     continue
-                if row[2] != read_version:
-                    value = replay(result.ops, label, row[1], row[3])
-                if value != row[1]:
-                    write_value(conn, row[0], value, claim.run_ids[0], self.history_limit)
+                block_pk, old, version, limit = current[label]
+                if version != read_version:
+                    value = replay(result.ops, label, old, limit)
+                if value != old:
+                    write_value(conn, block_pk, value, claim.run_ids[0], self.history_limit)
             if result.vectors:
                 insert_vectors(
-                    self.db,
-                    conn,
-                    [(pk, claim.subject_pk, blob) for pk, blob in result.vectors],
-                    result.embedder or "",
+                    self.db, conn, [(pk, claim.subject_pk, blob) for pk, blob in result.vectors], result.embedder or ""
                 )
-            ended = _finish(conn, claim, "completed", result.learner, None, result.stats)
+            _finish(conn, claim, "completed", result.learner, None, result.stats)
             if result.trace is not None:
                 _store_trace(conn, claim, result.trace)
-            consolidate = (
-                result.consolidate
-                and not conn.execute(
-                    "SELECT 1 FROM runs WHERE subject_pk=%s AND status='queued' AND kind='consolidate'",
-                    (claim.subject_pk,),
-                ).fetchone()
+            consolidation = conn.execute(
+                "INSERT INTO runs(id, subject_pk, status, created_at, kind)"
+                f" SELECT %s, %s, 'queued', {NOW}, 'consolidate' WHERE %s AND NOT EXISTS"
+                " (SELECT 1 FROM runs WHERE subject_pk=%s AND status='queued' AND kind='consolidate') RETURNING id",
+                (new_id("run"), claim.subject_pk, result.consolidate, claim.subject_pk),
             )
-            if consolidate:
-                conn.execute(
-                    "INSERT INTO runs(id, subject_pk, status, created_at, kind)"
-                    f" VALUES (%s, %s, 'queued', {NOW}, 'consolidate')",
-                    (new_id("run"), claim.subject_pk),
-                )
-            waiting = self._ended(conn, claim.subject_pk, ended)
-        self.signals.run_ended(ended)
-        if waiting:
+            waiting = self._ended(conn, claim.subject_pk, claim.run_ids)
+            conn.execute("COMMIT")
+        queued = consolidation.fetchone() is not None
+        self.signals.run_ended(claim.run_ids)
+        if waiting.fetchone() is not None or queued:
             self.signals.work_queued()
         return True
 
@@ -303,24 +319,28 @@ class PostgresQueue:
         with self.db.tx() as conn:
             if not lock_subject(conn, claim.subject_pk):
                 return False
-            ended = _finish(conn, claim, "failed", learner, error, stats)
+            ended = [r[0] for r in _finish(conn, claim, "failed", learner, error, stats)]
             if not ended:
                 return False
             if trace is not None:
                 _store_trace(conn, claim, trace)
-            waiting = self._ended(conn, claim.subject_pk, ended)
+            waiting = self._ended(conn, claim.subject_pk, ended).fetchone() is not None
         self.signals.run_ended(ended)
         if waiting:
             self.signals.work_queued()
         return True
 
-    def _ended(self, conn: psycopg.Connection[Any], subject_pk: int, ended: Sequence[str]) -> bool:
-        """After runs of a subject ended: its queue state, the notifications; whether runs wait behind them."""
-        waiting = sync(conn, subject_pk)
+    def _ended(self, conn: psycopg.Connection[Any], subject_pk: int, ended: Sequence[str]) -> psycopg.Cursor[Any]:
+        """After runs of a subject ended: its queue state and the notifications.
+
+        The cursor returned has a row when runs wait behind them (batches that queued during the pass): an
+        idle worker anywhere is woken to take them.
+        """
         notify_ended(conn, self.listener.sender, ended)
-        if waiting:  # batches that queued during the pass: an idle worker anywhere may take them now
-            notify_work(conn, self.listener.sender)
-        return waiting
+        return conn.execute(
+            f"WITH x AS ({_SYNC}) SELECT pg_notify(%(channel)s, %(sender)s) FROM x WHERE queue_seq IS NOT NULL",
+            {"pk": subject_pk, "channel": WORK_CHANNEL, "sender": self.listener.sender},
+        )
 
     # -- waiting -------------------------------------------------------------------------------------
 
@@ -346,38 +366,22 @@ def lock_subject(conn: psycopg.Connection[Any], subject_pk: int) -> bool:
 
 def sync(conn: psycopg.Connection[Any], subject_pk: int) -> bool:
     """Recompute a locked subject's queue state from its runs; True when it has queued runs."""
-    row = conn.execute(
-        "UPDATE subjects SET queue_seq=(SELECT min(seq) FROM runs WHERE subject_pk=%(pk)s AND status='queued'),"
-        " busy=EXISTS (SELECT 1 FROM runs WHERE subject_pk=%(pk)s AND status='running')"
-        " WHERE pk=%(pk)s RETURNING queue_seq",
-        {"pk": subject_pk},
-    ).fetchone()
+    row = conn.execute(_SYNC, {"pk": subject_pk}).fetchone()
     return bool(row and row[0] is not None)
 
 
 def write_value(
     conn: psycopg.Connection[Any], block_pk: int, value: str, run_id: str | None, history_limit: int
 ) -> None:
-    """A block's new value as a new version; versions beyond ``history_limit`` dropped."""
-    row = conn.execute(
-        f"UPDATE blocks SET value=%s, version=version+1, updated_at={NOW} WHERE pk=%s RETURNING version",
-        (value, block_pk),
-    ).fetchone()
-    assert row is not None
-    version = row[0]
+    """A block's new value as a new version; versions beyond ``history_limit`` dropped (one statement)."""
     conn.execute(
-        f"INSERT INTO block_versions(block_pk, version, value, run_id, created_at) VALUES (%s, %s, %s, %s, {NOW})",
-        (block_pk, version, value, run_id),
+        f"WITH b AS (UPDATE blocks SET value=%(v)s, version=version+1, updated_at={NOW} WHERE pk=%(pk)s"
+        " RETURNING version),"
+        " i AS (INSERT INTO block_versions(block_pk, version, value, run_id, created_at)"
+        f" SELECT %(pk)s, version, %(v)s, %(run)s, {NOW} FROM b)"
+        " DELETE FROM block_versions WHERE block_pk=%(pk)s AND %(keep)s > 0 AND version <= (SELECT version FROM b) - %(keep)s",
+        {"v": value, "pk": block_pk, "run": run_id, "keep": history_limit},
     )
-    if history_limit > 0:
-        conn.execute(
-            "DELETE FROM block_versions WHERE block_pk=%s AND version<=%s", (block_pk, version - history_limit)
-        )
-
-
-def _holds(conn: psycopg.Connection[Any], claim: Claim) -> bool:
-    row = conn.execute("SELECT count(*) FROM runs WHERE claim_id=%s AND status='running'", (claim.claim_id,)).fetchone()
-    return bool(row and row[0] == len(claim.run_ids))
 
 
 def _finish(
@@ -387,25 +391,23 @@ def _finish(
     learner: str,
     error: str | None,
     stats: RunStats,
-) -> list[str]:
-    return [
-        r[0]
-        for r in conn.execute(
-            f"UPDATE runs SET status=%s, finished_at={NOW}, learner=%s, error=%s, stop_reason=%s, llm_calls=%s,"
-            " prompt_tokens=%s, completion_tokens=%s, lease_owner=NULL, lease_expires=NULL"
-            " WHERE claim_id=%s AND status='running' RETURNING id",
-            (
-                status,
-                learner,
-                error,
-                stats.stop_reason,
-                stats.llm_calls,
-                stats.prompt_tokens,
-                stats.completion_tokens,
-                claim.claim_id,
-            ),
-        )
-    ]
+) -> psycopg.Cursor[Any]:
+    """End the claim's runs; the cursor's rows are the ids of those it ended."""
+    return conn.execute(
+        f"UPDATE runs SET status=%s, finished_at={NOW}, learner=%s, error=%s, stop_reason=%s, llm_calls=%s,"
+        " prompt_tokens=%s, completion_tokens=%s, lease_owner=NULL, lease_expires=NULL"
+        " WHERE claim_id=%s AND status='running' RETURNING id",
+        (
+            status,
+            learner,
+            error,
+            stats.stop_reason,
+            stats.llm_calls,
+            stats.prompt_tokens,
+            stats.completion_tokens,
+            claim.claim_id,
+        ),
+    )
 
 
 def _store_trace(conn: psycopg.Connection[Any], claim: Claim, trace: dict[str, Any]) -> None:
