@@ -33,6 +33,7 @@ from support.postgres_server import PostgresServer
 
 from ai_memory_sdk import Memory
 
+pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
 _BATCH = re.compile(r"batch B(\d+)-M0 says hello")
 

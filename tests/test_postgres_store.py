@@ -33,6 +33,7 @@ from ai_memory_sdk.store.postgres import PostgresStore
 from ai_memory_sdk.store.postgres._schema import SCHEMA_VERSION
 from ai_memory_sdk.store.postgres.index import PgvectorIndex, PostgresIndex
 
+pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
 HUMAN = BlockSpec(label="human", description="about the user", limit=100_000)
 

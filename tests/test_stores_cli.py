@@ -22,6 +22,7 @@ from support.openai_server import ScriptedOpenAI
 
 from ai_memory_sdk import Memory
 
+pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -56,7 +56,7 @@ BACKENDS: dict[str, tuple[Backend, Callable[[pytest.FixtureRequest], MakeMemory]
     "postgres-pgvector": (Backend("postgres-pgvector", _SERVER_STORE, fast_run_s=2.0), _pgvector),
     "letta": (Backend("letta", frozenset(), fast_run_s=10.0), _letta),
 }
-_MARKS = {"letta": [pytest.mark.letta]}
+_MARKS = {"letta": [pytest.mark.letta], "postgres": [pytest.mark.postgres], "postgres-pgvector": [pytest.mark.postgres]}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=_MARKS.get(name, []), id=name) for name in BACKENDS])
