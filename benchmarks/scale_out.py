@@ -24,6 +24,11 @@ with it, it creates (and drops) its databases on that server, which needs the
    alternated in the same run (goal: p50 at most 2x).
 3. ``wait_for_run`` in another process: from the commit of a completion to
    the waiter's return (goal: p50 at most 50 ms).
+
+With each configuration it prints the CPU time spent per pass by the worker
+processes, the PostgreSQL server (when it runs here) and this process (the
+scripted LLM): on a machine whose cores are busy, throughput stops at the CPU
+share the benchmark gets, whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -56,6 +62,31 @@ from ai_memory_sdk.store.base import PassResult
 from ai_memory_sdk.store.postgres import PostgresStore
 
 LATENCY = 0.2  # seconds the scripted LLM takes per call (one call per pass)
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc; 0 for a process gone or elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def server_pids(server: PostgresServer | None) -> list[int]:
+    """The PostgreSQL server's processes (postmaster and its backends), when it runs on this machine."""
+    if server is None:
+        return []
+    try:
+        postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+    except (OSError, ValueError):
+        return []
+    return [postmaster, *(int(p) for p in children)]
 
 
 class Databases:
@@ -105,7 +136,12 @@ def queue_batches(url: str, batches: int, subjects: int) -> None:
 
 
 def throughput(
-    dbs: Databases, template_url: str, workers: int, concurrency: int, llm: ScriptedOpenAI
+    dbs: Databases,
+    template_url: str,
+    workers: int,
+    concurrency: int,
+    llm: ScriptedOpenAI,
+    server: PostgresServer | None,
 ) -> dict[str, Any]:
     url = dbs.create(template=database_name(template_url))
     go = Path(tempfile.mkdtemp(prefix="scale-out-")) / "go"
@@ -128,11 +164,14 @@ def throughput(
             if child.wait_line("READY", 120) is None:
                 raise RuntimeError(f"worker did not start: {child.stderr_tail()}")
         total = _rows(url, "SELECT count(*) FROM ai_memory.runs")[0][0]
+        pids = [c.proc.pid for c in children]
+        cpu0 = (cpu_seconds(pids), cpu_seconds(server_pids(server)), time.process_time())
         go.touch()
         t0 = time.monotonic()
         while _rows(url, "SELECT count(*) FROM ai_memory.runs WHERE status IN ('queued', 'running')")[0][0]:
-            time.sleep(0.02)
+            time.sleep(0.05)
         seconds = time.monotonic() - t0
+        cpu = (cpu_seconds(pids), cpu_seconds(server_pids(server)), time.process_time())
     finally:
         for child in children:
             child.kill()
@@ -149,6 +188,9 @@ def throughput(
         "limit_per_s": limit,
         "efficiency": passes / seconds / limit,
         "completed": statuses.get("completed", 0),
+        # CPU per pass (ms): the worker processes, PostgreSQL (0 when not on this machine), and this process (the
+        # scripted LLM serving every call, and the polling for the end)
+        "cpu_ms_per_pass": [round((b - a) * 1000 / max(passes, 1), 1) for a, b in zip(cpu0, cpu)],
     }
 
 
@@ -285,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         batches, subjects, samples, wakes, workers, concurrency = 40, 8, 20, 5, [1, 2], [2]
     print(_common.machine_line())
     with ExitStack() as stack:
+        server: PostgresServer | None = None
         if args.path:
             admin = args.path
         else:
@@ -312,16 +355,16 @@ def main(argv: list[str] | None = None) -> int:
             llm.responder = batch_learner_responder
             print(
                 f"{'workers':>7} {'conc':>4} {'batches':>7} {'passes':>6} {'seconds':>7} {'passes/s':>8}"
-                f" {'limit/s':>7} {'efficiency':>10}"
+                f" {'limit/s':>7} {'efficiency':>10}   CPU ms per pass: workers / PostgreSQL / this process (LLM)"
             )
             for w in workers:
                 for c in concurrency:
-                    r = throughput(dbs, template, w, c, llm)
+                    r = throughput(dbs, template, w, c, llm, server)
                     results.append(r)
                     print(
                         f"{r['workers']:>7} {r['concurrency']:>4} {r['completed']:>7} {r['passes']:>6}"
                         f" {r['seconds']:>7.2f} {r['passes_per_s']:>8.1f} {r['limit_per_s']:>7.1f}"
-                        f" {r['efficiency']:>10.2f}",
+                        f" {r['efficiency']:>10.2f}   {' / '.join(str(x) for x in r['cpu_ms_per_pass'])}",
                         flush=True,
                     )
         print(
