@@ -202,6 +202,19 @@ def test_a_lost_lease_fences_the_old_claim_and_a_crashed_run_fails_alone_at_the_
     assert rest is not None and rest.run_ids == (neighbour,)
 
 
+def test_a_dead_process_of_this_host_loses_its_runs_before_its_lease_ends(open_store, postgres_url) -> None:
+    import socket
+
+    store, other = open_store(), open_store()
+    run = _queue_runs(store, "s", 1)[0]
+    assert store.queue.claim(3600) is not None
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no process has now
+    sql(postgres_url, "UPDATE runs SET lease_owner=%s WHERE id=%s", f"{socket.gethostname()}:{gone.pid}:dead", run)
+    assert other.queue.recover() == 1  # the lease had an hour left
+    assert sql(postgres_url, "SELECT status FROM runs WHERE id=%s", run) == [("queued",)]
+
+
 def test_release_hands_runs_back_without_counting_an_attempt(open_store, postgres_url) -> None:
     store = open_store()
     run = _queue_runs(store, "s", 1)[0]
