@@ -103,6 +103,15 @@ def test_an_unreachable_server_is_a_store_error_naming_the_masked_url(tmp_path: 
     assert "s3cret" not in text
 
 
+def test_without_the_postgres_extra_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m.startswith("ai_memory_sdk.store.postgres")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without the extra looks like to import
+    with pytest.raises(StoreError, match=r"pip install 'ai-memory-sdk\[postgres\]'") as err:
+        Memory(path="postgresql://app:s3cret@db/memory", learner="offline", embedder="none")
+    assert "postgresql://app:***@db/memory" in str(err.value)
+
+
 def test_a_missing_database_says_to_create_it(postgres_server: PostgresServer) -> None:
     with pytest.raises(StoreError, match="create the database first"):
         PostgresStore(postgres_server.url("no_such_db", "app"))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..._fork import PerProcess, gate
 from ..._process import process_owner
 from ...errors import StoreError
+from .. import mask_url
 from ._schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,6 @@ _LOCK_KEY = 0x61695F6D656D6F72  # pg_advisory_lock key of schema migrations ("ai
 SCHEMA_CHANNEL = "ai_memory_schema"
 POOL_TIMEOUT = 30.0  # seconds a call waits for a free pooled connection
 CONNECT_TIMEOUT = 10  # seconds, libpq connect_timeout
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (in the authority and in a ``password=`` parameter)."""
-    masked = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", masked)
 
 
 _C = TypeVar("_C", bound="_GatedConnection")
