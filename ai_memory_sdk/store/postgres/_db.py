@@ -72,7 +72,7 @@ class Database:
         self._owner = PerProcess(process_owner)
         self._pool = PerProcess(self._new_pool)
         self._pools: list[tuple[int, ConnectionPool[_GatedConnection]]] = []  # (pid, pool)
-        self._pools_lock = threading.Lock()
+        self._pools_lock = PerProcess(threading.Lock)
         with self.translated():
             self._migrate()
 
@@ -82,13 +82,6 @@ class Database:
         return self._owner.get()
 
     # -- connections -------------------------------------------------------------------------------
-
-    def connect(self) -> psycopg.Connection[Any]:
-        """A new autocommit connection outside the pool (migration, the listener), in the store's schema."""
-        with gate:
-            conn = psycopg.Connection.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
-        self._configure(conn)
-        return conn
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(
@@ -112,7 +105,7 @@ class Database:
             name=f"ai-memory {self.path}",
             open=True,
         )
-        with self._pools_lock:
+        with self._pools_lock.get():
             self._pools.append((os.getpid(), pool))
         return pool
 
@@ -151,7 +144,7 @@ class Database:
     def close(self) -> None:
         """Close this process's pools (a forked child's inherited ones are never touched)."""
         self.closed = True
-        with self._pools_lock:
+        with self._pools_lock.get():
             pools, self._pools = self._pools, []
         for pid, pool in pools:
             if pid == os.getpid():
