@@ -2,7 +2,9 @@
 
 A backend is a name, the capabilities its engine has, and a builder
 (``support/backends.py``). Adding one (``postgres``, ``remote``) is one entry in
-``BACKENDS`` and one builder function. A test that needs a capability some
+``BACKENDS`` and one builder function. ``postgres`` and ``postgres-pgvector`` run
+the local engine on a fresh database of the session's PostgreSQL servers
+(``support/postgres_server.py``). A test that needs a capability some
 engine lacks declares it, ``@pytest.mark.needs("block_history")``, and is
 skipped on backends without it; a test whose assertion differs by engine asks
 ``backend.has(...)``.
@@ -29,6 +31,14 @@ from ai_memory_sdk import Memory
 
 def _local_sqlite(request: pytest.FixtureRequest) -> MakeMemory:
     return backends.local_sqlite(request.getfixturevalue("tmp_path"))
+
+
+def _postgres(request: pytest.FixtureRequest) -> MakeMemory:
+    return backends.local_postgres(request.getfixturevalue("postgres_url"))
+
+
+def _pgvector(request: pytest.FixtureRequest) -> MakeMemory:
+    return backends.local_postgres(request.getfixturevalue("pgvector_url"))
 
 
 def _letta(request: pytest.FixtureRequest) -> MakeMemory:
@@ -59,12 +69,16 @@ def _remote(request: pytest.FixtureRequest) -> MakeMemory:
 
 # The remote engine has what its server has, but no store file and no enqueue-only mode of its own.
 _REMOTE = frozenset(backends.CAPABILITIES) - {"enqueue_only", "sqlite_file"}
+
+_SERVER_STORE = frozenset(backends.CAPABILITIES) - {"sqlite_file"}  # the local engine on PostgreSQL
 BACKENDS: dict[str, tuple[Backend, Callable[[pytest.FixtureRequest], MakeMemory]]] = {
     "local-sqlite": (Backend("local-sqlite", frozenset(backends.CAPABILITIES), fast_run_s=2.0), _local_sqlite),
+    "postgres": (Backend("postgres", _SERVER_STORE, fast_run_s=2.0), _postgres),
+    "postgres-pgvector": (Backend("postgres-pgvector", _SERVER_STORE, fast_run_s=2.0), _pgvector),
     "letta": (Backend("letta", frozenset(), fast_run_s=10.0), _letta),
     "remote": (Backend("remote", _REMOTE, fast_run_s=2.0), _remote),
 }
-_MARKS = {"letta": [pytest.mark.letta]}
+_MARKS = {"letta": [pytest.mark.letta], "postgres": [pytest.mark.postgres], "postgres-pgvector": [pytest.mark.postgres]}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=_MARKS.get(name, []), id=name) for name in BACKENDS])

@@ -59,6 +59,18 @@ def local_sqlite(tmp_path: Path) -> MakeMemory:
     return build
 
 
+def local_postgres(url: str) -> MakeMemory:
+    """The embedded engine on a PostgreSQL database (the test's own, empty): offline learner, lexical search only."""
+
+    def build(**options: Any) -> Memory:
+        options.setdefault("path", url)
+        options.setdefault("learner", "offline")
+        options.setdefault("embedder", "none")
+        return Memory(**options)
+
+    return build
+
+
 def letta(server: LettaServer) -> MakeMemory:
     """``Memory(engine="letta")`` on a running Letta server; options of the local engine are accepted and unused."""
 

@@ -6,22 +6,21 @@ IMMEDIATE`` with a busy timeout, so concurrent writers queue instead of
 failing. A forked child opens its own connections (``_fork.PerProcess``) and
 never touches its parent's. Every public method of the store's classes runs
 under the fork gate and turns SQLite's errors into ``StoreError`` naming the
-file (``guarded``).
+file (``guarded``, shared with the other SQL backends in ``store/_guard.py``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 from ..._fork import PerProcess, gate
 from ...errors import StoreError
+from .._guard import guarded, waits
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -82,6 +81,10 @@ class Database:
             with state.lock:
                 state.all.append(conn)
         return conn
+
+    def translated(self) -> AbstractContextManager[None]:
+        """SQLite's errors as ``StoreError`` naming this file (``_guard.guarded`` wraps every public method in it)."""
+        return translated(self.path)
 
     def close(self) -> None:
         self.closed = True
@@ -199,41 +202,4 @@ def _cause(exc: sqlite3.Error) -> str:
     return text
 
 
-_C = TypeVar("_C", bound=type)
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def waits(fn: _F) -> _F:
-    """Mark a method that sleeps (``wait_for_run``): ``guarded`` leaves it outside the fork gate."""
-    fn.__waits__ = True  # type: ignore[attr-defined]
-    return fn
-
-
-def guarded(cls: _C) -> _C:
-    """Run every public method of ``cls`` under the fork gate, with SQLite errors as ``StoreError``.
-
-    The class must have a ``db`` attribute (its ``Database``). Methods marked
-    ``waits`` only translate errors: a fork must not wait for a sleeping thread.
-    """
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if getattr(fn, "__waits__", False):
-
-            @functools.wraps(fn)
-            def waiting(self: Any, *args: Any, **kwargs: Any) -> Any:
-                with translated(self.db.path):
-                    return fn(self, *args, **kwargs)
-
-            return waiting
-
-        @functools.wraps(fn)
-        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            with gate, translated(self.db.path):
-                return fn(self, *args, **kwargs)
-
-        return method
-
-    for name, fn in list(vars(cls).items()):
-        if not name.startswith("_") and callable(fn) and not isinstance(fn, (staticmethod, classmethod, type)):
-            setattr(cls, name, wrap(fn))
-    return cls
+__all__ = ["Database", "guarded", "translated", "waits"]

@@ -30,7 +30,24 @@ from ...models import (
     SubjectSummary,
 )
 from ...search.recipe import CONTEXT_PASSAGES, passage_context
-from .._rows import BLOCK_COLS, MSG_COLS, RUN_COLS, block_row, dumps, maybe_utc, message_row, new_id, run_row, utc
+from .._rows import (
+    BLOCK_COLS,
+    MSG_COLS,
+    RUN_COLS,
+    SUMMARY_COLS,
+    VERSION_COLS,
+    block_row,
+    dumps,
+    like_pattern,
+    maybe_utc,
+    message_row,
+    new_id,
+    passage_tags,
+    run_row,
+    summary_row,
+    utc,
+    version_row,
+)
 from .._signals import signals_for
 from ..base import ApiKey, RunTotals
 from ._db import Database, guarded, waits
@@ -169,28 +186,10 @@ class SQLiteStore:
     def list_subjects(self, *, query: str | None = None, offset: int = 0, limit: int = 50) -> list[SubjectSummary]:
         where, args = self._subject_filter(query)
         rows = self.db.conn().execute(
-            "SELECT s.subject_id, s.agent_id, s.created_at,"
-            " (SELECT count(*) FROM blocks b WHERE b.subject_pk=s.pk),"
-            " (SELECT count(*) FROM messages m WHERE m.subject_pk=s.pk),"
-            " (SELECT count(*) FROM runs r WHERE r.subject_pk=s.pk AND r.status='queued'),"
-            " (SELECT count(*) FROM runs r WHERE r.subject_pk=s.pk AND r.status='failed'),"
-            " (SELECT max(r.created_at) FROM runs r WHERE r.subject_pk=s.pk)"
-            f" FROM subjects s WHERE {where} ORDER BY s.subject_id LIMIT ? OFFSET ?",
+            f"SELECT {SUMMARY_COLS} FROM subjects s WHERE {where} ORDER BY s.subject_id LIMIT ? OFFSET ?",
             (*args, limit, offset),
         )
-        return [
-            SubjectSummary(
-                subject_id=r[0],
-                agent_id=r[1],
-                created_at=utc(r[2]),
-                blocks=r[3],
-                messages=r[4],
-                runs_queued=r[5],
-                runs_failed=r[6],
-                last_run_at=maybe_utc(r[7]),
-            )
-            for r in rows
-        ]
+        return [summary_row(r) for r in rows]
 
     def count_subjects(self, *, query: str | None = None) -> int:
         where, args = self._subject_filter(query)
@@ -199,8 +198,7 @@ class SQLiteStore:
     def _subject_filter(self, query: str | None) -> tuple[str, tuple[Any, ...]]:
         if not query:
             return "s.tenant=?", (self.tenant,)
-        escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return "s.tenant=? AND lower(s.subject_id) LIKE ? ESCAPE '\\'", (self.tenant, f"%{escaped}%")
+        return "s.tenant=? AND lower(s.subject_id) LIKE ? ESCAPE '\\'", (self.tenant, like_pattern(query))
 
     # -- blocks --------------------------------------------------------------------------------------
 
@@ -265,10 +263,8 @@ class SQLiteStore:
     def block_history(self, subject_id: str, label: str) -> list[BlockVersion]:
         conn = self.db.conn()
         (pk,) = self._block_pk(conn, subject_id, label)
-        rows = conn.execute(
-            "SELECT version, value, run_id, created_at FROM block_versions WHERE block_pk=? ORDER BY version", (pk,)
-        )
-        return [BlockVersion(version=r[0], value=r[1], run_id=r[2], created_at=utc(r[3])) for r in rows]
+        rows = conn.execute(f"SELECT {VERSION_COLS} FROM block_versions WHERE block_pk=? ORDER BY version", (pk,))
+        return [version_row(r) for r in rows]
 
     def restore_block(self, subject_id: str, label: str, version: int) -> str:
         with self.db.tx() as conn:
@@ -338,7 +334,7 @@ class SQLiteStore:
                             text,
                             passage_context(msg.created_at, previous),
                             msg.role,
-                            dumps(list(dict.fromkeys([msg.role, *msg.tags]))),
+                            passage_tags(msg),
                             created,
                         ),
                     )
