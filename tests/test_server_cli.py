@@ -98,9 +98,13 @@ def test_shutdown_answers_what_is_in_flight_and_loses_nothing(tmp_path: Path) ->
             assert [m.content for m in memory.get_messages(f"u{i}")] == [f"I live in Town{i}"]
 
 
-def test_two_servers_on_one_store_serve_one_tenant(tmp_path: Path) -> None:
-    """Nothing that matters lives in one server process: a tenant sees the same memory through either."""
-    path = tmp_path / "shared.db"
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_servers_on_one_store_serve_one_tenant(tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
+    """Nothing that matters lives in one server process: a tenant sees the same memory through either.
+
+    On PostgreSQL the two could be on two machines: the long poll on one wakes by NOTIFY from the other.
+    """
+    path = str(tmp_path / "shared.db") if store == "sqlite" else request.getfixturevalue("postgres_url")
     args = ("--learner", "offline", "--embedder", "none")
     with ServeProcess(path, *args) as one, ServeProcess(path, *args) as two:
         key = one.key()
