@@ -39,7 +39,8 @@ class ForkGate:
         self._reset(inside=0)
 
     def _reset(self, inside: int) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active = inside
         self._forking = False
         self._local = threading.local()
@@ -47,21 +48,25 @@ class ForkGate:
     def _depth(self) -> int:
         return getattr(self._local, "depth", 0)
 
+    # Every store call enters the gate, so the way in and out is written for speed: the bare lock's C
+    # ``with`` (not the condition's Python one), attributes read once; the condition only when a fork waits.
     def __enter__(self) -> ForkGate:
-        depth = self._depth()
+        local = self._local
+        depth = getattr(local, "depth", 0)
         if depth == 0:
-            with self._cond:
+            with self._lock:
                 while self._forking:
                     self._cond.wait()
                 self._active += 1
-        self._local.depth = depth + 1
+        local.depth = depth + 1
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        depth = self._depth() - 1
-        self._local.depth = depth
+    def __exit__(self, *exc: object) -> None:
+        local = self._local
+        depth = local.depth - 1
+        local.depth = depth
         if depth == 0:
-            with self._cond:
+            with self._lock:
                 self._active -= 1
                 if self._forking:  # the fork waits for this (or for all but its own thread)
                     self._cond.notify_all()

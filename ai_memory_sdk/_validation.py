@@ -234,8 +234,10 @@ def messages(batch: Any, *, now: datetime | None = None) -> list[MessageIn]:
             raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         created = timestamp(msg["created_at"], f"{where}.created_at") if msg.get("created_at") is not None else now
         msg_tags = tags(msg["tags"], f"{where}.tags") if msg.get("tags") is not None else []
-        out.append(
-            MessageIn(role=role, content=content, name=name, metadata=metadata, created_at=created, tags=msg_tags)
+        out.append(  # every field is checked above: pydantic's validation again would double the cost of a batch
+            MessageIn.model_construct(
+                role=role, content=content, name=name, metadata=metadata, created_at=created, tags=msg_tags
+            )
         )
     return out
 

@@ -144,3 +144,14 @@ def passage_pks(m: Memory, subject_id: str) -> list[int]:
     s = store(m)
     pk = s.subject_pk(subject_id)
     return [int(row[0]) for row in s.index.changes(pk, None, IndexCursor()).passages]
+
+
+def stop_checkpointer(s: Any) -> None:
+    """Stop the store's background checkpointer thread for good (``Database._conns``' ``_wal.Checkpointer``):
+    from then on only the committing threads checkpoint, as when that thread cannot keep up."""
+    from ai_memory_sdk.store.sqlite import _wal
+
+    state = s.db._conns.get()
+    if state.checkpointer is None:
+        state.checkpointer = _wal.Checkpointer(lambda: None, "ai-memory-checkpoint-stopped")
+    state.checkpointer.stop()
