@@ -93,8 +93,19 @@ class ForkGate:
         self._local.depth = depth
 
 
+class _Pid:
+    """This process's id, kept current by a fork hook: ``PerProcess.get`` runs on every store call, a syscall does not."""
+
+    value = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.value = os.getpid()
+
+
 gate = ForkGate()
 if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_Pid.forked)  # first: the child's other hooks may build per-process objects
     os.register_at_fork(
         before=gate.before_fork, after_in_parent=gate.after_fork_in_parent, after_in_child=gate.after_fork_in_child
     )
@@ -135,16 +146,19 @@ class PerProcess(Generic[T]):
         self._factory = factory
         self._value: T | None = None
         self._pid = 0
+        self._lock = threading.Lock()  # only taken inside the gate, so never held across a fork
 
     def get(self) -> T:
-        # No lock: one inherited mid-use would never be released. Two threads racing here build two
-        # objects and keep one, which costs a client, never correctness.
-        pid = os.getpid()
+        pid = _Pid.value
         value = self._value
         if value is None or self._pid != pid:
-            if value is not None:
-                inherited.append(value)  # its sockets belong to the parent: never closed from here
-            with gate:  # building a client loads CA certificates: OpenSSL's locks, like SQLite's
-                value = self._factory()
-            self._value, self._pid = value, pid
+            # Built once however many threads ask at once (four workers' first passes would each load CA
+            # certificates for a client of their own). Inside the gate: a fork waits for the build and the lock.
+            with gate, self._lock:  # building a client loads CA certificates: OpenSSL's locks, like SQLite's
+                value = self._value
+                if value is None or self._pid != pid:
+                    if value is not None:
+                        inherited.append(value)  # its sockets belong to the parent: never closed from here
+                    value = self._factory()
+                    self._value, self._pid = value, pid
         return value

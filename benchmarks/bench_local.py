@@ -3,27 +3,32 @@
     .venv/bin/python benchmarks/bench_local.py [--n 2000] [--n-get 20000] [--n-llm 200] [--path DIR] [--json FILE] [--profile] [--smoke]
 
 Absolute times on a shared machine are noise; a ratio to a floor timed in the
-same run, call for call interleaved with the measured one, is not. Measured on
-fresh SQLite files (WAL, ``synchronous=NORMAL``: every ``add_messages`` is a
-durable commit that survives a process crash):
+same run, call for call interleaved with the measured one, is not (docs/dev/hot-path.md).
+Measured on fresh SQLite files (WAL, ``synchronous=NORMAL``: every
+``add_messages`` is a durable commit that survives a process crash):
 
 - ``add_messages`` of a 10-message batch, workers off, against a raw SQLite
   transaction (``BEGIN IMMEDIATE``, the run row and the 10 message rows with
-  their ids, ``COMMIT``) into a file of the same schema. Goals: p50 <= 2.0x the
-  floor, p99 <= 5 ms; the write-ahead log stays bounded with no worker running.
-  Also shown (no goal): workers on (the offline learner applying in threads of
-  the same process) and archived (passages + FTS5).
+  their ids, ``COMMIT``; its checkpoints run between the timed calls) into a
+  file of the same schema. Goals: p50 <= 2.0x the floor; p99 <= 5 ms, or, where
+  the raw transaction's own p99 shows the machine noisier than that, <= 2.0x
+  the floor's p99. The size of the write-ahead log at the end is printed (no
+  worker runs). Also shown (no goal): workers on (the offline learner applying
+  in threads of the same process) and archived (passages + FTS5).
 - ``get_user_memory(prompt_formatted=True)`` against a primary-key SELECT of the
   block plus an f-string. Goal: p50 <= 1.5x the floor.
 - the LLM memory agent against the scripted OpenAI-compatible server
-  (``tests/support/openai_server.py``) on 127.0.0.1: from ``add_messages``
-  returning to the chat request received (the server's timestamp), and from the
-  answer leaving the server to ``wait_for_run`` returning. Goals: p50 <= 3 ms each.
+  (``tests/support/openai_server.py``, in a process of its own as an endpoint
+  is) on 127.0.0.1: from ``add_messages`` returning to the chat request
+  received (the server's clock), and from the answer leaving the server to
+  ``wait_for_run`` returning. Goals: p50 <= 3 ms each.
 - throughput: 48 passes whose LLM call takes 200 ms, on 4 workers (the limit is
-  48 x 0.2 s / 4 = 2.40 s). Goal: efficiency (limit / elapsed) >= 0.97.
+  48 x 0.2 s / 4 = 2.40 s), after one pass per worker. Goal: efficiency
+  (limit / elapsed) >= 0.97.
 
 It prints the machine and settings, each figure with its floor, ratio, goal and
-PASS/MISS. ``--profile`` prints cProfile of each measured call (where the time
+PASS/MISS. ``--profile`` prints cProfile of ``add_messages``, of
+``get_user_memory`` and of passes run in the calling thread (where the time
 goes). Exit status 1 when a goal is missed (``--smoke``: tiny sizes, goals not
 judged).
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import logging
@@ -40,7 +46,6 @@ import pstats
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -50,7 +55,7 @@ from typing import Any
 
 import _common
 from support import internals
-from support.openai_server import RecordedRequest, ScriptedOpenAI, Step, reply
+from support.child import Child
 
 from ai_memory_sdk import Memory
 
@@ -82,15 +87,20 @@ class Figure:
     def ratio(self) -> float | None:
         return None if not self.floor_p50 else self.p50 / self.floor_p50
 
+    @property
+    def ratio_goal(self) -> float | None:
+        return next((bound for kind, bound in self.goals if kind == "ratio"), None)
+
     def met(self) -> list[bool]:
         got = {"ratio": self.ratio, "p50": self.p50, "p99": self.p99, "min": self.p50}
         out = []
         for kind, bound in self.goals:
             value = got[kind]
-            if kind == "p99" and self.floor_p99 is not None:
-                # The raw transaction's own p99 is the machine's I/O noise: where it is above the bound,
-                # no code can meet the bound, and the goal is to add nothing to that noise.
-                bound = max(bound, self.floor_p99)
+            if kind == "p99" and self.floor_p99 is not None and self.ratio_goal is not None:
+                # The raw transaction's own p99 is this machine's I/O and scheduling noise. Where it is past
+                # the bound no code meets the bound; a call doing ``ratio_goal`` times the floor's work is then
+                # held to ``ratio_goal`` times the floor's p99 (no checkpoint, no lock wait of its own on top).
+                bound = max(bound, self.ratio_goal * self.floor_p99)
             out.append(value is not None and (value >= bound if kind == "min" else value <= bound))
         return out
 
@@ -102,10 +112,9 @@ class Figure:
 
     def goal_text(self) -> str:
         words = {"ratio": "p50 <= {:g}x floor", "p50": "p50 <= {:g}", "p99": "p99 <= max({:g}", "min": ">= {:g}"}
+        scale = f", {self.ratio_goal:g}x floor p99)" if self.ratio_goal else ")"
         return ", ".join(
-            words[k].format(b)
-            + ("" if k in ("ratio", "min") else f" {self.unit}")
-            + (", floor p99)" if k == "p99" else "")
+            words[k].format(b) + ("" if k in ("ratio", "min") else f" {self.unit}") + (scale if k == "p99" else "")
             for k, b in self.goals
         )
 
@@ -135,6 +144,11 @@ def _batch(i: int) -> list[dict[str, Any]]:
         }
         for j in range(BATCH)
     ]
+
+
+def _quiet() -> None:
+    """Start each measurement on a collected heap, so one's garbage is not collected during the next."""
+    gc.collect()
 
 
 def _interleaved(
@@ -238,6 +252,7 @@ def bench_add(tmp: Path, n: int, *, background: bool, archive: bool) -> tuple[li
         def call(i: int) -> None:
             memory.add_messages(users[i % SUBJECTS], batches[i % 64], skip_vector_storage=not archive)
 
+        _quiet()
         got, base = _interleaved(
             call, lambda i: raw.add(i, batches[i % 64]), n, warmup=min(100, n // 10 + 1), idle=raw.idle
         )
@@ -258,6 +273,7 @@ def bench_get(tmp: Path, n: int) -> tuple[list[int], list[int]]:
         memory.initialize_user_memory(uid, reset=True, user_context_block_value=HUMAN)
         expected = raw.get()
         assert memory.get_user_memory(uid, prompt_formatted=True) == expected, "the floor renders something else"
+        _quiet()
         return _interleaved(
             lambda _: memory.get_user_memory(uid, prompt_formatted=True), lambda _: raw.get(), n, warmup=1000
         )
@@ -266,62 +282,85 @@ def bench_get(tmp: Path, n: int) -> tuple[list[int], list[int]]:
         raw.close()
 
 
-class _Answers:
-    """The scripted LLM's answer to each pass (one rewrite and finish), with the time each answer left."""
+class _LLM:
+    """The scripted OpenAI-compatible server in a child process (``tests/support/procs/scripted_llm.py``).
+
+    An LLM endpoint is another process than the application: run in the
+    application's process, the server's own request parsing would take the
+    interpreter lock from the workers being measured. Each chat request is
+    answered with one rewrite of the ``human`` block and finish, after
+    ``delay``; the child reports when each request was received and when its
+    answer left (``time.time()``, one clock for both processes).
+    """
 
     def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
-        self.sent: list[float] = []
-        self.lock = threading.Lock()
+        self.child = Child("scripted_llm.py", {"delay": delay})
+        self.base_url = self.child.expect_line("URL ", timeout=60).split(" ", 1)[1]
+        self._dumps = 0
 
-    def __call__(self, request: dict[str, Any]) -> Step:
-        if self.delay:
-            time.sleep(self.delay)
-        answer = reply(
-            tool_calls=[
-                ("memory_rethink", {"label": "human", "new_memory": f"{HUMAN}\nSeen: {uuid.uuid4().hex[:8]}"}),
-                ("memory_finish_edits", {}),
-            ]
-        )
-        with self.lock:
-            self.sent.append(time.time())
-        return answer
+    def times(self) -> tuple[list[float], list[float]]:
+        """When each chat request so far was received, and when its answer left."""
+        self._dumps += 1
+        self.child.send(f"DUMP {self._dumps}")
+        got = json.loads(self.child.expect_line(f"TIMES {self._dumps} ", timeout=30).split(" ", 2)[2])
+        return got["received"], got["answered"]
+
+    def __enter__(self) -> _LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.child.kill()
 
 
-def _llm_memory(path: str, server: ScriptedOpenAI, workers: int) -> Memory:
+def _llm_memory(path: str, base_url: str, workers: int, background: bool = True) -> Memory:
     return Memory(
         path=path,
         learner="llm",
-        llm_base_url=server.base_url,
+        llm_base_url=base_url,
         llm_api_key="bench",
         model="gpt-4o-mini",
         embedder="none",
         workers=workers,
         consolidate_at=None,
+        background=background,
     )
+
+
+def passes_in_this_thread(tmp: Path, n: int) -> None:
+    """``n`` batches, each learned by a pass run in the calling thread (what ``--profile`` can see)."""
+    with _LLM() as llm:
+        memory = _llm_memory(str(tmp / "llm-drain.db"), llm.base_url, workers=1, background=False)
+        try:
+            memory.initialize_user_memory("drained", user_context_block_value=HUMAN, reset=True)
+            for i in range(n):
+                memory.add_messages("drained", _batch(i))
+                internals.drain(memory)
+        finally:
+            memory.close()
 
 
 def bench_llm_latency(tmp: Path, n: int) -> tuple[list[int], list[int]]:
     """(add_messages returned -> request received, answer sent -> wait_for_run returned), one pass at a time."""
-    answers = _Answers()
-    with ScriptedOpenAI() as server:
-        server.responder = answers
-        memory = _llm_memory(str(tmp / "llm.db"), server, workers=4)
+    with _LLM() as llm:
+        memory = _llm_memory(str(tmp / "llm.db"), llm.base_url, workers=4)
         try:
             users = [f"llm-user-{k}" for k in range(4)]
             for uid in users:
                 memory.initialize_user_memory(uid, user_context_block_value=HUMAN, reset=True)
-            to_request, to_return = [], []
-            for i in range(-5, n):  # 5 warm-up passes
+            for i in range(5):  # warm-up passes
+                memory.wait_for_run(memory.add_messages(users[i % 4], _batch(i)), timeout=60)
+            before = len(llm.times()[0])
+            added, returned = [], []
+            _quiet()
+            for i in range(n):
                 run = memory.add_messages(users[i % 4], _batch(i))
-                added = time.time()
+                added.append(time.time())
                 memory.wait_for_run(run, timeout=60)
-                returned = time.time()
-                requests: list[RecordedRequest] = server.chat_requests
-                if i >= 0:
-                    to_request.append(int((requests[-1].time - added) * 1e9))
-                    to_return.append(int((returned - answers.sent[-1]) * 1e9))
-            assert len(server.chat_requests) == n + 5, "one LLM call per pass expected"
+                returned.append(time.time())
+            received, answered = llm.times()
+            assert len(received) == before + n, "one LLM call per pass expected"
+            to_request = [int((r - a) * 1e9) for a, r in zip(added, received[before:])]
+            to_return = [int((r - a) * 1e9) for a, r in zip(answered[before:], returned)]
             return to_request, to_return
         finally:
             memory.close()
@@ -329,9 +368,8 @@ def bench_llm_latency(tmp: Path, n: int) -> tuple[list[int], list[int]]:
 
 def bench_throughput(tmp: Path, passes: int) -> float:
     """Seconds from the first ``add_messages`` to the last of ``passes`` runs ended, each pass's LLM call 200 ms."""
-    with ScriptedOpenAI() as server:
-        server.responder = _Answers(delay=THROUGHPUT_LLM_S)
-        memory = _llm_memory(str(tmp / "throughput.db"), server, workers=THROUGHPUT_WORKERS)
+    with _LLM(delay=THROUGHPUT_LLM_S) as llm:
+        memory = _llm_memory(str(tmp / "throughput.db"), llm.base_url, workers=THROUGHPUT_WORKERS)
         try:
             users = [f"tp-user-{k}" for k in range(passes)]
             for uid in users:
@@ -340,13 +378,13 @@ def bench_throughput(tmp: Path, passes: int) -> float:
             warm = [memory.add_messages(f"tp-warm-{k}", _batch(k)) for k in range(THROUGHPUT_WORKERS)]
             for run in warm:
                 memory.wait_for_run(run, timeout=120)
-            server.clear()
+            _quiet()
             started = time.perf_counter()
             runs = [memory.add_messages(uid, _batch(k)) for k, uid in enumerate(users)]
             for run in runs:
                 memory.wait_for_run(run, timeout=120)
             elapsed = time.perf_counter() - started
-            assert len(server.chat_requests) == passes, "one LLM call per pass expected"
+            assert len(llm.times()[0]) == THROUGHPUT_WORKERS + passes, "one LLM call per pass expected"
             return elapsed
         finally:
             memory.close()
@@ -484,7 +522,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             print(_profile("get_user_memory", lambda: bench_get(tmp, args.n_get)))
-            print(_profile("LLM latency (every thread)", lambda: bench_llm_latency(tmp, min(args.n_llm, 50))))
+            print(
+                _profile(
+                    "add_messages, then its pass run in the same thread (claim, prompt, LLM request, apply)",
+                    lambda: passes_in_this_thread(tmp, min(args.n_llm, 100)),
+                )
+            )
     if args.smoke:
         print("(smoke run: sizes too small to judge the goals)")
         return 0

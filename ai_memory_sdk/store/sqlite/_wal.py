@@ -42,7 +42,7 @@ from ..._fork import gate
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_BYTES = 4 << 20
+CHECKPOINT_BYTES = 16 << 20
 """Past this size of the ``-wal`` file a commit wakes the checkpointer; a restarted log is cut back to it."""
 MAX_BYTES = 64 << 20
 """Past this size the committing thread checkpoints itself (the bound when no checkpointer keeps up)."""

@@ -454,21 +454,30 @@ class SQLiteStore:
 
     @waits
     def wait_for_run(self, run_id: str, timeout: float | None) -> Run:
-        """In-process completions wake it at once; another process's are seen by polling with backoff."""
+        """In-process completions wake it at once; another process's are seen by polling with backoff.
+
+        A poll reads the run again only when the file changed since the last
+        read (``Database.change_stamp``): waiting costs no query, and no
+        time taken from the worker threads the wait is for.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
+        read_at: bytes | None = None
         while True:
             seen = self.signals.generation
-            run = self.get_run(run_id)
-            if run is None:
-                raise RunNotFoundError(f"Run {run_id} not found")
-            if run.status in TERMINAL_STATUSES:
-                return run
+            stamp = self.db.change_stamp()
+            if stamp is None or stamp != read_at:
+                read_at = stamp
+                run = self.get_run(run_id)
+                if run is None:
+                    raise RunNotFoundError(f"Run {run_id} not found")
+                if run.status in TERMINAL_STATUSES:
+                    return run
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"Run {run_id} did not complete within {timeout:g} seconds")
             self.signals.wait_run(seen, delay if remaining is None else min(delay, remaining))
-            delay = min(delay * 2, 0.25)
+            delay = min(delay * 2, 0.05)
 
     def get_messages(
         self,
