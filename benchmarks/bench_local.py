@@ -326,17 +326,16 @@ def _llm_memory(path: str, base_url: str, workers: int, background: bool = True)
     )
 
 
-def passes_in_this_thread(tmp: Path, n: int) -> None:
+def passes_in_this_thread(tmp: Path, base_url: str, n: int) -> None:
     """``n`` batches, each learned by a pass run in the calling thread (what ``--profile`` can see)."""
-    with _LLM() as llm:
-        memory = _llm_memory(str(tmp / "llm-drain.db"), llm.base_url, workers=1, background=False)
-        try:
-            memory.initialize_user_memory("drained", user_context_block_value=HUMAN, reset=True)
-            for i in range(n):
-                memory.add_messages("drained", _batch(i))
-                internals.drain(memory)
-        finally:
-            memory.close()
+    memory = _llm_memory(str(tmp / "llm-drain.db"), base_url, workers=1, background=False)
+    try:
+        memory.initialize_user_memory("drained", user_context_block_value=HUMAN, reset=True)
+        for i in range(n):
+            memory.add_messages("drained", _batch(i))
+            assert internals.run_pass(memory), "the batch was not claimed"
+    finally:
+        memory.close()
 
 
 def bench_llm_latency(tmp: Path, n: int) -> tuple[list[int], list[int]]:
@@ -515,19 +514,22 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         if args.profile:
+            again = tmp / "profile"  # fresh files
+            again.mkdir()
             print(
                 _profile(
-                    "add_messages, workers off",
-                    lambda: bench_add(tmp, min(args.n, 1000), background=False, archive=False),
+                    "add_messages, workers off (and the raw transaction)",
+                    lambda: bench_add(again, min(args.n, 1000), background=False, archive=False),
                 )
             )
-            print(_profile("get_user_memory", lambda: bench_get(tmp, args.n_get)))
-            print(
-                _profile(
-                    "add_messages, then its pass run in the same thread (claim, prompt, LLM request, apply)",
-                    lambda: passes_in_this_thread(tmp, min(args.n_llm, 100)),
+            print(_profile("get_user_memory (and the primary-key select)", lambda: bench_get(again, args.n_get)))
+            with _LLM() as llm:
+                print(
+                    _profile(
+                        "add_messages, then its pass run in the same thread (claim, prompt, LLM request, apply)",
+                        lambda: passes_in_this_thread(again, llm.base_url, min(args.n_llm, 100)),
+                    )
                 )
-            )
     if args.smoke:
         print("(smoke run: sizes too small to judge the goals)")
         return 0

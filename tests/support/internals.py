@@ -30,6 +30,11 @@ def drain(m: Memory) -> int:
     return int(_engine(m).work(once=True))
 
 
+def run_pass(m: Memory) -> bool:
+    """Claim and learn one pass in this thread, as a worker thread does (``LocalEngine.pool.run_once``)."""
+    return bool(_engine(m).pool.run_once())
+
+
 def db_path(m: Memory) -> str:
     """The SQLite file of a local-engine ``Memory`` (``LocalEngine.path``)."""
     return str(_engine(m).path)

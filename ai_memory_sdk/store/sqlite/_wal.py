@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_BYTES = 16 << 20
 """Past this size of the ``-wal`` file a commit wakes the checkpointer; a restarted log is cut back to it."""
-MAX_BYTES = 64 << 20
+MAX_BYTES = 32 << 20
 """Past this size the committing thread checkpoints itself (the bound when no checkpointer keeps up)."""
 _MIN_INTERVAL = 0.05  # seconds between two background checkpoints: each costs an fsync of the database file
 
