@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from .models import MessageIn
+from .models import BlockSpec, MessageIn
 
 ROLES = ("user", "assistant", "system", "developer", "tool", "function")
 _LABEL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
@@ -65,6 +65,31 @@ def block_value(value: Any, limit: int, what: str = "value") -> str:
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
     if len(value) > limit:
         raise ValueError(f"{what} has {len(value)} characters, over the block's limit of {limit}")
+    return text(value, what)
+
+
+def block_spec(label_: Any, description_: Any, value: Any = "", limit_: Any = 10000) -> BlockSpec:
+    """A block to create: label, description, a value within its limit, and the limit."""
+    limit_ = char_limit(limit_)
+    return BlockSpec(
+        label=label(label_), description=description(description_), value=block_value(value, limit_), limit=limit_
+    )
+
+
+def distinct_labels(specs: list[BlockSpec], what: str) -> list[BlockSpec]:
+    """Blocks to create together: no label twice."""
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.label in seen:
+            raise ValueError(f"{what}[{i}].label {spec.label!r} repeats the label of an earlier block")
+        seen.add(spec.label)
+    return specs
+
+
+def string(value: Any, what: str) -> str:
+    """Any storable text (a block's new value; its limit is the store's to check)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
     return text(value, what)
 
 
@@ -134,6 +159,27 @@ def query(value: Any) -> str:
         raise TypeError(f"query must be a string, got {type(value).__name__}")
     if not value.strip():
         raise ValueError("query must be a non-empty string")
+    return value
+
+
+def tag_match_mode(value: Any) -> str:
+    if value not in ("any", "all"):
+        raise ValueError(f"tag_match_mode must be 'any' or 'all', got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def version(value: Any) -> int:
+    """A block version number (whether it exists is the store's to say)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"version must be an integer, got {type(value).__name__}")
+    return value
+
+
+def offset(value: Any, what: str = "offset") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be at least 0, got {value}")
     return value
 
 
@@ -273,3 +319,19 @@ def file_specs(files: Any) -> list[dict[str, Any]]:
     if not out:
         raise ValueError("files must contain at least one file")
     return out
+
+
+def session_items(items: Any) -> list[dict[str, Any]]:
+    """Items of an agent session: JSON objects, stored and returned exactly (a JSON round trip of each)."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, (list, tuple)):
+        raise TypeError(f"items must be a list of item dicts, got {type(items).__name__}")
+    return [_json_object(item, f"items[{i}]") for i, item in enumerate(items)]
+
+
+def session_limit(value: Any) -> int | None:
+    """How many of a session's latest items to read: None (or a negative number, as SQLite reads it) means all."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"limit must be an integer or None, got {type(value).__name__}")
+    return None if value < 0 else value

@@ -29,10 +29,15 @@ FIGURES = {
     "bench_local.py": r"get_user_memory\(prompt_formatted=True\)\s+\d+\s+[\d.]+us",
     "llm_pass_cost.py": r"LLM calls per pass \(2 passes\):\s+\[\d+, \d+\]",
     "local_model.py": r"== 1 passes of the memory agent against SmolLM2",
+    "locomo_qa.py": r"overall\s+[\d.]+% \(\d+/8\)\s+[\d.]+% \(\d+/8\)",
     "locomo_retrieval.py": r"hybrid \(convex 1\.5:1\)\s+[\d.]+/[\d.]+/[\d.]+",
+    "long_horizon.py": r"long_horizon: all checks passed \(offline, llm; 30 batches\)",
     "research/locomo_recipes.py": r"CHOSEN: .* [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+",
     "search_latency.py": r"whole search, tags=\[\], precomputed query\s+p50\s+[\d.]+ ms",
+    "server_load.py": r"server_load: add_messages p50 [\d.]+ ms \(1 client\), \d+ adds/s sustained with \d+ clients, 0 errors",
     "soak.py": r"soak: all OK",
+    "trace_size.py": r"tracing: [\d,]+ B of trace JSON per batch learned",
+    "wrap_overhead.py": r"\nsync\s+[\d.]+/[\d.]+\s+[\d.]+/[\d.]+\s+-?[\d.]+\s+-?[\d.]+/-?[\d.]+\s+-?[\d.]+/-?[\d.]+\s+\d+ ",
 }
 SERVERS = {"bench_engines.py": "letta", "local_model.py": "llama"}
 

@@ -144,6 +144,16 @@ class IndexChanges:
 
 
 @dataclass(frozen=True)
+class RunTotals:
+    """Runs of one status across the whole store, and the LLM usage recorded on them (the server's metrics)."""
+
+    runs: int = 0
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
 class ApiKey:
     """A server API key as listed (the key itself is never stored, only its hash)."""
 
@@ -535,6 +545,13 @@ class Store(Protocol):
 
     def clear_session(self, session_id: str) -> None:
         """Remove every item of a session."""
+        ...
+
+    def run_totals(self) -> dict[str, RunTotals]:
+        """Runs of every tenant by status (statuses with no run may be left out), for monitoring.
+
+        Not tenant-scoped. May read every run: called once per metrics scrape, not per request.
+        """
         ...
 
     # API keys of the HTTP server (not tenant-scoped: a key names its tenant)

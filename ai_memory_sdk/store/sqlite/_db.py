@@ -40,7 +40,10 @@ class _Connections:
         self.local = threading.local()
         self.all: list[sqlite3.Connection] = []
         self.lock = threading.Lock()
-        self.writer = threading.RLock()  # this process's writers, one at a time (re-entrant: a nested BEGIN fails)
+        # This process's writers queue here, not in SQLite's busy handler, whose sleeps (up to 100 ms)
+        # outlast the millisecond a write holds the lock: many threads writing at once stay fast.
+        # Re-entrant: a nested transaction fails in SQLite ("within a transaction"), not by waiting here.
+        self.writer = threading.RLock()
         self.stamp = _wal.ChangeStamp(path)
         self.checkpointer: _wal.Checkpointer | None = None
         self.inline_at = 0  # -wal size at the last checkpoint a committing thread ran itself
@@ -114,9 +117,7 @@ class Database:
             conn = self.conn()
             writer = self._conns.get().writer
             if not writer.acquire(timeout=self.busy_timeout):
-                raise sqlite3.OperationalError(
-                    "database is locked (another thread of this process held the write lock past the busy timeout)"
-                )
+                raise sqlite3.OperationalError(f"database is locked: no write turn within {self.busy_timeout:g}s")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:

@@ -33,7 +33,7 @@ from ...models import (
 from ...search.recipe import CONTEXT_PASSAGES, passage_context
 from .._rows import BLOCK_COLS, MSG_COLS, RUN_COLS, block_row, dumps, maybe_utc, message_row, new_id, run_row, utc
 from .._signals import signals_for
-from ..base import ApiKey
+from ..base import ApiKey, RunTotals
 from ._db import Database, guarded, waits
 from .erasure import mark_purge, next_pk, purge, raise_floor
 from .index import SQLiteIndex
@@ -611,6 +611,13 @@ class SQLiteStore:
                 conn.execute("DELETE FROM sessions WHERE pk=?", (pk,))
                 mark_purge(conn)
         purge(self.db, wait=False)
+
+    def run_totals(self) -> dict[str, RunTotals]:
+        rows = self.db.conn().execute(
+            "SELECT status, count(*), total(llm_calls), total(prompt_tokens), total(completion_tokens)"
+            " FROM runs GROUP BY status"
+        )
+        return {r[0]: RunTotals(r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows}
 
     # -- API keys ------------------------------------------------------------------------------------
 
