@@ -12,10 +12,9 @@ the generator, so an op can translate it.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from . import _validation as check
 from . import formatting
@@ -29,9 +28,8 @@ USER_PROMPT = "Details about the human user you are speaking to."
 SUMMARY_PROMPT = "A short (1-2 sentences) running summary of the conversation."
 
 
-@dataclass(frozen=True)
-class Call:
-    """One engine method call an op needs (``engines.base.Engine``)."""
+class Call(NamedTuple):
+    """One engine method call an op needs (``engines.base.Engine``); a tuple: built on every call of the facade."""
 
     method: str
     args: tuple[Any, ...]

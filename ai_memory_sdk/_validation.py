@@ -247,8 +247,16 @@ def _json_object(value: Any, where: str) -> dict[str, Any]:
     return result
 
 
+_PLAIN_FIELDS = frozenset({"role", "content", "name", "metadata", "created_at", "tags"})
+_MESSAGE_FIELDS = _PLAIN_FIELDS | frozenset(_OPENAI_EXTRAS)
+
+
 def messages(batch: Any, *, now: datetime | None = None) -> list[MessageIn]:
-    """Validate a whole batch; refuse it whole on the first problem."""
+    """Validate a whole batch; refuse it whole on the first problem.
+
+    On every ``add_messages``: the usual message (a role and ASCII text) takes
+    the short way through the same checks, in the same order.
+    """
     if isinstance(batch, (str, bytes, dict)) or not isinstance(batch, (list, tuple)):
         raise TypeError(f"messages must be a list of message dicts, got {type(batch).__name__}")
     if not batch:
@@ -256,30 +264,35 @@ def messages(batch: Any, *, now: datetime | None = None) -> list[MessageIn]:
     now = now or datetime.now(timezone.utc)
     out: list[MessageIn] = []
     for i, msg in enumerate(batch):
-        where = f"messages[{i}]"
         if not isinstance(msg, dict):
-            raise TypeError(f"{where} must be a dict, got {type(msg).__name__}")
+            raise TypeError(f"messages[{i}] must be a dict, got {type(msg).__name__}")
         role = msg.get("role")
         if role not in ROLES:
-            raise ValueError(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}")
+            raise ValueError(f"messages[{i}].role must be one of {', '.join(ROLES)}; got {role!r}")
         if "content" not in msg:
-            raise ValueError(f"{where}.content is missing")
-        allow_none = role == "assistant" and bool(msg.get("tool_calls"))
-        content = text(_content(msg["content"], where, allow_none), f"{where}.content")
+            raise ValueError(f"messages[{i}].content is missing")
+        content = msg["content"]
+        if type(content) is not str or not content.isascii():  # ASCII text has no lone surrogate
+            allow_none = role == "assistant" and bool(msg.get("tool_calls"))
+            content = text(_content(content, f"messages[{i}]", allow_none), f"messages[{i}].content")
         name = msg.get("name")
         if name is not None and not isinstance(name, str):
-            raise TypeError(f"{where}.name must be a string, got {type(name).__name__}")
+            raise TypeError(f"messages[{i}].name must be a string, got {type(name).__name__}")
         if name is not None:
-            text(name, f"{where}.name")
-        metadata = _json_object(msg["metadata"], f"{where}.metadata") if msg.get("metadata") is not None else {}
-        for key in _OPENAI_EXTRAS:
-            if msg.get(key) is not None:
-                metadata.setdefault(key, _json_object({key: msg[key]}, f"{where}.{key}")[key])
-        unknown = set(msg) - {"role", "content", "name", "metadata", "created_at", "tags", *_OPENAI_EXTRAS}
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        created = timestamp(msg["created_at"], f"{where}.created_at") if msg.get("created_at") is not None else now
-        msg_tags = tags(msg["tags"], f"{where}.tags") if msg.get("tags") is not None else []
+            text(name, f"messages[{i}].name")
+        metadata = _json_object(msg["metadata"], f"messages[{i}].metadata") if msg.get("metadata") is not None else {}
+        keys = msg.keys()
+        if not keys <= _PLAIN_FIELDS:
+            for key in _OPENAI_EXTRAS:
+                if msg.get(key) is not None:
+                    metadata.setdefault(key, _json_object({key: msg[key]}, f"messages[{i}].{key}")[key])
+            unknown = keys - _MESSAGE_FIELDS
+            if unknown:
+                raise ValueError(f"messages[{i}]: unknown field(s) {', '.join(sorted(unknown))}")
+        created = (
+            timestamp(msg["created_at"], f"messages[{i}].created_at") if msg.get("created_at") is not None else now
+        )
+        msg_tags = tags(msg["tags"], f"messages[{i}].tags") if msg.get("tags") is not None else []
         out.append(
             MessageIn(role=role, content=content, name=name, metadata=metadata, created_at=created, tags=msg_tags)
         )

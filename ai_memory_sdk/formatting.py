@@ -15,7 +15,7 @@ from .models import Block, SearchResult
 
 def escape_attr(text: str) -> str:
     """Escape a value for a double-quoted XML attribute."""
-    if not any(c in text for c in '&<>"'):
+    if "&" not in text and "<" not in text and ">" not in text and '"' not in text:  # the usual case, fast
         return text
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 

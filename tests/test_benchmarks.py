@@ -26,7 +26,7 @@ SCRIPTS = sorted(p for p in (ROOT / "benchmarks").rglob("*.py") if not p.name.st
 # The line each benchmark prints once it has measured something (its smoke sizes are in the script).
 FIGURES = {
     "bench_engines.py": r"add_messages \(10 msgs\)\s+[\d.]+\s+[\d.]+\s+[\d.]+",
-    "bench_local.py": r"get_memory\(prompt_formatted=True\)\s+\d+\s+[\d.]+us",
+    "bench_local.py": r"get_user_memory\(prompt_formatted=True\)\s+\d+\s+[\d.]+us",
     "llm_pass_cost.py": r"LLM calls per pass \(2 passes\):\s+\[\d+, \d+\]",
     "local_model.py": r"== 1 passes of the memory agent against SmolLM2",
     "locomo_qa.py": r"overall\s+[\d.]+% \(\d+/8\)\s+[\d.]+% \(\d+/8\)",

@@ -1,9 +1,10 @@
 """Every public method of a store class under the fork gate, with the backend's errors as ``StoreError``.
 
 Shared by the SQL backends: a class decorated with ``guarded`` has a ``db``
-attribute whose ``translated()`` is a context manager that turns the
-driver's exceptions into ``StoreError`` naming the store (its file, or its
-URL with the password masked).
+attribute with ``errors`` (the driver's exception types) and
+``store_error(exc)`` (the ``StoreError`` naming the store: its file, or its URL
+with the password masked). Every store call goes through here, so it is
+written for speed: try/except, no generator-based context manager.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def waits(fn: _F) -> _F:
-    """Mark a method that sleeps (``wait_for_run``): ``guarded`` leaves it outside the fork gate."""
+    """Mark a method that runs outside the fork gate: it sleeps (``wait_for_run``: a fork must not wait for it),
+    or it enters the gate itself around its driver calls (a cache hit makes none)."""
     fn.__waits__ = True  # type: ignore[attr-defined]
     return fn
 
@@ -34,16 +36,21 @@ def guarded(cls: _C) -> _C:
         if getattr(fn, "__waits__", False):
 
             @functools.wraps(fn)
-            def waiting(self: Any, *args: Any, **kwargs: Any) -> Any:
-                with self.db.translated():
+            def outside(self: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
                     return fn(self, *args, **kwargs)
+                except self.db.errors as exc:
+                    raise self.db.store_error(exc) from exc
 
-            return waiting
+            return outside
 
         @functools.wraps(fn)
         def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            with gate, self.db.translated():
-                return fn(self, *args, **kwargs)
+            try:
+                with gate:
+                    return fn(self, *args, **kwargs)
+            except self.db.errors as exc:
+                raise self.db.store_error(exc) from exc
 
         return method
 

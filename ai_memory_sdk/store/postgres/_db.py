@@ -153,19 +153,24 @@ class Database:
                 except Exception:  # pragma: no cover - closing is best effort
                     log.debug("closing the pool of %s failed", self.path, exc_info=True)
 
+    errors: tuple[type[Exception], ...] = (psycopg.Error, PoolTimeout)
+    """The driver's exceptions ``store_error`` turns into ``StoreError`` (``store._guard.guarded``)."""
+
+    def store_error(self, exc: Exception) -> StoreError:
+        """PostgreSQL's error as a ``StoreError`` naming the URL (password masked)."""
+        if isinstance(exc, PoolTimeout):
+            return StoreError(self.path, f"no database connection within {POOL_TIMEOUT:g}s ({exc}): is the server up?")
+        if isinstance(exc, psycopg.OperationalError):
+            return StoreError(self.path, _cause(exc))
+        return StoreError(self.path, f"{type(exc).__name__}: {_first_line(exc)}")
+
     @contextmanager
     def translated(self) -> Iterator[None]:
-        """PostgreSQL's errors as ``StoreError`` naming the URL (password masked)."""
+        """PostgreSQL's errors as ``StoreError`` around a block of driver calls."""
         try:
             yield
-        except PoolTimeout as exc:
-            raise StoreError(
-                self.path, f"no database connection within {POOL_TIMEOUT:g}s ({exc}): is the server up?"
-            ) from exc
-        except psycopg.OperationalError as exc:
-            raise StoreError(self.path, _cause(exc)) from exc
-        except psycopg.Error as exc:
-            raise StoreError(self.path, f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        except self.errors as exc:
+            raise self.store_error(exc) from exc
 
     # -- schema ------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ... import _validation
+from ..._fork import gate
 from ...errors import BlockNotFoundError, RunNotFoundError, RunStateError, SubjectExistsError, SubjectNotFoundError
 from ...models import (
     TERMINAL_STATUSES,
@@ -57,6 +58,22 @@ from .queue import SQLiteQueue, write_value
 
 log = logging.getLogger(__name__)
 
+_TEXTS_MAX = 4096
+_INSERT_MESSAGE = (
+    "INSERT INTO messages(id, subject_pk, run_seq, role, content, name, metadata, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)  # block texts cached between two commits to the file
+
+
+class _Texts:
+    """``block_text`` answers as of one change stamp of the file (any commit, by anyone, starts a new dict)."""
+
+    def __init__(self) -> None:
+        self.current: tuple[bytes, dict[tuple[str, str, str], tuple[str, str] | None]] = (b"", {})
+
+    def clear(self) -> None:
+        self.current = (b"", {})
+
 
 @guarded
 class SQLiteStore:
@@ -77,6 +94,7 @@ class SQLiteStore:
         self.signals = signals_for(self.path)
         self.queue = SQLiteQueue(self.db, self.signals, history_limit=history_limit)
         self.index = SQLiteIndex(self.db)
+        self._texts = _Texts()  # shared by the scoped views (their keys hold the tenant)
         purge(self.db, wait=False)  # a process died, or a reader blocked it, before a delete's purge finished
 
     def scoped(self, tenant: str) -> SQLiteStore:
@@ -174,6 +192,7 @@ class SQLiteStore:
         conn.execute("DELETE FROM sessions WHERE tenant=? AND subject_id=?", (self.tenant, subject_id))
         conn.execute("DELETE FROM subjects WHERE pk=?", (pk,))
         mark_purge(conn)
+        self._texts.clear()  # no deleted text stays in this process's memory
         return True
 
     def delete_subject(self, subject_id: str) -> bool:
@@ -220,17 +239,37 @@ class SQLiteStore:
         )
         return [block_row(r) for r in rows]
 
+    @waits  # a cache hit makes no SQLite call; the query enters the gate itself
     def block_text(self, subject_id: str, label: str) -> tuple[str, str] | None:
-        row = (
-            self.db.conn()
-            .execute(
+        """(description, value) of a block, cached until the next commit to the file by any process.
+
+        The stamp is read before the query, so what is cached under it is at
+        least as new as it; a commit anywhere changes the stamp (``Database.change_stamp``).
+        """
+        stamp = self.db.change_stamp()
+        key = (self.tenant, subject_id, label)
+        texts = None
+        if stamp is not None:
+            seen, texts = self._texts.current
+            if seen == stamp:
+                hit = texts.get(key, key)
+                if hit is not key:
+                    return hit  # type: ignore[return-value]
+            else:
+                texts = {}
+                self._texts.current = (stamp, texts)
+        with gate:
+            conn = self.db.conn()
+            row = conn.execute(
                 "SELECT b.description, b.value FROM blocks b JOIN subjects s ON s.pk=b.subject_pk"
                 " WHERE s.tenant=? AND s.subject_id=? AND b.label=?",
-                (self.tenant, subject_id, label),
-            )
-            .fetchone()
-        )
-        return (row[0], row[1]) if row else None
+                key,
+            ).fetchone()
+            fresh = not conn.in_transaction  # a transaction's snapshot may be older than the stamp
+        text = (row[0], row[1]) if row else None
+        if texts is not None and fresh and len(texts) < _TEXTS_MAX:
+            texts[key] = text
+        return text
 
     def create_block(self, subject_id: str, spec: BlockSpec, *, reset: bool) -> str:
         with self.db.tx() as conn:
@@ -251,7 +290,8 @@ class SQLiteStore:
                 return False
             conn.execute("DELETE FROM block_versions WHERE block_pk=?", (pk,))
             conn.execute("DELETE FROM blocks WHERE pk=?", (pk,))
-            return True
+        self._texts.clear()
+        return True
 
     def set_block_value(self, subject_id: str, label: str, value: str) -> None:
         with self.db.tx() as conn:
@@ -307,39 +347,41 @@ class SQLiteStore:
                 if passage_pk
                 else []
             )
-            for msg, text in zip(messages, passages):
-                created = msg.created_at.timestamp()
-                seq = conn.execute(
-                    "INSERT INTO messages(id, subject_pk, run_seq, role, content, name, metadata, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        new_id("msg"),
-                        pk,
-                        run_seq,
-                        msg.role,
-                        msg.content,
-                        msg.name,
-                        dumps(msg.metadata) if msg.metadata else None,
-                        created,
-                    ),
-                ).lastrowid
-                if text is not None:
-                    conn.execute(
-                        "INSERT INTO passages(pk, subject_pk, message_seq, content, context, role, tags, created_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            passage_pk,
-                            pk,
-                            seq,
-                            text,
-                            passage_context(msg.created_at, previous),
-                            msg.role,
-                            passage_tags(msg),
-                            created,
-                        ),
-                    )
-                    passage_pk += 1
-                    previous = [*previous, text][-CONTEXT_PASSAGES:]
+            rows = [
+                (
+                    new_id("msg"),
+                    pk,
+                    run_seq,
+                    msg.role,
+                    msg.content,
+                    msg.name,
+                    dumps(msg.metadata) if msg.metadata else None,
+                    msg.created_at.timestamp(),
+                )
+                for msg in messages
+            ]
+            if not passage_pk:  # nothing to archive: one statement for the batch
+                conn.executemany(_INSERT_MESSAGE, rows)
+            else:
+                for row, msg, text in zip(rows, messages, passages):
+                    seq = conn.execute(_INSERT_MESSAGE, row).lastrowid
+                    if text is not None:
+                        conn.execute(
+                            "INSERT INTO passages(pk, subject_pk, message_seq, content, context, role, tags, created_at)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                passage_pk,
+                                pk,
+                                seq,
+                                text,
+                                passage_context(msg.created_at, previous),
+                                msg.role,
+                                passage_tags(msg),
+                                row[7],
+                            ),
+                        )
+                        passage_pk += 1
+                        previous = [*previous, text][-CONTEXT_PASSAGES:]
         self.signals.work_queued()
         return run_id
 
@@ -408,21 +450,30 @@ class SQLiteStore:
 
     @waits
     def wait_for_run(self, run_id: str, timeout: float | None) -> Run:
-        """In-process completions wake it at once; another process's are seen by polling with backoff."""
+        """In-process completions wake it at once; another process's are seen by polling with backoff.
+
+        A poll reads the run again only when the file changed since the last
+        read (``Database.change_stamp``): waiting costs no query, and no
+        time taken from the worker threads the wait is for.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
+        read_at: bytes | None = None
         while True:
             seen = self.signals.generation
-            run = self.get_run(run_id)
-            if run is None:
-                raise RunNotFoundError(f"Run {run_id} not found")
-            if run.status in TERMINAL_STATUSES:
-                return run
+            stamp = self.db.change_stamp()
+            if stamp is None or stamp != read_at:
+                read_at = stamp
+                run = self.get_run(run_id)
+                if run is None:
+                    raise RunNotFoundError(f"Run {run_id} not found")
+                if run.status in TERMINAL_STATUSES:
+                    return run
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"Run {run_id} did not complete within {timeout:g} seconds")
             self.signals.wait_run(seen, delay if remaining is None else min(delay, remaining))
-            delay = min(delay * 2, 0.25)
+            delay = min(delay * 2, 0.05)
 
     def get_messages(
         self,
