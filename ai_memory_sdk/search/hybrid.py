@@ -19,6 +19,9 @@ by memory bandwidth, with the same top-10 (benchmarks/search_latency.py).
 
 The lexical channel is the store's (``PassageIndex.lexical``: FTS5 in SQLite);
 this module gives it a predicate over pks for the subject and its filters.
+An index that searches its own vectors (``store.base.NearestIndex``:
+PostgreSQL with pgvector) runs the vector channel too, with the same
+predicate, and the cache then holds passage rows only.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +38,7 @@ import numpy as np
 
 from .._fork import PerProcess, gate
 from ..models import SearchResult
-from ..store.base import IndexCursor, PassageIndex
+from ..store.base import IndexCursor, NearestIndex, PassageIndex
 from .embedders import Embedder
 
 log = logging.getLogger(__name__)
@@ -272,12 +275,8 @@ def _mask(
 # -- channels ------------------------------------------------------------------------------------
 
 
-def lexical(
-    index: PassageIndex, view: _View, subject_pk: int, query: str, mask: np.ndarray | None, k: int = CANDIDATES
-) -> dict[int, float]:
-    """pk -> lexical score of the subject's best ``k`` allowed passages for the query."""
-    if not len(view.pks):
-        return {}
+def _allowed(view: _View, mask: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray]:
+    """The predicate a store's channel filters its matches with: passages of the view that pass ``mask``."""
 
     def allowed(pks: np.ndarray) -> np.ndarray:
         pos = np.minimum(np.searchsorted(view.pks, pks), len(view.pks) - 1)
@@ -286,9 +285,20 @@ def lexical(
             ok &= mask[pos]
         return ok
 
+    return allowed
+
+
+def lexical(
+    index: PassageIndex, view: _View, subject_pk: int, query: str, mask: np.ndarray | None, k: int = CANDIDATES
+) -> dict[int, float]:
+    """pk -> lexical score of the subject's best ``k`` allowed passages for the query."""
+    if not len(view.pks):
+        return {}
     share = float(mask.mean()) if mask is not None else 1.0
     return dict(
-        index.lexical(subject_pk, query, k, allowed=allowed, subject_size=len(view.pks), allowed_fraction=share)
+        index.lexical(
+            subject_pk, query, k, allowed=_allowed(view, mask), subject_size=len(view.pks), allowed_fraction=share
+        )
     )
 
 
@@ -371,6 +381,25 @@ def _vector_channel(view: _View, embedder: Embedder, query: str, mask: np.ndarra
     return semantic(view, qvec, mask, k)
 
 
+def _nearest_channel(
+    index: NearestIndex, view: _View, embedder: Embedder, subject_pk: int, query: str, mask: np.ndarray | None, k: int
+) -> dict[int, float]:
+    """The vector channel of an index that searches its own vectors."""
+    qvec = np.asarray(embedder.embed([query])[0], dtype=np.float32)
+    share = float(mask.mean()) if mask is not None else 1.0
+    return dict(
+        index.nearest(
+            subject_pk,
+            embedder.name,
+            qvec,
+            k,
+            allowed=_allowed(view, mask),
+            subject_size=len(view.pks),
+            allowed_fraction=share,
+        )
+    )
+
+
 # Threads for the vector channel of searches in flight (a forked child starts its own pool).
 _channel_threads = PerProcess(
     lambda: ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="ai-memory-search")
@@ -396,16 +425,22 @@ def ranked(
     Each channel contributes its best ``k`` candidates.
     """
     name = embedder.name if embedder is not None else None
-    view = cache.view(index, subject_pk, name)
+    nearest = index if embedder is not None and isinstance(index, NearestIndex) else None
+    view = cache.view(index, subject_pk, None if nearest is not None else name)  # vectors only when compared here
     mask = _mask(view, tags, tag_match_mode, start, end)
     vec_later: Future[dict[int, float]] | None = None
-    if embedder is not None and channels != "lexical" and len(view.vec_pos):
+    if embedder is not None and channels != "lexical" and (nearest is not None or len(view.vec_pos)):
         # The channels overlap: FTS5 and numpy both release the GIL (100k passages, tags=["user"]: 11.7 -> 6.7 ms
         # p50 in benchmarks/search_latency.py). The caller holds no gate while it waits: the helper may enter it.
-        vec_later = _channel_threads.get().submit(_vector_channel, view, embedder, query, mask, k)
+        if nearest is not None:
+            vec_later = _channel_threads.get().submit(
+                _nearest_channel, nearest, view, embedder, subject_pk, query, mask, k
+            )
+        else:
+            vec_later = _channel_threads.get().submit(_vector_channel, view, embedder, query, mask, k)
     lex = lexical(index, view, subject_pk, query, mask, k) if channels != "vector" else {}
     vec = vec_later.result() if vec_later is not None else {}
-    if embedder is not None and view.missing and (subject_pk, name) not in cache.warned:
+    if embedder is not None and nearest is None and view.missing and (subject_pk, name) not in cache.warned:
         cache.warned.add((subject_pk, name))
         log.info(
             "%d passage(s) of this subject have no vector from %s yet (being embedded); they are found"
