@@ -22,7 +22,7 @@ Systems, each in the configuration its documentation gives for local use:
 
 One scripted OpenAI-compatible endpoint (``benchmarks/peers/_llm.py``) answers
 every chat call after ``--latency`` seconds, in each system's format. The
-workload is the LoCoMo dev split (read in place from ``../shared/data/locomo``),
+workload is the LoCoMo dev split (``support.data.LOCOMO_DEV``, read in place),
 in batches of 10 messages. Figures (``docs/dev/vs-peers.md`` has the method):
 
 1. a user's first ``--batches`` batches, each learned before the next: ``add``
@@ -53,6 +53,7 @@ import json
 import logging
 import re
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -574,12 +575,14 @@ def table(results: dict[str, Figures], args: argparse.Namespace) -> list[str]:
         row("`add` returns, p50 / p99 ms", lambda f: p(f.add), lambda f: _ms(f.add, 0.5)),
         row("batch learned, p50 / p99 ms", lambda f: p(f.learned), lambda f: _ms(f.learned, 0.5)),
         row(
-            f"LLM calls per batch, batch 1 / batch {n}",
-            lambda f: f"{f.llm_calls[0]} / {f.llm_calls[-1]}",
+            f"LLM calls per batch: batch 1 / batch {n}, mean",
+            lambda f: f"{f.llm_calls[0]} / {f.llm_calls[-1]}, mean {statistics.fmean(f.llm_calls):.2f}",
         ),
         row(
-            f"LLM request kB per batch, batch 1 / batch {n}",
-            lambda f: f"{f.llm_bytes[0] / 1000:.1f} / {f.llm_bytes[-1] / 1000:.1f}",
+            f"LLM request kB per batch: batch 1 / batch {n}, mean",
+            lambda f: (
+                f"{f.llm_bytes[0] / 1000:.1f} / {f.llm_bytes[-1] / 1000:.1f}, mean {statistics.fmean(f.llm_bytes) / 1000:.1f}"
+            ),
             lambda f: f.llm_bytes[-1],
         ),
     ]
