@@ -115,14 +115,17 @@ def _smoke(command: list[str]) -> subprocess.CompletedProcess[str]:
     [
         pytest.param("mem0", "mem0", r"mem0ai=2\.2\.", id="mem0"),
         pytest.param(
+            "postgres", "this package, PostgreSQL", r"PostgreSQL \d+", id="postgres", marks=[pytest.mark.postgres]
+        ),
+        pytest.param(
             "letta", r"ai-memory-sdk 0\.2\.0 \+ Letta", r"ai-memory-sdk=0\.2\.0", id="letta", marks=[pytest.mark.letta]
         ),
     ],
 )
 def test_vs_peers_with_a_peer(peer: str, column: str, settings: str) -> None:
-    """The peer's part of vs_peers.py: its own venv and driver, its figures in the table beside ours."""
-    if peer == "letta":
-        _needs_server("letta")
+    """A peer's part of vs_peers.py (and this package on PostgreSQL): its figures in the table beside ours."""
+    if peer in ("letta", "postgres"):
+        _needs_server(peer)
     command = documented_command(ROOT / "benchmarks" / "vs_peers.py")
     check = subprocess.run([*command, "--check", "--systems", peer], cwd=ROOT, capture_output=True, text=True)
     if check.returncode == 1:  # its venv is not built: .ci/setup leaves mem0's to `vs_peers.py --setup`
