@@ -20,7 +20,6 @@ from .._openai import openai_client
 from ..config import Settings, default_path
 from ..learners import make_learner
 from ..models import (
-    TERMINAL_STATUSES,
     Block,
     BlockSpec,
     BlockVersion,
@@ -148,15 +147,12 @@ class LocalEngine:
         """Runs queued here that have not ended, each with the store view that sees it (ended ones are forgotten)."""
         with self._queued_lock.get():
             queued = list(self._queued.items())
-        pending = []
-        for run_id, store in queued:
-            run = store.get_run(run_id)
-            if run is None or run.status in TERMINAL_STATUSES:
-                with self._queued_lock.get():
+        unfinished = self.store.unfinished_runs([run_id for run_id, _ in queued])
+        with self._queued_lock.get():
+            for run_id, _ in queued:
+                if run_id not in unfinished:
                     self._queued.pop(run_id, None)
-            else:
-                pending.append((run_id, store))
-        return pending
+        return [(run_id, store) for run_id, store in queued if run_id in unfinished]
 
     def close(self) -> None:
         """Wait up to ``close_timeout`` for the runs queued here, stop the workers, close the store.

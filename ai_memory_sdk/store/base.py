@@ -579,6 +579,10 @@ class Store(Protocol):
         """Remove every item of a session."""
         ...
 
+    def unfinished_runs(self, run_ids: Sequence[str]) -> set[str]:
+        """Those of ``run_ids`` that are ``queued`` or ``running`` (one query; not tenant-scoped: ids are unique)."""
+        ...
+
     def run_totals(self) -> dict[str, RunTotals]:
         """Runs of every tenant by status (statuses with no run may be left out), for monitoring.
 

@@ -670,6 +670,15 @@ class PostgresStore:
                 mark_purge(conn, SESSION_TABLES)
         purge(self.db, secure=self.secure_delete, wait=False)
 
+    def unfinished_runs(self, run_ids: Sequence[str]) -> set[str]:
+        if not run_ids:
+            return set()
+        with self.db.conn() as conn:
+            rows = conn.execute(
+                "SELECT id FROM runs WHERE status IN ('queued', 'running') AND id = ANY(%s)", (list(run_ids),)
+            ).fetchall()
+        return {r[0] for r in rows}
+
     def run_totals(self) -> dict[str, RunTotals]:
         with self.db.conn() as conn:
             rows = conn.execute(

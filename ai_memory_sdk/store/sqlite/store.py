@@ -608,6 +608,20 @@ class SQLiteStore:
                 mark_purge(conn)
         purge(self.db, wait=False)
 
+    def unfinished_runs(self, run_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        conn = self.db.conn()
+        for i in range(0, len(run_ids), 500):
+            chunk = list(run_ids[i : i + 500])
+            found.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM runs WHERE status IN ('queued', 'running') AND id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
+        return found
+
     def run_totals(self) -> dict[str, RunTotals]:
         rows = self.db.conn().execute(
             "SELECT status, count(*), total(llm_calls), total(prompt_tokens), total(completion_tokens)"
