@@ -295,13 +295,22 @@ class PassageIndex(Protocol):
         allowed: Callable[[np.ndarray], np.ndarray] | None = None,
         subject_size: int | None = None,
         allowed_fraction: float = 1.0,
+        also: Sequence[int] = (),
     ) -> list[tuple[int, float]]:
         """The subject's best ``k`` passages for ``query`` by lexical relevance: (pk, score), best first.
 
         ``query`` is the user's raw text (any text is valid: the backend turns
         it into its own syntax and never raises for it); a query with no
-        searchable word returns ``[]``. Scores are higher-is-better and
-        comparable only within one call.
+        searchable word returns ``[]``. Scores are Okapi BM25 on the scale of
+        SQLite FTS5's ``bm25()`` (k1 1.2, b 0.75, IDF over the store's
+        passages, the recipe's column weights), higher is better: search turns
+        them into absolute scores (``search.hybrid.score``), so every backend
+        keeps that scale; a backend may stop scoring within a budget (see
+        ``store.sqlite.index``).
+
+        ``also``: pks of the subject's allowed passages whose scores are wanted
+        as well (the vector channel's candidates). Those that match the query
+        and are not among the best ``k`` follow them, in any order.
 
         ``allowed`` (optional) maps an int64 array of passage pks, of any
         subject, to a bool mask of those that may be returned: passages of

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,6 +31,16 @@ from .queue import insert_vectors
 log = logging.getLogger(__name__)
 
 LEXICAL_BUDGET = 2_000  # matching passages (whole store) one lexical query may score
+_COUNTS_KEPT = 4_096  # term match counts remembered per connection until the store changes
+
+
+@dataclass
+class _Stats:
+    """What ``_match`` learns of the store between two commits: its pk span and terms' match counts."""
+
+    stamp: tuple[int, int, int]
+    size: int | None = None
+    counts: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 @guarded
@@ -38,11 +50,13 @@ class SQLiteIndex:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.budget = LEXICAL_BUDGET
+        self._stats = threading.local()  # per connection: store statistics valid while nothing was committed
 
     def changes(self, subject_pk: int, embedder: str | None, since: IndexCursor) -> IndexChanges:
+        if since != IndexCursor() and self._generation(self.db.conn(), subject_pk) == since.generation:
+            return IndexChanges(since)  # the common case, one statement: no read transaction needed
         with self.db.read() as conn:
-            row = conn.execute("SELECT added, removed FROM search_gen WHERE subject_pk=?", (subject_pk,)).fetchone()
-            gen = (row[0], row[1]) if row else (0, 0)
+            gen = self._generation(conn, subject_pk)
             if gen == since.generation and since != IndexCursor():
                 return IndexChanges(since)
             reset = since == IndexCursor() or gen[1] != since.generation[1] or gen[0] < since.generation[0]
@@ -70,6 +84,11 @@ class SQLiteIndex:
         )
         return IndexChanges(cursor, reset, passages, vectors)
 
+    @staticmethod
+    def _generation(conn: sqlite3.Connection, subject_pk: int) -> tuple[int, int]:
+        row = conn.execute("SELECT added, removed FROM search_gen WHERE subject_pk=?", (subject_pk,)).fetchone()
+        return (row[0], row[1]) if row else (0, 0)
+
     def lexical(
         self,
         subject_pk: int,
@@ -79,22 +98,25 @@ class SQLiteIndex:
         allowed: Callable[[np.ndarray], np.ndarray] | None = None,
         subject_size: int | None = None,
         allowed_fraction: float = 1.0,
+        also: Sequence[int] = (),
     ) -> list[tuple[int, float]]:
         match, min_pk, size = self._match(query)
         if not match or subject_size == 0 or allowed_fraction <= 0.0:
             return []
+        if allowed_fraction >= 1.0 and subject_size is not None and subject_size >= size:
+            return _merged(*self._fts(None, match, k, min_pk, also), k)  # every passage is the subject's
         join = allowed is None or subject_size is None or subject_size < 0.5 * size
         if join and (allowed is None or allowed_fraction >= 1.0):  # the join alone is the whole filter
-            return self._fts(subject_pk, match, k, min_pk)
+            return _merged(*self._fts(subject_pk, match, k, min_pk, also), k)
         assert allowed is not None
         share = allowed_fraction * (1.0 if join else (subject_size or 0) / max(size, 1))
         limit: int | None = max(4 * k, int(2 * k / max(share, 1e-9)))
         while True:
-            rows = self._fts(subject_pk if join else None, match, limit, min_pk)
+            rows, extra = self._fts(subject_pk if join else None, match, limit, min_pk, also)
             pks = np.fromiter((r[0] for r in rows), np.int64, len(rows))
             hits = [rows[i] for i in np.flatnonzero(allowed(pks))[:k]]
             if len(hits) >= k or limit is None or len(rows) < limit:
-                return hits
+                return _merged(hits, extra, k)
             limit = None  # the filter is more selective than its share suggested: rank every match
 
     # -- lexical helpers ---------------------------------------------------------------------------
@@ -109,14 +131,16 @@ class SQLiteIndex:
         terms = query_terms(query)
         if not terms:
             return "", 0, 0
-        conn = self.db.conn()  # two statements: SQLite answers a lone min() or max() from the index, not both
-        lo = conn.execute("SELECT coalesce(min(pk), 0) FROM passages").fetchone()[0]
-        hi = conn.execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
-        size = hi - lo + 1 if hi else 0  # an upper bound: deleted pks leave holes
+        stats = self._store_stats()
+        if stats.size is None:  # two statements: SQLite answers a lone min() or max() from the index, not both
+            lo = self.db.conn().execute("SELECT coalesce(min(pk), 0) FROM passages").fetchone()[0]
+            hi = self.db.conn().execute("SELECT coalesce(max(pk), 0) FROM passages").fetchone()[0]
+            stats.size = hi - lo + 1 if hi else 0  # an upper bound: deleted pks leave holes
+        size: int = stats.size
         budget = self.budget
         if size <= budget:
             return " OR ".join(quote(t) for t in terms), 0, size
-        counts = sorted((self._doc_count(quote(t), budget + 1), i, t) for i, t in enumerate(terms))
+        counts = sorted((self._doc_count(quote(t), budget + 1, stats.counts), i, t) for i, t in enumerate(terms))
         kept, total = [], 0
         for df, _, t in counts:
             if df and total + df <= budget:
@@ -133,31 +157,60 @@ class SQLiteIndex:
         log.debug("lexical query %r: every term is frequent; %r scored over passages from pk %d", query, rarest, min_pk)
         return quote(rarest), min_pk, size
 
-    def _fts(self, subject_pk: int | None, match: str, limit: int | None, min_pk: int) -> list[tuple[int, float]]:
-        """(pk, -bm25) best first, of one subject (a join) or of the whole store (the caller filters)."""
+    def _store_stats(self) -> _Stats:
+        """This connection's cached statistics of the store, emptied when anything was committed since.
+
+        ``PRAGMA data_version`` changes when another connection commits, ``total_changes`` when this one does.
+        """
+        conn = self.db.conn()
+        stamp = (id(conn), conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+        stats: _Stats | None = getattr(self._stats, "current", None)
+        if stats is None or stats.stamp != stamp or len(stats.counts) > _COUNTS_KEPT:
+            stats = self._stats.current = _Stats(stamp)
+        return stats
+
+    def _fts(
+        self, subject_pk: int | None, match: str, limit: int | None, min_pk: int, also: Sequence[int] = ()
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """(pk, BM25) of one subject (a join) or of the whole store (the caller filters): the best ``limit``
+        of those not in ``also``, best first, and the matches among ``also``."""
         sql = (
-            "SELECT f.rowid, bm25(passages_fts, ?, ?) AS s FROM passages_fts f"
+            "SELECT f.rowid, -bm25(passages_fts, ?, ?) AS s"
+            + (", f.rowid IN (SELECT value FROM json_each(?)) AS x" if also else "")
+            + " FROM passages_fts f"
             + (" CROSS JOIN passages p ON p.pk=f.rowid" if subject_pk is not None else "")
             + " WHERE passages_fts MATCH ? AND f.rowid>=?"
             + (" AND p.subject_pk=?" if subject_pk is not None else "")
-            + " ORDER BY s LIMIT ?"
+            + (" ORDER BY x DESC, s DESC" if also else " ORDER BY s DESC")  # one sort: ``also`` first
+            + " LIMIT ?"
         )
         args = (
             CONTENT_WEIGHT,
             CONTEXT_WEIGHT,
+            *((json.dumps([int(pk) for pk in also]),) if also else ()),
             match,
             min_pk,
             *(() if subject_pk is None else (subject_pk,)),
-            -1 if limit is None else limit,
+            -1 if limit is None else limit + len(also),
         )
         try:
             rows = self.db.conn().execute(sql, args).fetchall()
         except sqlite3.OperationalError as exc:
             log.debug("FTS query %r refused: %s", match, exc)
-            return []
-        return [(r[0], -r[1]) for r in rows]
+            return [], []
+        if not also:
+            return rows, []
+        n = next((i for i, r in enumerate(rows) if not r[2]), len(rows))
+        return [(r[0], r[1]) for r in rows[n:]], [(r[0], r[1]) for r in rows[:n]]
 
-    def _doc_count(self, match: str, cap: int) -> int:
+    def _doc_count(self, match: str, cap: int, cache: dict[tuple[str, int], int]) -> int:
+        """Passages matching ``match``, counted up to ``cap`` (remembered in ``cache``)."""
+        count = cache.get((match, cap))
+        if count is None:
+            count = cache[(match, cap)] = self._count(match, cap)
+        return count
+
+    def _count(self, match: str, cap: int) -> int:
         try:
             row = (
                 self.db.conn()
@@ -246,3 +299,12 @@ class SQLiteIndex:
     def vector_dim(self, embedder: str) -> int | None:
         row = self.db.conn().execute("SELECT value FROM meta WHERE key=?", (f"embedder_dim:{embedder}",)).fetchone()
         return int(row[0]) if row else None
+
+
+def _merged(ranked: list[tuple[int, float]], extra: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
+    """The best ``k`` of both lists, best first, then the rest of ``extra`` (``ranked`` is best first)."""
+    if not extra:
+        return ranked[:k]
+    best = sorted([*ranked[:k], *extra], key=lambda r: -r[1])[:k]
+    chosen = {pk for pk, _ in best}
+    return best + [r for r in extra if r[0] not in chosen]
