@@ -1,17 +1,20 @@
-"""Hybrid retrieval: lexical (BM25) and cosine similarity, fused into an absolute score in [0, 1).
+"""Hybrid retrieval: lexical (BM25) and cosine similarity, fused into an absolute score in [0, 1].
 
 Each channel gives its best ``CANDIDATES`` passages of the subject. Every
 candidate of either channel is then scored from two values that belong to
 the (query, passage) pair alone, never to the other hits:
 
-    score = (W_LEXICAL * s / (s + BM25_HALF) + W_VECTOR * max(cosine, 0)) / (W_LEXICAL + W_VECTOR)
+    score = (W_LEXICAL * min(r, 1) + W_VECTOR * max(cosine, 0)) / (W_LEXICAL + W_VECTOR)
 
-``s`` is the passage's BM25 for the query (0 if it shares no word with it):
-the vector channel runs first and the lexical query scores its candidates
-too (``PassageIndex.lexical(also=...)``). ``cosine`` is computed for a
-lexical candidate from the cached vectors (0 without a vector). With one channel the score is that channel's part alone. On LoCoMo
-this ranks as well as the min-max fusion of 0.3.x, which rescaled each
-query's scores to its own hits (docs/dev/search-research.md).
+``r`` is the store's lexical score (``PassageIndex.lexical``): the passage's
+BM25 divided by the sum of the IDFs of the query terms scored, so 1.0 means
+"each of the query's words, once, in a passage of average length" (0: no
+word in common). The vector channel runs first and the lexical query scores
+its candidates too (``also``); ``cosine`` is computed for a lexical candidate
+from the cached vectors (0 without a vector). With one channel the score is
+that channel's part alone. On LoCoMo this ranks better than the min-max
+fusion of 0.3.x, which rescaled each query's scores to its own hits
+(docs/dev/search-research.md).
 
 Per subject, a cache holds numpy arrays of its passages (pk, time, tag bits)
 and of its vectors (a normalised float32 matrix, an int8 copy and sign-bit
@@ -49,8 +52,7 @@ from .embedders import Embedder
 log = logging.getLogger(__name__)
 
 CANDIDATES = 50  # per channel, before fusion
-BM25_HALF = 12.0  # the BM25 whose lexical part is 0.5: the median best lexical hit of a LoCoMo question
-W_LEXICAL = 2.5
+W_LEXICAL = 1.5
 W_VECTOR = 1.0
 EXACT_MAX = 8_192  # above this many vectors: sign-code prefilter, then rescoring
 RESCORE_MIN = 1_024  # sign-code candidates: at least this many ...
@@ -318,8 +320,8 @@ def lexical(
     k: int = CANDIDATES,
     also: Sequence[int] = (),
 ) -> dict[int, float]:
-    """pk -> BM25 of the subject's best ``k`` allowed passages for the query, best first, then of those of
-    ``also`` (allowed passages) that match the query too."""
+    """pk -> lexical score of the subject's best ``k`` allowed passages for the query, best first, then of
+    those of ``also`` (allowed passages) that match the query too."""
     if not len(view.pks):
         return {}
 
@@ -404,17 +406,17 @@ def cosines(view: _View, qvec: np.ndarray, pks: Sequence[int]) -> dict[int, floa
     return dict(zip(want[ok].tolist(), sims.tolist()))
 
 
-def scores(bm25: np.ndarray, cosine: np.ndarray, *, lexical: bool = True, vector: bool = True) -> np.ndarray:
-    """Absolute scores of passages from their BM25 and cosine for the query (see the module docstring).
+def scores(lexical_score: np.ndarray, cosine: np.ndarray, *, lexical: bool = True, vector: bool = True) -> np.ndarray:
+    """Absolute scores of passages from their lexical score and cosine for the query (see the module docstring).
 
-    ``lexical``/``vector``: the channels the search has; one alone gives its own part, in [0, 1).
+    ``lexical``/``vector``: the channels the search has; one alone gives its own part, in [0, 1].
     """
-    bm25 = np.maximum(np.asarray(bm25, np.float64), 0.0)
-    total = np.zeros(bm25.shape)
+    lex = np.clip(np.asarray(lexical_score, np.float64), 0.0, 1.0)
+    total = np.zeros(lex.shape)
     if lexical:
-        total += W_LEXICAL * bm25 / (bm25 + BM25_HALF)
+        total += W_LEXICAL * lex
     if vector:
-        total += W_VECTOR * np.maximum(np.asarray(cosine, np.float64), 0.0)
+        total += W_VECTOR * np.clip(np.asarray(cosine, np.float64), 0.0, 1.0)  # float32 rounding: 1.0000001
     out: np.ndarray = total / ((W_LEXICAL if lexical else 0.0) + (W_VECTOR if vector else 0.0))
     return out
 
@@ -428,20 +430,20 @@ def fuse(
     lexical: bool = True,
     vector: bool = True,
 ) -> list[tuple[int, float]]:
-    """(pk, score) of the candidates, best first (ties: older first).
+    """(pk, score) of the candidates, best first (equal scores: the higher lexical score, then the older first).
 
-    Candidates: the first ``k`` of ``lexical_scores`` (pk -> BM25, best first; it may hold more matches, which
-    give BM25 to vector candidates) and of ``vector_scores`` (pk -> cosine). ``cosine_of`` gives the cosine
+    Candidates: the first ``k`` of ``lexical_scores`` (pk -> lexical score, best first; it may hold more matches,
+    which give their score to vector candidates) and of ``vector_scores`` (pk -> cosine). ``cosine_of`` gives the cosine
     of lexical candidates that the vector channel did not return. A value found nowhere counts 0.
     """
     cosine_of = cosine_of or {}
     pks = list(dict.fromkeys([*itertools.islice(lexical_scores, k), *itertools.islice(vector_scores, k)]))
     if not pks:
         return []
-    bm25 = np.fromiter((lexical_scores.get(pk, 0.0) for pk in pks), np.float64, len(pks))
+    lex = np.fromiter((lexical_scores.get(pk, 0.0) for pk in pks), np.float64, len(pks))
     cos = np.fromiter((vector_scores.get(pk, cosine_of.get(pk, 0.0)) for pk in pks), np.float64, len(pks))
-    fused = scores(bm25, cos, lexical=lexical, vector=vector)
-    order = np.lexsort((np.asarray(pks, np.int64), -fused))
+    fused = scores(lex, cos, lexical=lexical, vector=vector)
+    order = np.lexsort((np.asarray(pks, np.int64), -lex, -fused))  # equal scores: the stronger lexical match
     return [(pks[i], float(fused[i])) for i in order.tolist()]
 
 

@@ -4,15 +4,17 @@ Research harness for ``SearchResult.score``: a score whose meaning does not
 depend on the other hits of the query. It stores the LoCoMo dev conversations
 through the public API (one subject per conversation, MiniLM vectors, as
 ``benchmarks/locomo_retrieval.py``) and takes, per question, the channels as
-``ai_memory_sdk.search.hybrid`` sees them: the cosine of the vector top-50,
-the BM25 of the lexical top-50 and of the vector candidates, and the cosine
-of the lexical top-50. Then, offline:
+``ai_memory_sdk.search.hybrid`` sees them: the cosine of the vector top-50;
+the lexical score ``r`` (BM25 over the sum of the IDFs of the query terms
+scored) of the lexical top-50 and of the vector candidates; the cosine of
+the lexical top-50; and the raw BM25 ``s = r * idf``. Then, offline:
 
 - recall@5/10/20 of fusion rules: the min-max convex fusion of 0.3.x,
-  reciprocal-rank fusion, and the absolute fusion
-  ``(w * s / (s + h) + max(cos, 0)) / (w + 1)`` with and without each
-  candidate's own value from the other channel, over a grid of ``h`` (the
-  BM25 that scores 0.5) and ``w``, with a leave-one-conversation-out check;
+  reciprocal-rank fusion, and absolute fusions
+  ``(w * lexical part + max(cos, 0)) / (w + 1)``: with the raw BM25
+  (``s / (s + 12)``), without each candidate's value from the other channel,
+  and a grid of lexical parts of ``r`` and weights ``w``, with a
+  leave-one-conversation-out check;
 - for the library's fusion (``hybrid.fuse``): how often a top-10 hit in a
   score band is evidence for the question; the best hit's score of questions
   asked of their own conversation and of another one; the score a passage
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import statistics
@@ -59,15 +62,17 @@ SMOKE_TURNS = 60
 EMBEDDER = "sentence-transformers:all-MiniLM-L6-v2"
 Channel = dict[int, float]
 Fusion = Callable[["Question"], list[tuple[int, float]]]
+Part = Callable[[float], float]
 
 
 @dataclass
 class Question:
     subject: str
     gold: set[int]  # evidence passage pks
-    lex: Channel  # BM25 of the lexical top-50, best first, then of the vector candidates that match
+    lex: Channel  # lexical score r of the lexical top-50, best first, then of the vector candidates that match
     vec: Channel  # cosine of the vector top-50
     cos: Channel  # cosine of the lexical top-50 that the vector channel did not return
+    idf: float  # the sum of the IDFs of the query terms scored: BM25 = r * idf
 
 
 class _Searcher:
@@ -85,10 +90,13 @@ class _Searcher:
         vec = hybrid.semantic(view, qvec, None)
         lex = hybrid.lexical(self.store.index, view, pk, query, None, also=list(vec))
         top_lex = list(lex)[: hybrid.CANDIDATES]
-        return Question(subject, gold, lex, vec, hybrid.cosines(view, qvec, [p for p in top_lex if p not in vec]))
+        cos = hybrid.cosines(view, qvec, [p for p in top_lex if p not in vec])
+        return Question(subject, gold, lex, vec, cos, self.store.index._match(query).idf)  # SQLite's internals
 
 
-def collect(mem: Memory, samples: list[dict[str, Any]], smoke: bool) -> tuple[list[Question], list[Question], dict]:
+def collect(
+    mem: Memory, samples: list[dict[str, Any]], smoke: bool
+) -> tuple[list[Question], list[Question], dict[str, dict[int, str]]]:
     """(questions asked of their own conversation, the same asked of the next one, passage texts per subject)."""
     convs = []
     for sample in samples:
@@ -140,16 +148,18 @@ def rrf(q: Question, k: int = 20, w_lex: float = 2.0) -> list[tuple[int, float]]
     return sorted(out.items(), key=lambda x: (-x[1], x[0]))
 
 
-def absolute(half: float, w: float, own_values: bool = True) -> Fusion:
-    """Absolute fusion; ``own_values=False``: a channel that did not return a candidate counts 0 for it."""
+def absolute(part: Part, w: float, own_values: bool = True, raw: bool = False) -> Fusion:
+    """``(w * part(x) + max(cos, 0)) / (w + 1)`` with x the lexical score r (``raw``: the BM25 r * idf).
+
+    ``own_values=False``: a channel that did not return a candidate counts 0 for it."""
 
     def fuse(q: Question) -> list[tuple[int, float]]:
         lex = q.lex if own_values else _top(q.lex)
         out = []
         for pk in dict.fromkeys([*_top(q.lex), *q.vec]):
-            s = lex.get(pk, 0.0)
+            x = lex.get(pk, 0.0) * (q.idf if raw else 1.0)
             c = q.vec.get(pk, q.cos.get(pk, 0.0) if own_values else 0.0)
-            out.append((pk, (w * s / (s + half) + max(c, 0.0)) / (w + 1)))
+            out.append((pk, (w * part(x) + max(c, 0.0)) / (w + 1)))
         return sorted(out, key=lambda x: (-x[1], x[0]))
 
     return fuse
@@ -176,15 +186,20 @@ def _quantiles(xs: Sequence[float]) -> str:
 
 # -- reports ------------------------------------------------------------------------------------------
 
-HALVES = (6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0)
-WEIGHTS = (1.5, 2.0, 2.5, 3.0, 4.0)
+PARTS: dict[str, Part] = {
+    "min(r, 1)": lambda r: min(r, 1.0),
+    "min(r / 1.25, 1)": lambda r: min(r / 1.25, 1.0),
+    "r / (r + 0.5)": lambda r: r / (r + 0.5),
+    "1 - exp(-r)": lambda r: 1.0 - math.exp(-r),
+}
+WEIGHTS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 
 
 def grid(own: Sequence[Question]) -> None:
-    print("absolute fusion, recall@10 (rows: h, the BM25 scoring 0.5; columns: lexical weight w, cosine 1)")
-    print("  h \\ w " + "".join(f"{w:>7g}" for w in WEIGHTS))
-    for h in HALVES:
-        print(f"  {h:5g} " + "".join(f"{recall(own, absolute(h, w))[1]:7.3f}" for w in WEIGHTS), flush=True)
+    print("absolute fusion, recall@10 (rows: the lexical part; columns: its weight w, cosine 1)")
+    print(f"  {'':18s}" + "".join(f"{w:>7g}" for w in WEIGHTS))
+    for name, part in PARTS.items():
+        print(f"  {name:18s}" + "".join(f"{recall(own, absolute(part, w))[1]:7.3f}" for w in WEIGHTS), flush=True)
     subjects = sorted({q.subject for q in own})
     if len(subjects) < 3:
         return
@@ -192,9 +207,11 @@ def grid(own: Sequence[Question]) -> None:
     for s in subjects:
         train = [q for q in own if q.subject != s]
         test = [q for q in own if q.subject == s]
-        h, w = max(((h, w) for h in HALVES for w in WEIGHTS), key=lambda g: recall(train, absolute(*g))[1])
-        held.append((len(test), recall(test, absolute(h, w))))
-        print(f"  leave {s} out: chose h={h:g} w={w:g}; on {s}: {fmt(held[-1][1])}")
+        name, w = max(
+            ((n, w) for n in PARTS for w in WEIGHTS), key=lambda g: recall(train, absolute(PARTS[g[0]], g[1]))[1]
+        )
+        held.append((len(test), recall(test, absolute(PARTS[name], w))))
+        print(f"  leave {s} out: chose {name}, w={w:g}; on {s}: {fmt(held[-1][1])}")
     n = sum(size for size, _ in held)
     print(f"  held-out recall@5/10/20: {fmt([sum(size * r[i] for size, r in held) / n for i in range(len(KS))])}")
 
@@ -212,21 +229,26 @@ def calibration(own: Sequence[Question], other: Sequence[Question], echo: Sequen
     for b in range(10):
         if total[b]:
             print(f"  {b / 10:.1f}-{(b + 1) / 10:.1f}: {hits[b] / total[b]:.3f} of {int(total[b])} hits")
+    best_own = [library(q)[0][1] for q in own if library(q)]
+    best_other = [library(q)[0][1] for q in other if library(q)]
     print("best hit's score, quantiles 10/25/50/75/90 %:")
-    print(f"  question asked of its own conversation       {_quantiles([library(q)[0][1] for q in own if library(q)])}")
-    print(
-        f"  question asked of another conversation       {_quantiles([library(q)[0][1] for q in other if library(q)])}"
-    )
+    print(f"  question asked of its own conversation        {_quantiles(best_own)}")
+    print(f"  question asked of another conversation        {_quantiles(best_other)}")
     evidence = [s for q in own for pk, s in library(q) if pk in q.gold]
-    print(f"  evidence passages among the candidates       {_quantiles(evidence)}")
+    print(f"  evidence passages among the candidates        {_quantiles(evidence)}")
     print(f"  a passage's own text as the query (its score) {_quantiles([s for s, _ in echo])}")
     print(f"    ... ranked first for {sum(r == 0 for _, r in echo) / max(len(echo), 1):.3f} of {len(echo)} passages")
-    best_bm25 = [next(iter(q.lex.values())) for q in own if q.lex]
-    print(f"raw BM25 of the best lexical match, quantiles  {_quantiles(best_bm25)} (median: the natural h)")
+    for t in (0.4, 0.5, 0.6):
+        print(
+            f"  best hit >= {t}: {sum(s >= t for s in best_own) / max(len(best_own), 1):.3f} of own-conversation"
+            f" questions, {sum(s >= t for s in best_other) / max(len(best_other), 1):.3f} of other-conversation ones"
+        )
+    best_r = [next(iter(q.lex.values())) for q in own if q.lex]
+    print(f"lexical score r of the best lexical match, quantiles {_quantiles(best_r)}")
 
 
 def echo_scores(mem: Memory, texts: dict[str, dict[int, str]], n: int) -> list[tuple[float, int]]:
-    """(score, rank) of passages searched for with their own text, through the public API's ranking."""
+    """(score, rank) of passages searched for with their own text, through the library's ranking."""
     rng = random.Random(3)
     pairs = [(sid, pk, t) for sid, by_pk in texts.items() for pk, t in by_pk.items()]
     out = []
@@ -260,13 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     rules: list[tuple[str, Fusion]] = [
         ("min-max convex 1.5:1 (0.3.x)", minmax),
         ("rrf k=20 2:1", rrf),
-        ("absolute h=12 w=1.5, other channel's value 0", absolute(12.0, 1.5, own_values=False)),
-        ("absolute h=12 w=2.5, other channel's value 0", absolute(12.0, 2.5, own_values=False)),
-        ("absolute h=12 w=1.5", absolute(12.0, 1.5)),
-        (f"LIBRARY: hybrid.fuse (h={hybrid.BM25_HALF:g} w={hybrid.W_LEXICAL:g})", library),
+        ("absolute, raw BM25 s/(s+12), 1.5:1", absolute(lambda s: s / (s + 12.0), 1.5, raw=True)),
+        ("absolute, raw BM25 s/(s+12), 2.5:1", absolute(lambda s: s / (s + 12.0), 2.5, raw=True)),
+        ("absolute, min(r, 1), 1.5:1, other channel's value 0", absolute(PARTS["min(r, 1)"], 1.5, own_values=False)),
+        (f"LIBRARY: hybrid.fuse, min(r, 1), {hybrid.W_LEXICAL:g}:{hybrid.W_VECTOR:g}", library),
     ]
     for name, fuse in rules:
-        print(f"  {name:48s} {fmt(recall(own, fuse))}", flush=True)
+        print(f"  {name:52s} {fmt(recall(own, fuse))}", flush=True)
     grid(own)
     calibration(own, other, echo)
     return 0
