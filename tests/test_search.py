@@ -481,11 +481,11 @@ def test_equally_good_matches_score_alike_and_other_hits_do_not_move_a_score(mak
     assert len(twins) == 2 and min(twins) > 0.3 and abs(twins[0] - twins[1]) < 0.05, hits
     cello = DIARY[8]
     before = {h.content: h.score for h in memory.search_passages(uid, "cello")}
-    assert list(before)[0] == cello and 0.5 < before[cello] <= 1.0  # (then the two after it: context)
+    assert next(iter(before)) == cello and 0.5 < before[cello] <= 1.0  # (then the two after it: context)
     better = "cello recital: the cello teacher lent me her cello"
     memory.wait_for_run(memory.add_messages(uid, [{"role": "user", "content": better}], skip_vector_storage=False))
     after = {h.content: h.score for h in memory.search_passages(uid, "cello")}
-    assert list(after)[0] == better and after[better] >= after[cello]  # a better hit came along ...
+    assert next(iter(after)) == better and after[better] >= after[cello]  # a better hit came along ...
     assert after[cello] == pytest.approx(before[cello], abs=0.03)  # ... and the first one kept its score
 
 
@@ -527,22 +527,23 @@ def test_lexical_also_scores_the_vector_candidates(memory: Memory) -> None:
         assert all(s == pytest.approx(full[pk]) for pk, s in got)
 
 
-def test_lexical_scores_are_bm25_over_the_idf_of_the_terms_scored(memory: Memory) -> None:
-    """The lexical score is FTS5's bm25() divided by the IDFs (FTS5's formula) of the query terms the store holds."""
+def test_lexical_scores_are_bm25_over_the_idf_of_the_query(memory: Memory) -> None:
+    """The lexical score is FTS5's bm25() divided by the IDFs (FTS5's formula) of the query's terms."""
     uid = _uid()
     texts = ["the harbour ferry timetable changed", *DIARY]
     memory.wait_for_run(
         memory.add_messages(uid, [{"role": "user", "content": t} for t in texts], skip_vector_storage=False)
     )
     store = internals.store(memory)
-    got = dict(store.index.lexical(store.subject_pk(uid), "ferry timetable xylophone", 50))
+    known = dict(store.index.lexical(store.subject_pk(uid), "ferry timetable", 50))
+    with_unknown = dict(store.index.lexical(store.subject_pk(uid), "ferry timetable xylophone", 50))
     db = internals.connect(memory)
     try:
         n = db.execute("SELECT count(*) FROM passages").fetchone()[0]
 
         def idf(term: str) -> float:
             hits = db.execute("SELECT count(*) FROM passages_fts WHERE passages_fts MATCH ?", (term,)).fetchone()[0]
-            return max(np.log((n - hits + 0.5) / (hits + 0.5)), 1e-6)
+            return float(max(np.log((n - hits + 0.5) / (hits + 0.5)), 1e-6))
 
         raw = dict(
             db.execute(
@@ -551,12 +552,15 @@ def test_lexical_scores_are_bm25_over_the_idf_of_the_terms_scored(memory: Memory
             ).fetchall()
         )
         ideal = idf("ferry") + idf("timetable")
+        absent = idf("xylophone")  # no passage holds it: the highest IDF, log((n + 0.5) / 0.5)
     finally:
         db.close()
-    assert set(got) == set(raw) and len(got) >= 2  # 'xylophone' is in no passage: it adds nothing
-    for pk, r in got.items():
-        assert r == pytest.approx(raw[pk] / ideal)
-    assert max(got.values()) > 0.8  # the passage holding both words: about 1, whatever the store's size
+    assert set(known) == set(raw) == set(with_unknown) and len(known) >= 2
+    assert absent == pytest.approx(np.log((n + 0.5) / 0.5))
+    for pk in raw:
+        assert known[pk] == pytest.approx(raw[pk] / ideal)
+        assert with_unknown[pk] == pytest.approx(raw[pk] / (ideal + absent))  # a third of the query is missing
+    assert max(known.values()) > 0.8  # the passage holding both words: about 1, whatever the store's size
 
 
 def test_term_counts_follow_writes_of_any_connection(make_memory, tmp_path) -> None:

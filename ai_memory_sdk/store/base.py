@@ -301,12 +301,17 @@ class PassageIndex(Protocol):
 
         ``query`` is the user's raw text (any text is valid: the backend turns
         it into its own syntax and never raises for it); a query with no
-        searchable word returns ``[]``. Scores are Okapi BM25 on the scale of
-        SQLite FTS5's ``bm25()`` (k1 1.2, b 0.75, IDF over the store's
-        passages, the recipe's column weights), higher is better: search turns
-        them into absolute scores (``search.hybrid.score``), so every backend
-        keeps that scale; a backend may stop scoring within a budget (see
-        ``store.sqlite.index``).
+        searchable word returns ``[]``.
+
+        Scores are absolute, so search can report them (``search.hybrid``):
+        the Okapi BM25 of SQLite FTS5's ``bm25()`` (k1 1.2, b 0.75, the
+        recipe's column weights, IDF ``max(ln((N - n + 0.5) / (n + 0.5)),
+        1e-6)`` over the store's N passages, n passages holding the term)
+        divided by the sum of the IDFs of the query's terms, n = 0 for a term
+        no passage holds. 1.0 is a passage holding each term once, at the
+        average length; more is possible. A backend may leave a query's most
+        frequent terms out within a budget (see ``store.sqlite.index``): they
+        are then left out of both.
 
         ``also``: pks of the subject's allowed passages whose scores are wanted
         as well (the vector channel's candidates). Those that match the query

@@ -3,7 +3,7 @@
 Lexical search is FTS5 with the Porter tokenizer over two columns, the
 passage and its ``context`` (its date as words and the subject's previous
 passages, ``search.recipe``), scored by ``bm25()`` with the recipe's weights, divided by the sum of the
-IDFs (as ``bm25()`` computes them) of the terms scored: 1.0 is a passage
+IDFs (as ``bm25()`` computes them) of the query's terms: 1.0 is a passage
 holding each of them once at the average length, whatever the query's length
 or the store's size. A query scores every passage it matches at 1-3 µs each;
 when the store's matches would exceed ``LEXICAL_BUDGET``, the most frequent
@@ -142,8 +142,9 @@ class SQLiteIndex:
 
         Small stores get the whole bag of words. Otherwise terms are kept rarest
         first while their matches fit the budget; if even the rarest term matches
-        more, it alone is scored over its ``budget`` newest matches. Terms no
-        passage holds are left out (they would add nothing to any score).
+        more, it alone is scored over its ``budget`` newest matches. The IDF sum
+        counts the terms scored and those no passage holds (none can match them),
+        not the frequent terms left out.
         """
         terms = query_terms(query)
         if not terms:
@@ -157,6 +158,7 @@ class SQLiteIndex:
         span: int = stats.span
         budget = self.budget
         counts = sorted((self._doc_count(quote(t), budget + 1, stats), i, t) for i, t in enumerate(terms))
+        absent = [0] * sum(1 for df, _, _ in counts if not df)
         if span <= budget:
             kept = [(df, t) for df, _, t in sorted(counts, key=lambda c: c[1]) if df]
         else:
@@ -165,16 +167,19 @@ class SQLiteIndex:
                 if df and total + df <= budget:
                     kept.append((df, t))
                     total += df
-            if len(kept) < len(terms):
+            if len(kept) + len(absent) < len(terms):
                 log.debug("lexical query %r: kept %s, dropped the more frequent ones", query, [t for _, t in kept])
         if kept:
-            return _Match(" OR ".join(quote(t) for _, t in kept), 0, span, self._idf([df for df, _ in kept], stats))
+            idf = self._idf([df for df, _ in kept] + absent, stats)
+            return _Match(" OR ".join(quote(t) for _, t in kept), 0, span, idf)
         rarest = next((t for df, _, t in counts if df), None)
         if rarest is None:
             return _Match("", 0, span, 0.0)
         min_pk = self._nth_newest(quote(rarest), budget)
         log.debug("lexical query %r: every term is frequent; %r scored over passages from pk %d", query, rarest, min_pk)
-        return _Match(quote(rarest), min_pk, span, self._idf([self._doc_count(quote(rarest), -1, stats)], stats))
+        return _Match(
+            quote(rarest), min_pk, span, self._idf([self._doc_count(quote(rarest), -1, stats), *absent], stats)
+        )
 
     def _idf(self, matches: Sequence[int], stats: _Stats) -> float:
         """The sum of the IDFs ``bm25()`` gives terms matching these numbers of passages (FTS5's formula)."""
