@@ -39,7 +39,8 @@ class ForkGate:
         self._reset(inside=0)
 
     def _reset(self, inside: int) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active = inside
         self._forking = False
         self._local = threading.local()
@@ -47,21 +48,25 @@ class ForkGate:
     def _depth(self) -> int:
         return getattr(self._local, "depth", 0)
 
+    # Every store call enters the gate, so the way in and out is written for speed: the bare lock's C
+    # ``with`` (not the condition's Python one), attributes read once; the condition only when a fork waits.
     def __enter__(self) -> ForkGate:
-        depth = self._depth()
+        local = self._local
+        depth = getattr(local, "depth", 0)
         if depth == 0:
-            with self._cond:
+            with self._lock:
                 while self._forking:
                     self._cond.wait()
                 self._active += 1
-        self._local.depth = depth + 1
+        local.depth = depth + 1
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        depth = self._depth() - 1
-        self._local.depth = depth
+    def __exit__(self, *exc: object) -> None:
+        local = self._local
+        depth = local.depth - 1
+        local.depth = depth
         if depth == 0:
-            with self._cond:
+            with self._lock:
                 self._active -= 1
                 if self._forking:  # the fork waits for this (or for all but its own thread)
                     self._cond.notify_all()
@@ -88,8 +93,19 @@ class ForkGate:
         self._local.depth = depth
 
 
+class _Pid:
+    """This process's id, kept current by a fork hook: ``PerProcess.get`` runs on every store call, a syscall does not."""
+
+    value = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.value = os.getpid()
+
+
 gate = ForkGate()
 if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_Pid.forked)  # first: the child's other hooks may build per-process objects
     os.register_at_fork(
         before=gate.before_fork, after_in_parent=gate.after_fork_in_parent, after_in_child=gate.after_fork_in_child
     )
@@ -130,16 +146,19 @@ class PerProcess(Generic[T]):
         self._factory = factory
         self._value: T | None = None
         self._pid = 0
+        self._lock = threading.Lock()  # only taken inside the gate, so never held across a fork
 
     def get(self) -> T:
-        # No lock: one inherited mid-use would never be released. Two threads racing here build two
-        # objects and keep one, which costs a client, never correctness.
-        pid = os.getpid()
+        pid = _Pid.value
         value = self._value
         if value is None or self._pid != pid:
-            if value is not None:
-                inherited.append(value)  # its sockets belong to the parent: never closed from here
-            with gate:  # building a client loads CA certificates: OpenSSL's locks, like SQLite's
-                value = self._factory()
-            self._value, self._pid = value, pid
+            # Built once however many threads ask at once (four workers' first passes would each load CA
+            # certificates for a client of their own). Inside the gate: a fork waits for the build and the lock.
+            with gate, self._lock:  # building a client loads CA certificates: OpenSSL's locks, like SQLite's
+                value = self._value
+                if value is None or self._pid != pid:
+                    if value is not None:
+                        inherited.append(value)  # its sockets belong to the parent: never closed from here
+                    value = self._factory()
+                    self._value, self._pid = value, pid
         return value

@@ -11,11 +11,10 @@ the generator, so an op can translate it.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from . import _validation as check
 from . import formatting
@@ -29,9 +28,8 @@ USER_PROMPT = "Details about the human user you are speaking to."
 SUMMARY_PROMPT = "A short (1-2 sentences) running summary of the conversation."
 
 
-@dataclass(frozen=True)
-class Call:
-    """One engine method call an op needs (``engines.base.Engine``)."""
+class Call(NamedTuple):
+    """One engine method call an op needs (``engines.base.Engine``); a tuple: built on every call of the facade."""
 
     method: str
     args: tuple[Any, ...]
@@ -155,13 +153,7 @@ def list_blocks(sid: str) -> Op[list[Block]]:
 
 
 def initialize_memory(sid: str, label: str, description: str, value: str, char_limit: int, reset: bool) -> Op[str]:
-    limit = check.char_limit(char_limit)
-    spec = BlockSpec(
-        label=check.label(label),
-        description=check.description(description),
-        value=check.block_value(value, limit),
-        limit=limit,
-    )
+    spec = check.block_spec(label, description, value, char_limit)
     block_id: str = yield call("create_block", sid, spec, reset=check.flag(reset, "reset"))
     return block_id
 
@@ -271,14 +263,12 @@ def search_passages(
     sid = check.subject_id(subject_id)
     q = check.query(query)
     tag_list = ["user"] if tags is None else check.tags(tags)
-    if tag_match_mode not in ("any", "all"):
-        raise ValueError(f"tag_match_mode must be 'any' or 'all', got {tag_match_mode!r}")
     results: list[SearchResult] = yield call(
         "search",
         sid,
         q,
         tags=tag_list,
-        tag_match_mode=tag_match_mode,
+        tag_match_mode=check.tag_match_mode(tag_match_mode),
         limit=check.limit(limit),
         start=check.optional_timestamp(start, "start"),
         end=check.optional_timestamp(end, "end"),
@@ -309,9 +299,7 @@ def get_context(sid: str) -> Op[str]:
 
 
 def set_memory(sid: str, label: str, value: str) -> Op[None]:
-    if not isinstance(value, str):
-        raise TypeError(f"value must be a string, got {type(value).__name__}")
-    yield call("set_block_value", sid, check.label(label), check.text(value, "value"))
+    yield call("set_block_value", sid, check.label(label), check.string(value, "value"))
 
 
 def block_history(sid: str, label: str) -> Op[list[BlockVersion]]:
@@ -320,10 +308,68 @@ def block_history(sid: str, label: str) -> Op[list[BlockVersion]]:
 
 
 def restore_block(sid: str, label: str, version: Any) -> Op[str]:
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise TypeError(f"version must be an integer, got {type(version).__name__}")
-    value: str = yield call("restore_block", sid, check.label(label), version)
+    value: str = yield call("restore_block", sid, check.label(label), check.version(version))
     return value
+
+
+# -- integrations (agent sessions, the OpenAI client wrapper) ---------------------------------------
+
+
+def session_items(session_id: str, limit: Any) -> Op[list[dict[str, Any]]]:
+    sid = check.subject_id(session_id, "session_id")
+    n = check.session_limit(limit)
+    if n == 0:
+        return []
+    items: list[dict[str, Any]] = yield call("session_items", sid, n)
+    return items
+
+
+def add_session_items(
+    session_id: str,
+    items: Any,
+    subject_id: str,
+    learnable: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+) -> Op[str | None]:
+    """Append items to a session and queue what they say for learning under the subject.
+
+    Everything is checked first (the items, and the messages ``learnable`` makes
+    of them), so bad input stores nothing. The subject gets the default user
+    blocks if it is new, as ``add_messages(user_id, ...)`` does. Returns the
+    learning run's id, or None when the items say nothing learnable.
+    """
+    sid = check.subject_id(session_id, "session_id")
+    subj = check.subject_id(subject_id)
+    batch = check.session_items(items)
+    said = learnable(batch)
+    messages = check.messages(said) if said else []
+    if batch:
+        yield call("add_session_items", sid, batch, subject_id=subj)
+    if not messages:
+        return None
+    run_id: str = yield call("add_messages", subj, messages, archive=False, default_blocks=DEFAULT_USER_BLOCKS)
+    return run_id
+
+
+def pop_session_item(session_id: str) -> Op[dict[str, Any] | None]:
+    item: dict[str, Any] | None = yield call("pop_session_item", check.subject_id(session_id, "session_id"))
+    return item
+
+
+def clear_session(session_id: str) -> Op[None]:
+    yield call("clear_session", check.subject_id(session_id, "session_id"))
+
+
+def prompt_context(subject_id: str, query: str | None, search_limit: int) -> Op[str]:
+    """The subject's context for a system prompt, plus up to ``search_limit`` user messages matching ``query``."""
+    sid = check.subject_id(subject_id)
+    context = yield from get_context(sid)
+    if search_limit > 0 and query and query.strip():
+        results: list[SearchResult] = yield call(
+            "search", sid, query, tags=["user"], tag_match_mode="any", limit=search_limit, start=None, end=None
+        )
+        if results:
+            context = formatting.with_context(context, formatting.format_search_results(results))
+    return context
 
 
 def run_sync(engine: Any, op: Op[T]) -> T:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from .models import MessageIn
+from .models import BlockSpec, MessageIn
 
 ROLES = ("user", "assistant", "system", "developer", "tool", "function")
 _LABEL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
@@ -65,6 +65,31 @@ def block_value(value: Any, limit: int, what: str = "value") -> str:
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
     if len(value) > limit:
         raise ValueError(f"{what} has {len(value)} characters, over the block's limit of {limit}")
+    return text(value, what)
+
+
+def block_spec(label_: Any, description_: Any, value: Any = "", limit_: Any = 10000) -> BlockSpec:
+    """A block to create: label, description, a value within its limit, and the limit."""
+    limit_ = char_limit(limit_)
+    return BlockSpec(
+        label=label(label_), description=description(description_), value=block_value(value, limit_), limit=limit_
+    )
+
+
+def distinct_labels(specs: list[BlockSpec], what: str) -> list[BlockSpec]:
+    """Blocks to create together: no label twice."""
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.label in seen:
+            raise ValueError(f"{what}[{i}].label {spec.label!r} repeats the label of an earlier block")
+        seen.add(spec.label)
+    return specs
+
+
+def string(value: Any, what: str) -> str:
+    """Any storable text (a block's new value; its limit is the store's to check)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
     return text(value, what)
 
 
@@ -137,6 +162,27 @@ def query(value: Any) -> str:
     return value
 
 
+def tag_match_mode(value: Any) -> str:
+    if value not in ("any", "all"):
+        raise ValueError(f"tag_match_mode must be 'any' or 'all', got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def version(value: Any) -> int:
+    """A block version number (whether it exists is the store's to say)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"version must be an integer, got {type(value).__name__}")
+    return value
+
+
+def offset(value: Any, what: str = "offset") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be at least 0, got {value}")
+    return value
+
+
 def limit(value: Any, what: str = "limit") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an integer, got {type(value).__name__}")
@@ -201,8 +247,16 @@ def _json_object(value: Any, where: str) -> dict[str, Any]:
     return result
 
 
+_PLAIN_FIELDS = frozenset({"role", "content", "name", "metadata", "created_at", "tags"})
+_MESSAGE_FIELDS = _PLAIN_FIELDS | frozenset(_OPENAI_EXTRAS)
+
+
 def messages(batch: Any, *, now: datetime | None = None) -> list[MessageIn]:
-    """Validate a whole batch; refuse it whole on the first problem."""
+    """Validate a whole batch; refuse it whole on the first problem.
+
+    On every ``add_messages``: the usual message (a role and ASCII text) takes
+    the short way through the same checks, in the same order.
+    """
     if isinstance(batch, (str, bytes, dict)) or not isinstance(batch, (list, tuple)):
         raise TypeError(f"messages must be a list of message dicts, got {type(batch).__name__}")
     if not batch:
@@ -210,30 +264,35 @@ def messages(batch: Any, *, now: datetime | None = None) -> list[MessageIn]:
     now = now or datetime.now(timezone.utc)
     out: list[MessageIn] = []
     for i, msg in enumerate(batch):
-        where = f"messages[{i}]"
         if not isinstance(msg, dict):
-            raise TypeError(f"{where} must be a dict, got {type(msg).__name__}")
+            raise TypeError(f"messages[{i}] must be a dict, got {type(msg).__name__}")
         role = msg.get("role")
         if role not in ROLES:
-            raise ValueError(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}")
+            raise ValueError(f"messages[{i}].role must be one of {', '.join(ROLES)}; got {role!r}")
         if "content" not in msg:
-            raise ValueError(f"{where}.content is missing")
-        allow_none = role == "assistant" and bool(msg.get("tool_calls"))
-        content = text(_content(msg["content"], where, allow_none), f"{where}.content")
+            raise ValueError(f"messages[{i}].content is missing")
+        content = msg["content"]
+        if type(content) is not str or not content.isascii():  # ASCII text has no lone surrogate
+            allow_none = role == "assistant" and bool(msg.get("tool_calls"))
+            content = text(_content(content, f"messages[{i}]", allow_none), f"messages[{i}].content")
         name = msg.get("name")
         if name is not None and not isinstance(name, str):
-            raise TypeError(f"{where}.name must be a string, got {type(name).__name__}")
+            raise TypeError(f"messages[{i}].name must be a string, got {type(name).__name__}")
         if name is not None:
-            text(name, f"{where}.name")
-        metadata = _json_object(msg["metadata"], f"{where}.metadata") if msg.get("metadata") is not None else {}
-        for key in _OPENAI_EXTRAS:
-            if msg.get(key) is not None:
-                metadata.setdefault(key, _json_object({key: msg[key]}, f"{where}.{key}")[key])
-        unknown = set(msg) - {"role", "content", "name", "metadata", "created_at", "tags", *_OPENAI_EXTRAS}
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        created = timestamp(msg["created_at"], f"{where}.created_at") if msg.get("created_at") is not None else now
-        msg_tags = tags(msg["tags"], f"{where}.tags") if msg.get("tags") is not None else []
+            text(name, f"messages[{i}].name")
+        metadata = _json_object(msg["metadata"], f"messages[{i}].metadata") if msg.get("metadata") is not None else {}
+        keys = msg.keys()
+        if not keys <= _PLAIN_FIELDS:
+            for key in _OPENAI_EXTRAS:
+                if msg.get(key) is not None:
+                    metadata.setdefault(key, _json_object({key: msg[key]}, f"messages[{i}].{key}")[key])
+            unknown = keys - _MESSAGE_FIELDS
+            if unknown:
+                raise ValueError(f"messages[{i}]: unknown field(s) {', '.join(sorted(unknown))}")
+        created = (
+            timestamp(msg["created_at"], f"messages[{i}].created_at") if msg.get("created_at") is not None else now
+        )
+        msg_tags = tags(msg["tags"], f"messages[{i}].tags") if msg.get("tags") is not None else []
         out.append(
             MessageIn(role=role, content=content, name=name, metadata=metadata, created_at=created, tags=msg_tags)
         )
@@ -260,3 +319,19 @@ def file_specs(files: Any) -> list[dict[str, Any]]:
     if not out:
         raise ValueError("files must contain at least one file")
     return out
+
+
+def session_items(items: Any) -> list[dict[str, Any]]:
+    """Items of an agent session: JSON objects, stored and returned exactly (a JSON round trip of each)."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, (list, tuple)):
+        raise TypeError(f"items must be a list of item dicts, got {type(items).__name__}")
+    return [_json_object(item, f"items[{i}]") for i, item in enumerate(items)]
+
+
+def session_limit(value: Any) -> int | None:
+    """How many of a session's latest items to read: None (or a negative number, as SQLite reads it) means all."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"limit must be an integer or None, got {type(value).__name__}")
+    return None if value < 0 else value

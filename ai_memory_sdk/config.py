@@ -13,9 +13,46 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing_extensions import TypedDict
 
 DEFAULT_MODEL = "gpt-4.1-mini"
 DEFAULT_LETTA_MODEL = "openai/gpt-4.1"
+
+
+class Options(TypedDict, total=False):
+    """The keyword options of ``Memory(...)`` and ``AsyncMemory(...)`` (docs/configuration.md).
+
+    A missing key, or ``None``, means "not given": the environment variable or
+    the default applies. Exception: ``consolidate_at=None`` turns automatic
+    consolidation off.
+    """
+
+    engine: Literal["local", "letta", "remote"] | None
+    path: str | os.PathLike[str] | None
+    server_url: str | None
+    server_api_key: str | None
+    llm_api_key: str | None
+    llm_base_url: str | None
+    model: str | None
+    learner: Literal["auto", "llm", "offline"] | None
+    embedder: str | None
+    base_url: str | None
+    letta_model: str | None
+    letta_embedding: str | None
+    background: bool | None
+    workers: int | None
+    max_pass_chars: int | None
+    max_steps: int | None
+    history_limit: int | None
+    llm_timeout: float | None
+    llm_retry_budget: float | None
+    lease_seconds: float | None
+    poll_interval: float | None
+    busy_timeout: float | None
+    secure_delete: bool | None
+    close_timeout: float | None
+    consolidate_at: float | None
+    trace: bool | None
 
 
 class Settings(BaseModel):

@@ -87,6 +87,21 @@ class ServerUnreachableError(AIMemoryError, ConnectionError):
         super().__init__(f"cannot reach {url}: {cause}")
 
 
+class ServerError(AIMemoryError, RuntimeError):
+    """The ``remote`` engine's server refused a request for a reason no other type names.
+
+    A refused key (401), a rate limit still in force after the retry budget
+    (429), an unexpected answer (5xx, a proxy's page): ``status`` and ``type``
+    are the server's, and the message names the URL.
+    """
+
+    def __init__(self, url: str, status: int, type: str, message: str) -> None:
+        self.url = url
+        self.status = status
+        self.type = type
+        super().__init__(f"{url}: {status} {type}: {message}")
+
+
 class UnsupportedByEngineError(AIMemoryError):
     """The selected engine cannot do this (e.g. block history on ``letta``).
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import timezone
 
-from .models import Block
+from .models import Block, SearchResult
 
 
 def escape_attr(text: str) -> str:
     """Escape a value for a double-quoted XML attribute."""
-    if not any(c in text for c in '&<>"'):
+    if "&" not in text and "<" not in text and ">" not in text and '"' not in text:  # the usual case, fast
         return text
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
@@ -44,3 +45,19 @@ def format_summary(value: str) -> str:
 
 def format_context(blocks: Iterable[Block]) -> str:
     return "\n".join(format_block_obj(b) for b in blocks)
+
+
+def with_context(instructions: str, context: str) -> str:
+    """A system prompt with the memory context appended (a blank line between them)."""
+    if not context:
+        return instructions
+    return f"{instructions}\n\n{context}" if instructions else context
+
+
+def format_search_results(results: Iterable[SearchResult], tag: str = "relevant_messages") -> str:
+    """Search results for a system prompt, best first: ``[time] role: text`` lines that cannot close the list."""
+    lines = [
+        f"[{r.created_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC] {r.role or 'file'}: {neutralise(r.content, tag)}"
+        for r in results
+    ]
+    return f"<{tag}>\n" + "\n".join(lines) + f"\n</{tag}>"

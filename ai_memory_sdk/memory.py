@@ -8,11 +8,14 @@ direct engine calls and ``AsyncMemory`` with awaited ones. Engines
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
+import inspect
 import logging
-import os
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
+
+from typing_extensions import Unpack
 
 from . import _ops as ops
 from . import config
@@ -22,6 +25,7 @@ from .models import Block, BlockVersion, Run, SearchResult, StoredMessage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ClientT = TypeVar("ClientT")
 
 
 def _make_engine(settings: config.Settings) -> Engine:
@@ -42,11 +46,6 @@ def _make_engine(settings: config.Settings) -> Engine:
     return engine
 
 
-def _settings(api_key: str | None, options: dict[str, Any]) -> config.Settings:
-    """``None`` means "not given" (the variable or default applies), except for ``consolidate_at``: off."""
-    return config.resolve(api_key, **options)
-
-
 class Memory:
     """Long-term memory through learned context blocks (drop-in for ``ai-memory-sdk`` 0.2.0).
 
@@ -60,40 +59,12 @@ class Memory:
         self,
         api_key: str | None = None,
         subject_id: str | None = None,
-        *,
-        engine: Literal["local", "letta", "remote"] | None = None,
-        path: str | os.PathLike[str] | None = None,
-        server_url: str | None = None,
-        server_api_key: str | None = None,
-        llm_api_key: str | None = None,
-        llm_base_url: str | None = None,
-        model: str | None = None,
-        learner: Literal["auto", "llm", "offline"] | None = None,
-        embedder: str | None = None,
-        base_url: str | None = None,
-        letta_model: str | None = None,
-        letta_embedding: str | None = None,
-        background: bool | None = None,
-        workers: int | None = None,
-        max_pass_chars: int | None = None,
-        max_steps: int | None = None,
-        history_limit: int | None = None,
-        llm_timeout: float | None = None,
-        llm_retry_budget: float | None = None,
-        lease_seconds: float | None = None,
-        poll_interval: float | None = None,
-        busy_timeout: float | None = None,
-        secure_delete: bool | None = None,
-        close_timeout: float | None = None,
-        consolidate_at: float | None = 0.9,
-        trace: bool | None = None,
+        **options: Unpack[config.Options],
     ) -> None:
-        options = dict(locals())
-        for name in ("self", "api_key", "subject_id", "__class__"):
-            options.pop(name, None)
-        self.settings = _settings(api_key, options)
+        self.settings = config.resolve(api_key, **options)
         self.subject_id = ops.subject(None, subject_id) if subject_id is not None else None
         self._closed = False
+        self._writes: set[concurrent.futures.Future[Any]] = set()
         self._engine: Engine = _make_engine(self.settings)
 
     @property
@@ -114,16 +85,25 @@ class Memory:
     def _sid(self, subject_id: str | None) -> str:
         return ops.subject(self.subject_id, subject_id)
 
+    def _track(self, write: concurrent.futures.Future[Any]) -> None:
+        """Hold a write another thread does for this Memory (a wrapped client's turn): ``close()`` waits for it."""
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Wait up to ``close_timeout`` for the runs this Memory queued, then stop its workers.
+
+        Turns a wrapped client (``wrap``) is still queueing are waited for first, within the same limit.
 
         Runs not learned by then stay stored and are named in one WARNING; the
         next process with background workers (or ``ai-memory worker``) learns
         them. Every later call raises ``MemoryClosedError``. Closing twice is fine.
         """
         if not self._closed:
+            if self._writes:
+                concurrent.futures.wait(list(self._writes), timeout=self.settings.close_timeout)
             self._closed = True
             self._engine.close()
 
@@ -332,6 +312,24 @@ class Memory:
         """Make an earlier version the block's current value (a new version); returns it."""
         return self._run(ops.restore_block(self._sid(subject_id), label, version))
 
+    # -- integrations --------------------------------------------------------------------------------
+
+    def wrap(
+        self, client: ClientT, *, subject_id: str | None = None, search_limit: int = 0, timeout: float = 0.2
+    ) -> ClientT:
+        """An ``openai.OpenAI`` or ``AsyncOpenAI`` client whose calls carry and feed a subject's memory.
+
+        ``chat.completions.create`` and ``responses.create`` get the subject's context (its blocks, plus
+        ``search_limit`` archived user messages matching the last user message) in the system message, and
+        the new turn is queued with ``add_messages`` after the reply (streams: when they end). The subject is
+        the call's ``user`` argument, else ``subject_id``, else this Memory's own. Memory fails open: a
+        failure, or more than ``timeout`` seconds, and the call goes on without it (one WARNING per kind of
+        failure). Everything else is the client's own. See docs/integrations.md.
+        """
+        from .integrations.openai_client import wrap
+
+        return wrap(self, client, subject_id=subject_id, search_limit=search_limit, timeout=timeout)
+
 
 class _InThreads:
     """An engine's methods as coroutines, each run in a worker thread (SQLite and HTTP never block the loop)."""
@@ -360,40 +358,12 @@ class AsyncMemory:
         self,
         api_key: str | None = None,
         subject_id: str | None = None,
-        *,
-        engine: Literal["local", "letta", "remote"] | None = None,
-        path: str | os.PathLike[str] | None = None,
-        server_url: str | None = None,
-        server_api_key: str | None = None,
-        llm_api_key: str | None = None,
-        llm_base_url: str | None = None,
-        model: str | None = None,
-        learner: Literal["auto", "llm", "offline"] | None = None,
-        embedder: str | None = None,
-        base_url: str | None = None,
-        letta_model: str | None = None,
-        letta_embedding: str | None = None,
-        background: bool | None = None,
-        workers: int | None = None,
-        max_pass_chars: int | None = None,
-        max_steps: int | None = None,
-        history_limit: int | None = None,
-        llm_timeout: float | None = None,
-        llm_retry_budget: float | None = None,
-        lease_seconds: float | None = None,
-        poll_interval: float | None = None,
-        busy_timeout: float | None = None,
-        secure_delete: bool | None = None,
-        close_timeout: float | None = None,
-        consolidate_at: float | None = 0.9,
-        trace: bool | None = None,
+        **options: Unpack[config.Options],
     ) -> None:
-        options = dict(locals())
-        for name in ("self", "api_key", "subject_id", "__class__"):
-            options.pop(name, None)
-        self.settings = _settings(api_key, options)
+        self.settings = config.resolve(api_key, **options)
         self.subject_id = ops.subject(None, subject_id) if subject_id is not None else None
         self._closed = False
+        self._writes: set[asyncio.Future[Any]] = set()
         if config.choose_engine(self.settings) == "remote":
             from .engines.remote import AsyncRemoteEngine
 
@@ -409,7 +379,7 @@ class AsyncMemory:
         return str(self._engine.name) if self._sync is None else self._sync.name
 
     def __repr__(self) -> str:
-        info = self._sync.info() if self._sync is not None else {"engine": "remote"}
+        info = self._sync.info() if self._sync is not None else self._engine.info()
         return f"AsyncMemory({', '.join(f'{k}={v!r}' for k, v in info.items())}{', closed' if self._closed else ''})"
 
     async def _run(self, op: ops.Op[T]) -> T:
@@ -421,8 +391,17 @@ class AsyncMemory:
     def _sid(self, subject_id: str | None) -> str:
         return ops.subject(self.subject_id, subject_id)
 
+    def _track(self, write: asyncio.Future[Any]) -> None:
+        """Hold a write a task does for this AsyncMemory (a wrapped client's turn): ``close()`` waits for it."""
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
     async def close(self) -> None:
         if not self._closed:
+            loop = asyncio.get_running_loop()
+            writes = [w for w in self._writes if w.get_loop() is loop]
+            if writes:
+                await asyncio.wait(writes, timeout=self.settings.close_timeout)
             self._closed = True
             await self._engine.close()
 
@@ -569,8 +548,16 @@ class AsyncMemory:
     async def restore_block(self, label: str, version: int, subject_id: str | None = None) -> str:
         return await self._run(ops.restore_block(self._sid(subject_id), label, version))
 
+    def wrap(
+        self, client: ClientT, *, subject_id: str | None = None, search_limit: int = 0, timeout: float = 0.2
+    ) -> ClientT:
+        """``Memory.wrap`` for an ``openai.AsyncOpenAI`` client (it builds the wrapper: nothing to await)."""
+        from .integrations.openai_client import wrap
+
+        return wrap(self, client, subject_id=subject_id, search_limit=search_limit, timeout=timeout)
+
 
 # Each coroutine is documented as its Memory twin (one text; tests/test_compat.py checks the signatures match).
 for _name, _method in vars(AsyncMemory).items():
-    if not _name.startswith("_") and callable(_method) and getattr(Memory, _name, None) is not None:
+    if not _name.startswith("_") and inspect.iscoroutinefunction(_method) and getattr(Memory, _name, None) is not None:
         _method.__doc__ = getattr(Memory, _name).__doc__

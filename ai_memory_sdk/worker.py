@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -24,6 +25,9 @@ from .models import Block
 from .store.base import Claim, PassResult, RunQueue, RunStats
 
 log = logging.getLogger(__name__)
+
+current_runs: ContextVar[tuple[str, ...]] = ContextVar("ai_memory_current_runs", default=())
+"""The runs of the pass this thread is learning, for log records (the server tags them with request ids)."""
 
 Embed = Callable[[Claim], tuple[list[tuple[int, bytes]], str | None]]
 """The claim's passage vectors and the embedder's name (``search.indexer.Indexer.embed_claim``); never raises."""
@@ -126,7 +130,10 @@ class WorkerPool:
         while not stop.is_set():
             try:
                 did = self.run_once()
-            except Exception:  # a store error must not kill the worker: log, back off, go on
+            except Exception as exc:  # a store error must not kill the worker: log, back off, go on
+                if stop.is_set():  # a pass abandoned by stop(): it was handed back, and the store may be closed
+                    log.debug("a pass abandoned at stop ended with %s: %s", type(exc).__name__, exc)
+                    return
                 log.exception("worker iteration failed")
                 did = False
             if not did and not stop.is_set():
@@ -181,9 +188,11 @@ class WorkerPool:
         me = threading.get_ident()
         with state.lock:
             state.inflight[me] = claim
+        token = current_runs.set(claim.run_ids)
         try:
             self.process(claim)
         finally:
+            current_runs.reset(token)
             with state.lock:
                 state.inflight.pop(me, None)
         return True

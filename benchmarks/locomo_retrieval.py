@@ -14,6 +14,10 @@ non-commercial benchmark use only; read in place, never copied.
 Usage::
 
     .venv/bin/python benchmarks/locomo_retrieval.py [--data PATH] [--embedder SPEC] [--lexical-budget N] [--smoke]
+        [--path postgresql://...]
+
+``--path`` runs it on a PostgreSQL store (an empty database: its schema is
+created); the default is a SQLite file in a temporary directory.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         help="passages one lexical query may score before frequent terms are dropped",
     )
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions (a quick look)")
+    ap.add_argument("--path", help="the store: an empty PostgreSQL database URL (default: a temporary SQLite file)")
     _common.add_smoke_flag(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         samples, args.limit = samples[:1], 10
     with tempfile.TemporaryDirectory() as tmp:
-        mem = Memory(path=os.path.join(tmp, "locomo.db"), learner="offline", embedder=args.embedder)
+        mem = Memory(path=args.path or os.path.join(tmp, "locomo.db"), learner="offline", embedder=args.embedder)
         internals.set_lexical_budget(mem, args.lexical_budget)  # the public API has no budget knob
         questions: list[tuple[str, str, set[str]]] = []
         t0 = time.perf_counter()

@@ -19,8 +19,15 @@ from support.backends import MakeMemory  # noqa: E402
 from ai_memory_sdk import Memory  # noqa: E402
 
 # Fixture modules: openai_server (a scripted LLM on 127.0.0.1), letta_server/letta_llm (one real
-# Letta server per session), llama_server (one llama.cpp server per session).
-pytest_plugins = ["support.openai_server", "support.letta_server", "support.llama_server"]
+# Letta server per session), llama_server (one llama.cpp server per session), postgres_server/pgvector_server
+# (one PostgreSQL server of each kind per session; postgres_url/pgvector_url: a database per test).
+pytest_plugins = [
+    "support.openai_server",
+    "support.letta_server",
+    "support.llama_server",
+    "support.postgres_server",
+    "support.ai_memory_server",
+]
 
 # Tests never reach a real provider: scrub variables a developer's shell may carry.
 for _var in (

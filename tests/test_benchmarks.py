@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import letta_server, llama_server
+from support import letta_server, llama_server, postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (ROOT / "benchmarks").rglob("*.py") if not p.name.startswith("_"))
@@ -26,16 +26,22 @@ SCRIPTS = sorted(p for p in (ROOT / "benchmarks").rglob("*.py") if not p.name.st
 # The line each benchmark prints once it has measured something (its smoke sizes are in the script).
 FIGURES = {
     "bench_engines.py": r"add_messages \(10 msgs\)\s+[\d.]+\s+[\d.]+\s+[\d.]+",
-    "bench_local.py": r"get_memory\(prompt_formatted=True\)\s+\d+\s+[\d.]+us",
+    "bench_local.py": r"get_user_memory\(prompt_formatted=True\)\s+\d+\s+[\d.]+us",
     "llm_pass_cost.py": r"LLM calls per pass \(2 passes\):\s+\[\d+, \d+\]",
     "local_model.py": r"== 1 passes of the memory agent against SmolLM2",
+    "locomo_qa.py": r"overall\s+[\d.]+% \(\d+/8\)\s+[\d.]+% \(\d+/8\)",
     "locomo_retrieval.py": r"hybrid \(absolute 1\.5:1\)\s+[\d.]+/[\d.]+/[\d.]+",
+    "long_horizon.py": r"long_horizon: all checks passed \(offline, llm; 30 batches\)",
     "research/score_fusion.py": r"LIBRARY: hybrid\.fuse .*\s[\d.]+/[\d.]+/[\d.]+",
     "research/locomo_recipes.py": r"CHOSEN: .* [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+",
+    "scale_out.py": r"scale_out: efficiency .*; add_messages/raw p50 [\d.]+; wake p50 [\d.]+ ms",
     "search_latency.py": r"whole search, tags=\[\], precomputed query\s+p50\s+[\d.]+ ms",
+    "server_load.py": r"server_load: add_messages p50 [\d.]+ ms \(1 client\), \d+ adds/s sustained with \d+ clients, 0 errors",
     "soak.py": r"soak: all OK",
+    "trace_size.py": r"tracing: [\d,]+ B of trace JSON per batch learned",
+    "wrap_overhead.py": r"\nsync\s+[\d.]+/[\d.]+\s+[\d.]+/[\d.]+\s+-?[\d.]+\s+-?[\d.]+/-?[\d.]+\s+-?[\d.]+/-?[\d.]+\s+\d+ ",
 }
-SERVERS = {"bench_engines.py": "letta", "local_model.py": "llama"}
+SERVERS = {"bench_engines.py": "letta", "local_model.py": "llama", "scale_out.py": "postgres"}
 
 
 def _name(script: Path) -> str:
@@ -54,6 +60,9 @@ def documented_command(script: Path) -> list[str]:
 
 
 def _needs_server(kind: str) -> None:
+    if kind == "postgres":
+        postgres_server.require("system")
+        return
     installed = {"letta": letta_server.is_installed, "llama": llama_server.is_installed}[kind]()
     if kind == "letta":
         installed = installed and (letta_server.original_sdk_venv() / "bin" / "python").exists()

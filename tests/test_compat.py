@@ -157,10 +157,20 @@ def test_async_memory_has_the_same_methods_as_coroutines() -> None:
     assert not problems, "\n".join(problems)
 
 
+# Methods that only build an object (no I/O): the same plain method on both faces.
+BUILDERS = {"wrap"}
+
+
 def test_every_public_memory_method_has_an_async_twin() -> None:
     public = [n for n, m in inspect.getmembers(Memory, inspect.isfunction) if not n.startswith("_")]
-    missing = [n for n in public if not inspect.iscoroutinefunction(getattr(AsyncMemory, n, None))]
+    missing = [
+        n for n in public if n not in BUILDERS and not inspect.iscoroutinefunction(getattr(AsyncMemory, n, None))
+    ]
     assert not missing, missing
+    for name in BUILDERS:
+        twin = getattr(AsyncMemory, name)
+        assert inspect.isfunction(twin) and not inspect.iscoroutinefunction(twin), name
+        assert _our_params(twin) == _our_params(getattr(Memory, name)), name
 
 
 def test_spec_additions_have_their_documented_signatures() -> None:

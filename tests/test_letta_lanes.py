@@ -24,11 +24,11 @@ from letta_client import APIConnectionError, APITimeoutError, InternalServerErro
 
 from ai_memory_sdk.config import Settings
 from ai_memory_sdk.engines.letta import LettaEngine
-from ai_memory_sdk.engines.letta.journal import Journal
 from ai_memory_sdk.engines.letta.lanes import Batch, ServerLanes
 from ai_memory_sdk.engines.letta.wire import MESSAGES_PROMPT, message_record
 from ai_memory_sdk.errors import ServerUnreachableError
 from ai_memory_sdk.models import MessageIn
+from ai_memory_sdk.store.journal import Journal
 
 URL = "http://letta.fake:8283"
 

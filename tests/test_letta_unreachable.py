@@ -20,9 +20,9 @@ from letta_client import APIConnectionError
 
 from ai_memory_sdk.config import Settings
 from ai_memory_sdk.engines.letta import LettaEngine
-from ai_memory_sdk.engines.letta.journal import Journal
 from ai_memory_sdk.errors import ServerUnreachableError, UnsupportedByEngineError
 from ai_memory_sdk.models import BlockSpec, MessageIn
+from ai_memory_sdk.store.journal import Journal
 
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens on it here
 
@@ -100,7 +100,7 @@ def test_a_forked_child_writes_the_journal_under_its_own_owner(tmp_path: Path) -
     journal.add("sdkrun-parent", "alice", "agent-1", 1, _MSG, ["k"], archive=False, max_chars=1000, max_steps=1)
     code = (
         "import os, sys\n"
-        "from ai_memory_sdk.engines.letta.journal import Journal\n"
+        "from ai_memory_sdk.store.journal import Journal\n"
         "from ai_memory_sdk.models import MessageIn\n"
         "from datetime import datetime, timezone\n"
         f"j = Journal({str(tmp_path / 'j.db')!r}, server={CLOSED!r})\n"

@@ -303,11 +303,32 @@ def test_old_summary_lines_fold_into_one_counted_line(memory: Memory) -> None:
     fold = re.fullmatch(r"2024-06-01(?: to 2024-06-0[12])?: (\d+) entries, (\d+) messages; about: (.*)\.", lines[0])
     assert fold, lines[0]
     assert int(fold[1]) + len(lines) - 1 == 30 and int(fold[2]) == int(fold[1])  # every batch is counted
-    assert fold[3].startswith("likes hobby0, likes hobby1, ")
     assert lines[-1] == "2024-06-02: 1 message(s); user: likes hobby29."
+    folded = int(fold[1])  # hobby0 .. hobby{folded - 1}; the newest of them are named, the older counted
+    assert fold[3].endswith(f"likes hobby{folded - 2}, likes hobby{folded - 1}"), fold[3]
     shown = fold[3].split(", ")
-    more = int(shown.pop()[1:].split()[0]) if shown[-1].startswith("+") else 0
-    assert len(shown) + more == int(fold[1])  # the items it cannot show are counted
+    earlier = int(shown.pop(0)[1:].split()[0]) if shown[0].startswith("+") else 0
+    assert len(shown) + earlier == folded  # the items it cannot show are counted
+
+
+def test_a_fold_line_names_its_newest_topics_and_reads_older_fold_lines() -> None:
+    """After years of batches the folded line names what came last, not the long-superseded first facts."""
+    old_fold = "2020-01-01 to 2020-12-31: 300 entries, 900 messages; about: location Paris, age 30, +298 more."
+    notes = [f"2021-01-{d:02d}: 3 message(s); user: location City{d}." for d in range(1, 29)]
+    summary = _block("summary", "\n".join([old_fold, *notes]), 1000)
+    out = OfflineLearner().consolidate(PassInput("s", [summary], [], T0))
+    lines = out.values["summary"].split("\n")
+    fold = re.fullmatch(
+        r"2020-01-01 to 2021-01-(\d\d): (\d+) entries, (\d+) messages; about: \+(\d+) earlier, (.*)\.", lines[0]
+    )
+    assert fold, lines[0]
+    last_folded = int(fold[1])
+    assert lines[1].startswith(f"2021-01-{last_folded + 1:02d}: ")
+    assert int(fold[2]) == 300 + last_folded and int(fold[3]) == 900 + 3 * last_folded  # nothing lost from the count
+    named = fold[5].split(", ")
+    assert named[-1] == f"location City{last_folded}" and "location Paris" not in named
+    assert int(fold[4]) + len(named) == 300 + last_folded  # every topic named or counted
+    assert len(out.values["summary"]) <= 500
 
 
 # -- consolidation -------------------------------------------------------------------------------

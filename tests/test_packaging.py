@@ -6,6 +6,7 @@ show on a user's machine; here it fails the suite.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,10 +15,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+_NOT_SOURCES = (".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
 
 
 @pytest.mark.timeout(300)
 def test_the_wheel_has_every_module_and_template_and_they_import(tmp_path: Path) -> None:
+    # Built from a clean copy: a stale *.egg-info/SOURCES.txt in the checkout would add data files the
+    # package-data declaration leaves out, and hide that from this test.
+    clean = tmp_path / "src"
+    shutil.copytree(ROOT, clean, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
     subprocess.run(
         [
             sys.executable,
@@ -29,7 +35,7 @@ def test_the_wheel_has_every_module_and_template_and_they_import(tmp_path: Path)
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(clean),
         ],
         check=True,
         capture_output=True,
@@ -42,6 +48,9 @@ def test_the_wheel_has_every_module_and_template_and_they_import(tmp_path: Path)
     templates = {f"ai_memory_sdk/prompts/{p.name}" for p in (ROOT / "prompts").glob("*.j2")}
     assert templates and templates <= names, f"templates missing: {sorted(templates - names)}"
     assert "ai_memory_sdk/py.typed" in names
+    inspector = ROOT / "ai_memory_sdk" / "inspector"
+    assets = {str(p.relative_to(ROOT)) for d in ("templates", "static") for p in (inspector / d).iterdir()}
+    assert assets and assets <= names, f"inspector templates or static files missing: {sorted(assets - names)}"
 
     target = tmp_path / "site"
     subprocess.run(
@@ -66,6 +75,10 @@ def test_the_wheel_has_every_module_and_template_and_they_import(tmp_path: Path)
         "        failed.append(f'{m}: {exc}')\n"
         "from importlib import resources\n"
         "assert resources.files('ai_memory_sdk.prompts').joinpath('system.j2').read_text()\n"
+        "from ai_memory_sdk.inspector.routes import _environment\n"
+        "env = _environment()\n"
+        "assert len([env.get_template(n) for n in env.list_templates()]) >= 5, env.list_templates()\n"
+        "assert resources.files('ai_memory_sdk.inspector').joinpath('static', 'inspector.css').read_text()\n"
         "print('\\n'.join(failed))\n"
     )
     # Run outside the checkout, so the source tree cannot stand in for the wheel.

@@ -1,4 +1,4 @@
-"""The ``ai-memory`` command: demo, ingest, show, search, runs, worker, delete, mcp.
+"""The ``ai-memory`` command: demo, ingest, show, search, runs, worker, delete, migrate, mcp, ui, serve, keys.
 
 The CLI prints; the library only logs. A mistake (command line, file,
 environment) ends with one line on stderr and exit status 2; a failure of
@@ -11,13 +11,13 @@ import logging
 from collections.abc import Sequence
 
 from ..errors import AIMemoryError
-from . import learn, mcp, subjects
+from . import learn, mcp, server, stores, subjects, ui
 from ._errors import FAILED, INTERRUPTED, USAGE, UsageError, report
 from ._open import store_options
 from ._parser import CommandModule, build_parser
 
 # Each module registers its commands; a new command group is one module and one entry here.
-MODULES: tuple[CommandModule, ...] = (learn, subjects, mcp)
+MODULES: tuple[CommandModule, ...] = (learn, subjects, stores, mcp, ui, server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

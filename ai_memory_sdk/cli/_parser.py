@@ -75,7 +75,9 @@ def _add_store_options(p: argparse.ArgumentParser, *, after_command: bool) -> No
     # After the command, an option left out must not overwrite the value given before it.
     unset = argparse.SUPPRESS if after_command else None
     p.add_argument(
-        "--path", default=unset, help="SQLite file of the store (default: $AI_MEMORY_PATH, else the per-user data file)"
+        "--path",
+        default=unset,
+        help="the store: a SQLite file or a postgresql:// URL (default: $AI_MEMORY_PATH, else the per-user data file)",
     )
     p.add_argument(
         "--learner",

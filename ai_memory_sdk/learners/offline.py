@@ -267,8 +267,24 @@ class _Entries:
         if self.end and self.end != self.start:
             span = f"{self.start} to {self.end}"
         head = f"{span}: {self.entries} entries, {self.messages} messages"
-        listing = _listing(self.items, self.more, width - len(head) - len("; about: ."))
+        listing = _newest(self.items, self.more, width - len(head) - len("; about: ."))
         return f"{head}; about: {listing}." if listing else f"{head}."
+
+
+def _newest(items: Sequence[str], more: int, room: int) -> str:
+    """``+3 earlier, c, d``: the last items that fit in ``room`` characters, the others counted.
+
+    A folded summary line names the most recent things it holds: after years of batches,
+    the topics of the first week (and the facts they set, long superseded) say least.
+    """
+    shown: list[str] = []
+    for i in range(len(items) - 1, -1, -1):
+        trial = [items[i], *shown]
+        if len(", ".join([f"+{i + more} earlier", *trial] if i + more else trial)) > room:
+            break
+        shown = trial
+    hidden = len(items) - len(shown) + more
+    return ", ".join([f"+{hidden} earlier", *shown] if hidden else shown)
 
 
 def _listing(items: Sequence[str], more: int, room: int) -> str:
@@ -284,11 +300,15 @@ def _listing(items: Sequence[str], more: int, room: int) -> str:
 
 
 def _unlisted(text: str) -> tuple[list[str], int]:
+    """The items of a listing and how many it counted without naming (``+3 earlier`` first, ``+3 more`` last)."""
     items = [i for i in text.split(", ") if i]
     more = 0
     if items and (m := re.fullmatch(r"\+(\d+) more", items[-1])):
-        more = int(m.group(1))
+        more += int(m.group(1))
         items.pop()
+    if items and (m := re.fullmatch(r"\+(\d+) earlier", items[0])):
+        more += int(m.group(1))
+        items.pop(0)
     return items, more
 
 

@@ -31,6 +31,10 @@ query at 100k passages, against 1.5 MB of int8 rows).
 
 The lexical channel is the store's (``PassageIndex.lexical``: FTS5 in SQLite);
 this module gives it a predicate over pks for the subject and its filters.
+An index that searches its own vectors (``store.base.NearestIndex``:
+PostgreSQL with pgvector) runs the vector channel too, with the same
+predicate, and gives the cosines of lexical candidates (``similarity``); the
+cache then holds passage rows only.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -46,7 +50,7 @@ import numpy as np
 
 from .._fork import gate
 from ..models import SearchResult
-from ..store.base import IndexCursor, PassageIndex
+from ..store.base import IndexCursor, NearestIndex, PassageIndex
 from .embedders import Embedder
 
 log = logging.getLogger(__name__)
@@ -311,6 +315,23 @@ def _mask(
 # -- channels ------------------------------------------------------------------------------------
 
 
+def _allowed(view: _View, mask: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray]:
+    """The predicate a store's channel filters its matches with: passages of the view that pass ``mask``."""
+
+    def allowed(pks: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(view.pks, pks), len(view.pks) - 1)
+        ok: np.ndarray = view.pks[pos] == pks  # a passage of this subject (pks are never reused)
+        if mask is not None:
+            ok &= mask[pos]
+        return ok
+
+    return allowed
+
+
+def _share(mask: np.ndarray | None) -> float:
+    return np.count_nonzero(mask) / len(mask) if mask is not None and len(mask) else 1.0
+
+
 def lexical(
     index: PassageIndex,
     view: _View,
@@ -324,18 +345,15 @@ def lexical(
     those of ``also`` (allowed passages) that match the query too."""
     if not len(view.pks):
         return {}
-
-    def allowed(pks: np.ndarray) -> np.ndarray:
-        pos = np.minimum(np.searchsorted(view.pks, pks), len(view.pks) - 1)
-        ok: np.ndarray = view.pks[pos] == pks  # a passage of this subject (pks are never reused)
-        if mask is not None:
-            ok &= mask[pos]
-        return ok
-
-    share = np.count_nonzero(mask) / len(mask) if mask is not None else 1.0
     return dict(
         index.lexical(
-            subject_pk, query, k, allowed=allowed, subject_size=len(view.pks), allowed_fraction=share, also=also
+            subject_pk,
+            query,
+            k,
+            allowed=_allowed(view, mask),
+            subject_size=len(view.pks),
+            allowed_fraction=_share(mask),
+            also=also,
         )
     )
 
@@ -466,6 +484,23 @@ def _vector_channel(
     return semantic(view, qvec, mask, k), qvec
 
 
+def _nearest_channel(
+    index: NearestIndex, view: _View, embedder: Embedder, subject_pk: int, query: str, mask: np.ndarray | None, k: int
+) -> tuple[dict[int, float], np.ndarray]:
+    """The vector channel of an index that searches its own vectors: (pk -> cosine of the best ``k``, query vector)."""
+    qvec = np.asarray(embedder.embed([query])[0], dtype=np.float32)
+    found = index.nearest(
+        subject_pk,
+        embedder.name,
+        qvec,
+        k,
+        allowed=_allowed(view, mask),
+        subject_size=len(view.pks),
+        allowed_fraction=_share(mask),
+    )
+    return dict(found), qvec
+
+
 def ranked(
     index: PassageIndex,
     cache: VectorCache,
@@ -489,15 +524,24 @@ def ranked(
     """
     name = embedder.name if embedder is not None else None
     use_lexical, use_vector = channels != "vector", embedder is not None and channels != "lexical"
-    view = cache.view(index, subject_pk, name)
+    nearest = index if embedder is not None and isinstance(index, NearestIndex) else None
+    view = cache.view(index, subject_pk, None if nearest is not None else name)  # vectors only when compared here
     mask = _mask(view, tags, tag_match_mode, start, end)
     vec: dict[int, float] = {}
     qvec = None
-    if embedder is not None and use_vector and len(view.vec_pos):
+    if embedder is not None and use_vector and nearest is not None:
+        vec, qvec = _nearest_channel(nearest, view, embedder, subject_pk, query, mask, k)
+    elif embedder is not None and use_vector and len(view.vec_pos):
         vec, qvec = _vector_channel(view, embedder, query, mask, k)
     lex = lexical(index, view, subject_pk, query, mask, k, also=list(vec)) if use_lexical else {}
-    fill = cosines(view, qvec, [pk for pk in itertools.islice(lex, k) if pk not in vec]) if qvec is not None else {}
-    if embedder is not None and view.missing and (subject_pk, name) not in cache.warned:
+    fill: dict[int, float] = {}
+    if qvec is not None and embedder is not None:
+        only_lexical = [pk for pk in itertools.islice(lex, k) if pk not in vec]
+        if nearest is not None:
+            fill = dict(nearest.similarity(embedder.name, qvec, only_lexical)) if only_lexical else {}
+        else:
+            fill = cosines(view, qvec, only_lexical)
+    if embedder is not None and nearest is None and view.missing and (subject_pk, name) not in cache.warned:
         cache.warned.add((subject_pk, name))
         log.info(
             "%d passage(s) of this subject have no vector from %s yet (being embedded); they are found"

@@ -46,6 +46,7 @@ class Indexer:
         self._done = 0
         self._dim_checked = False
         self._restart = False
+        self.failures = 0  # embedding attempts that failed (the server's metrics)
 
     @property
     def name(self) -> str | None:
@@ -89,6 +90,7 @@ class Indexer:
         return matrix
 
     def _failed(self, embedder: Embedder, exc: Exception) -> None:
+        self.failures += 1
         if isinstance(exc, EmbedderModelMissing) and self.auto:
             replacement = fallback_embedder()
             log.warning(

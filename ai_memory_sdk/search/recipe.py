@@ -161,6 +161,7 @@ STOPWORDS = frozenset(
 )
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+_INDEXED = re.compile(r"[^\W_]+", re.UNICODE)  # what FTS5's unicode61 makes a token: letters and digits
 
 
 def date_words(when: datetime) -> str:
@@ -180,6 +181,11 @@ def query_terms(query: str) -> list[str]:
     words = [w.lower() for w in _TOKEN.findall(query)]
     kept = [w for w in words if w not in STOPWORDS] or words
     return list(dict.fromkeys(kept))
+
+
+def token_count(text: str) -> int:
+    """Tokens of a text as a lexical index counts them (the document length BM25 normalises by)."""
+    return len(_INDEXED.findall(text))
 
 
 def quote(term: str) -> str:

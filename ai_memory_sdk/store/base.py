@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -141,6 +141,16 @@ class IndexChanges:
     reset: bool = False
     passages: list[tuple[int, float, list[str]]] = field(default_factory=list)
     vectors: list[tuple[int, int, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """Runs of one status across the whole store, and the LLM usage recorded on them (the server's metrics)."""
+
+    runs: int = 0
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -274,7 +284,15 @@ class RunQueue(Protocol):
 
 
 class PassageIndex(Protocol):
-    """Archival passages for search: lexical matching, stored vectors, and re-embedding."""
+    """Archival passages for search: lexical matching, stored vectors, and re-embedding.
+
+    Optional: an index that can search its vectors itself (PostgreSQL with
+    pgvector) also has ``nearest`` and ``similarity`` (``NearestIndex``).
+    Search then asks it for the vector channel and the cosines of lexical
+    candidates, and reads only passage rows through ``changes``, so no
+    process holds the store's vectors in memory; without it, search reads the
+    vectors through ``changes`` and compares them in process.
+    """
 
     def changes(self, subject_pk: int, embedder: str | None, since: IndexCursor) -> IndexChanges:
         """The subject's passage rows above ``since.max_pk`` and vectors from ``embedder`` above ``since.max_seq``.
@@ -348,6 +366,35 @@ class PassageIndex(Protocol):
 
     def vector_dim(self, embedder: str) -> int | None:
         """The dimension of the vectors stored for ``embedder`` (None if none was ever stored)."""
+        ...
+
+
+@runtime_checkable
+class NearestIndex(Protocol):
+    """The optional vector search of a ``PassageIndex`` (see there)."""
+
+    def nearest(
+        self,
+        subject_pk: int,
+        embedder: str,
+        vector: np.ndarray,
+        k: int,
+        *,
+        allowed: Callable[[np.ndarray], np.ndarray] | None = None,
+        subject_size: int | None = None,
+        allowed_fraction: float = 1.0,
+    ) -> list[tuple[int, float]]:
+        """The subject's ``k`` passages whose ``embedder`` vectors are closest to ``vector``: (pk, cosine), best first.
+
+        ``allowed``, ``subject_size`` and ``allowed_fraction`` as in
+        ``PassageIndex.lexical``. A subject with no vectors of that embedder
+        and dimension gives ``[]``. Exact for small subjects; a backend may
+        use an approximate index for large ones.
+        """
+        ...
+
+    def similarity(self, embedder: str, vector: np.ndarray, pks: Sequence[int]) -> list[tuple[int, float]]:
+        """(pk, cosine) of those of these passages that have a vector of ``embedder`` and this dimension."""
         ...
 
 
@@ -549,6 +596,13 @@ class Store(Protocol):
 
     def clear_session(self, session_id: str) -> None:
         """Remove every item of a session."""
+        ...
+
+    def run_totals(self) -> dict[str, RunTotals]:
+        """Runs of every tenant by status (statuses with no run may be left out), for monitoring.
+
+        Not tenant-scoped. May read every run: called once per metrics scrape, not per request.
+        """
         ...
 
     # API keys of the HTTP server (not tenant-scoped: a key names its tenant)

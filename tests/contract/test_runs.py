@@ -194,7 +194,8 @@ def test_runs_of_one_subject_apply_in_order_never_two_at_once(memory: Memory, ba
     assert "Location: City24" in (memory.get_user_memory(uid) or "")
     if not backend.has("pass_spans"):
         return
-    listed = memory.list_runs(uid)
+    # A consolidation run may be queued automatically when a block fills up (when is up to the timing of passes).
+    listed = [r for r in memory.list_runs(uid) if r.kind == "learn"]
     assert [r.id for r in listed] == runs
     passes: list[tuple[datetime, datetime]] = []
     for r in listed:

@@ -5,11 +5,14 @@ and, with an ``openai:`` embedder against the scripted server, vectors), its
 blocks have a history, and a search has run. Afterwards every table (FTS5
 shadow tables included) and the raw bytes of the database file and its -wal
 are scanned for the subject id, its agent/run/message/block ids, unique
-marker words from its messages and blocks, and its vectors' bytes.
+marker words from its messages and blocks, and its vectors' bytes. The
+memory agent's pass traces (the inspector's run pages) hold the same text,
+and must go with it: the scans first check the traces do hold it.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.openai_server import ScriptedOpenAI
+from support.openai_server import ScriptedOpenAI, reply
 
 
 def _marker() -> str:
@@ -34,11 +37,12 @@ def _needles_of(markers: list[str]) -> list[bytes]:
     return out
 
 
-def _table_hits(path: str, needles: list[bytes]) -> list[str]:
+def _table_hits(path: str, needles: list[bytes], only: str | None = None) -> list[str]:
     conn = sqlite3.connect(path, timeout=60)
     hits = []
     try:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        tables = [t for t in tables if only in (None, t)]
         for table in tables:
             for row in conn.execute(f'SELECT * FROM "{table}"'):
                 for cell in row:
@@ -132,6 +136,7 @@ def test_delete_user_leaves_no_trace_in_tables_or_file_bytes(make_memory, tmp_pa
         assert n_vectors == (12 if embedder == "openai" else 0)
         needles = [victim.encode()] + ids + _needles_of(markers)
         assert _file_hits(path, needles[:1] + _needles_of(markers[4:5])), "the scan must see the data before the delete"
+        assert _table_hits(path, _needles_of(markers), only="traces"), "the victim's traces must hold its text"
 
         mem.delete_user(victim)
 
@@ -141,6 +146,34 @@ def test_delete_user_leaves_no_trace_in_tables_or_file_bytes(make_memory, tmp_pa
         assert mem.search(bystander, "item3", tags=[]), "the bystander's data must survive"
         mem.close()
         assert _file_hits(path, needles) == [], "deleted data left in the file's bytes (closed store)"
+
+
+def test_delete_user_erases_the_llm_learners_traces(make_memory, tmp_path):
+    """A pass of the LLM memory agent stores its trace (request, tool calls, edits); deleting the user erases it."""
+    victim, marker, kept = "victim", _marker(), _marker()
+
+    def model(request: dict[str, Any]) -> Any:
+        said = json.dumps(request["messages"])
+        fact = marker if marker in said else kept
+        edit = ("memory_insert", {"label": "human", "new_str": f"likes {fact}", "insert_line": -1})
+        return reply(tool_calls=[edit, ("memory_finish_edits", {})])
+
+    with ScriptedOpenAI() as server:
+        server.responder = model
+        path = str(tmp_path / "erase.db")
+        mem = make_memory(path=path, learner="llm", llm_base_url=server.base_url, llm_api_key="sk-test")
+        run = mem.add_messages(victim, [{"role": "user", "content": f"I like {marker}"}])
+        mem.wait_for_run(run)
+        mem.wait_for_run(mem.add_messages("bystander", [{"role": "user", "content": f"I like {kept}"}]))
+        assert marker in json.dumps(mem._engine.get_trace(run))
+        assert _table_hits(path, _needles_of([marker]), only="traces"), "the trace must hold the victim's text"
+
+        mem.delete_user(victim)
+
+        assert mem._engine.get_trace(run) is None
+        assert _table_hits(path, _needles_of([marker]) + [run.encode()]) == []
+        assert _file_hits(path, _needles_of([marker]) + [run.encode()]) == []
+        assert _table_hits(path, _needles_of([kept]), only="traces"), "the bystander's trace must survive"
 
 
 def test_delete_message_leaves_no_trace(make_memory, tmp_path):

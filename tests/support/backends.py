@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ai_memory_sdk import Memory
+from support.ai_memory_server import ServeProcess, ThreadServer
 from support.letta_server import LettaServer
 
 MakeMemory = Callable[..., Memory]
@@ -59,6 +60,18 @@ def local_sqlite(tmp_path: Path) -> MakeMemory:
     return build
 
 
+def local_postgres(url: str) -> MakeMemory:
+    """The embedded engine on a PostgreSQL database (the test's own, empty): offline learner, lexical search only."""
+
+    def build(**options: Any) -> Memory:
+        options.setdefault("path", url)
+        options.setdefault("learner", "offline")
+        options.setdefault("embedder", "none")
+        return Memory(**options)
+
+    return build
+
+
 def letta(server: LettaServer) -> MakeMemory:
     """``Memory(engine="letta")`` on a running Letta server; options of the local engine are accepted and unused."""
 
@@ -66,6 +79,35 @@ def letta(server: LettaServer) -> MakeMemory:
         options.setdefault("letta_model", LETTA_MODEL)
         options.setdefault("letta_embedding", json.dumps(server.embedding_config))
         return Memory(engine="letta", base_url=server.base_url, api_key="test-key", **options)
+
+    return build
+
+
+_CLIENT_OPTIONS = ("subject_id", "close_timeout", "path")  # what a remote Memory keeps (path: the server's store)
+
+
+def remote(server: ServeProcess, key: str, tmp_path: Path, started: list[ThreadServer]) -> MakeMemory:
+    """``Memory(server_url=...)`` on the session's ``ai-memory serve`` with the test's own tenant ``key``.
+
+    Options that configure the server side (``learner``, ``llm_base_url``, ``history_limit``, ...) get a
+    server of their own for the test (an in-process ``ThreadServer`` on a fresh store, one per option set,
+    appended to ``started`` for the caller to stop), since the session's server runs the offline learner.
+    """
+    servers: dict[str, ThreadServer] = {}
+
+    def build(**options: Any) -> Memory:
+        client = {k: options.pop(k) for k in _CLIENT_OPTIONS if k in options}
+        client.pop("path", None)
+        server_side = {k: v for k, v in options.items() if (k, v) not in (("learner", "offline"), ("embedder", "none"))}
+        if not server_side:
+            return Memory(server_url=server.url, server_api_key=key, **client)
+        spec = json.dumps(options, sort_keys=True, default=str)
+        if spec not in servers:
+            servers[spec] = ThreadServer(tmp_path / f"remote-{len(servers)}.db", **options).start()
+            started.append(servers[spec])
+            servers[spec].tenant_key = servers[spec].key()
+        own = servers[spec]
+        return Memory(server_url=own.url, server_api_key=own.tenant_key, **client)
 
     return build
 

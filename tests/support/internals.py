@@ -30,6 +30,11 @@ def drain(m: Memory) -> int:
     return int(_engine(m).work(once=True))
 
 
+def run_pass(m: Memory) -> bool:
+    """Claim and learn one pass in this thread, as a worker thread does (``LocalEngine.pool.run_once``)."""
+    return bool(_engine(m).pool.run_once())
+
+
 def db_path(m: Memory) -> str:
     """The SQLite file of a local-engine ``Memory`` (``LocalEngine.path``)."""
     return str(_engine(m).path)
@@ -144,3 +149,14 @@ def passage_pks(m: Memory, subject_id: str) -> list[int]:
     s = store(m)
     pk = s.subject_pk(subject_id)
     return [int(row[0]) for row in s.index.changes(pk, None, IndexCursor()).passages]
+
+
+def stop_checkpointer(s: Any) -> None:
+    """Stop the store's background checkpointer thread for good (``Database._conns``' ``_wal.Checkpointer``):
+    from then on only the committing threads checkpoint, as when that thread cannot keep up."""
+    from ai_memory_sdk.store.sqlite import _wal
+
+    state = s.db._conns.get()
+    if state.checkpointer is None:
+        state.checkpointer = _wal.Checkpointer(lambda: None, "ai-memory-checkpoint-stopped")
+    state.checkpointer.stop()

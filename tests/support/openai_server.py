@@ -10,6 +10,11 @@ Usage::
         srv.script(reply(tool_calls=[("memory_insert", {"label": "human", "new_str": "Bob"})]),
                    fail(429, headers={"Retry-After": "0"}), reply("done"))
         client = openai.OpenAI(base_url=srv.base_url, api_key="x")
+
+The Responses API (``POST /v1/responses``, what the OpenAI Agents SDK calls by
+default) answers from its own queue (``script_responses``) with the same
+steps: a ``Reply`` becomes output items (a reasoning item, function calls, an
+assistant message), streamed as Responses events when asked.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class Reply:
     usage: dict | None = None
     delay: float = 0.0
     finish_reason: str | None = None
+    reasoning: str | None = None  # Responses API only: a reasoning item with this summary comes first
+    chunk_delay: float = 0.0  # seconds between streamed events (a stream that takes time to arrive)
 
 
 @dataclass(frozen=True)
@@ -97,10 +104,13 @@ def reply(
     usage: dict | None = None,
     delay: float = 0.0,
     finish_reason: str | None = None,
+    *,
+    reasoning: str | None = None,
+    chunk_delay: float = 0.0,
 ) -> Reply:
     """Build a reply; tool calls are ``(name, args)`` pairs, args a dict or a raw (maybe malformed) string."""
     calls = tuple((c["name"], c.get("arguments", {})) if isinstance(c, dict) else tuple(c) for c in tool_calls)
-    return Reply(content, calls, usage, delay, finish_reason)
+    return Reply(content, calls, usage, delay, finish_reason, reasoning, chunk_delay)
 
 
 fail, drop, stall, invalid_json = Fail, Drop, Stall, InvalidJson  # the other step builders
@@ -171,6 +181,7 @@ class ScriptedOpenAI:
         self._host, self._want_port = host, port
         self._cond = threading.Condition()
         self._chat: deque = deque()
+        self._responses: deque = deque()
         self._embed: deque = deque()
         self._requests: list[RecordedRequest] = []
         self._fault: tuple[float, random.Random, list[Step]] | None = None
@@ -222,6 +233,12 @@ class ScriptedOpenAI:
             self._chat.extend(steps)
         return self
 
+    def script_responses(self, *steps: Step) -> ScriptedOpenAI:
+        """Queue steps answered, in order, by the next Responses API calls (``POST /v1/responses``)."""
+        with self._cond:
+            self._responses.extend(steps)
+        return self
+
     def script_embeddings(self, *steps: Step) -> ScriptedOpenAI:
         """Queue faults for the next embedding calls (a ``Reply`` step means a normal answer)."""
         with self._cond:
@@ -252,6 +269,10 @@ class ScriptedOpenAI:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
     @property
+    def responses_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/responses")]
+
+    @property
     def embedding_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.endswith("/embeddings")]
 
@@ -261,6 +282,7 @@ class ScriptedOpenAI:
             self._requests.clear()
             self.counters.clear()
             self._chat.clear()
+            self._responses.clear()
             self._embed.clear()
             self._fault = None
 
@@ -278,15 +300,17 @@ class ScriptedOpenAI:
             self.counters.update(keys)
             self._cond.notify_all()
 
-    def _next_chat_step(self, req: dict, faults: bool = True) -> Step:
+    def _next_chat_step(self, req: dict, faults: bool = True, queue: deque | None = None) -> Step:
+        """Fault, else the queue (chat's unless given), else the responder, else the default reply."""
+        queue = self._chat if queue is None else queue
         with self._cond:
             if faults and self._fault is not None:
                 p, rng, kinds = self._fault
                 if rng.random() < p:
                     self.counters["faults"] += 1
                     return rng.choice(kinds)
-            if self._chat:
-                return self._chat.popleft()
+            if queue:
+                return queue.popleft()
         if self.responder is not None:
             try:
                 step = self.responder(req)
@@ -322,11 +346,13 @@ class ScriptedOpenAI:
             if name in self.models:
                 return _send_json(h, 200, self._model(name))
             return _send_json(h, 404, _error_body(404, f"The model '{name}' does not exist"))
-        if method == "POST" and path.endswith(("/chat/completions", "/embeddings")):
+        if method == "POST" and path.endswith(("/chat/completions", "/embeddings", "/responses")):
             if not isinstance(data, dict):
                 return _send_json(h, 400, _error_body(400, "We could not parse the JSON body of your request."))
             if path.endswith("/embeddings"):
                 return self._embeddings(h, data)
+            if path.endswith("/responses"):
+                return self._response(h, data, len(body))
             return self._chat_completion(h, data, len(body))
         return _send_json(h, 404, _error_body(404, f"Unknown request URL: {method} {path}"))
 
@@ -384,8 +410,95 @@ class ScriptedOpenAI:
         if req.get("stream"):
             self._count("chat_stream")
             include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
-            return _send_sse(h, _stream_chunks(completion, include_usage))
+            return _send_sse(h, _stream_chunks(completion, include_usage), delay=step.chunk_delay, stop=self._stopping)
         _send_json(h, 200, completion)
+
+    def _response(self, h: _Handler, req: dict, body_len: int) -> None:
+        """``POST /v1/responses``: the same steps as chat, answered as a Responses API object or event stream."""
+        self._count("responses")
+        step = self._resolve(
+            h,
+            self._next_chat_step(req, queue=self._responses),
+            lambda: self._next_chat_step(req, faults=False, queue=self._responses),
+        )
+        if self._fault_step(h, step):
+            return
+        assert isinstance(step, Reply), f"not a step: {step!r}"
+        if self.latency + step.delay > 0 and self._stopping.wait(self.latency + step.delay):
+            self._fault_step(h, None)
+            return
+        self._count("replies")
+        response = self._response_object(req, step, body_len)
+        if req.get("stream"):
+            self._count("responses_stream")
+            return _send_sse(h, _response_events(response), delay=step.chunk_delay, stop=self._stopping, named=True)
+        _send_json(h, 200, response)
+
+    def _response_object(self, req: dict, step: Reply, body_len: int) -> dict:
+        output: list[dict] = []
+        if step.reasoning is not None:
+            output.append(
+                {
+                    "type": "reasoning",
+                    "id": f"rs_{next(self._ids):08d}",
+                    "summary": [{"type": "summary_text", "text": step.reasoning}],
+                }
+            )
+        for name, args in step.tool_calls:
+            output.append(
+                {
+                    "type": "function_call",
+                    "id": f"fc_{next(self._ids):08d}",
+                    "call_id": f"call_{next(self._ids):06d}",
+                    "name": name,
+                    "arguments": args if isinstance(args, str) else json.dumps(args),
+                    "status": "completed",
+                }
+            )
+        if step.content is not None:
+            output.append(
+                {
+                    "type": "message",
+                    "id": f"msg_{next(self._ids):08d}",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": step.content, "annotations": [], "logprobs": []}],
+                }
+            )
+        out_len = len(json.dumps(output))
+        usage = {
+            "input_tokens": math.ceil(body_len / 4),
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": max(1, math.ceil(out_len / 4)),
+            "output_tokens_details": {"reasoning_tokens": 0},
+        }
+        usage.update(step.usage or {})
+        usage.setdefault("total_tokens", usage["input_tokens"] + usage["output_tokens"])
+        return {
+            "id": f"resp_{next(self._ids):08d}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "error": None,
+            "incomplete_details": None,
+            "instructions": req.get("instructions"),
+            "max_output_tokens": req.get("max_output_tokens"),
+            "model": req.get("model") or "gpt-4o-mini",
+            "output": output,
+            "parallel_tool_calls": req.get("parallel_tool_calls", True),
+            "previous_response_id": req.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None},
+            "store": req.get("store", True),
+            "temperature": req.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}},
+            "tool_choice": req.get("tool_choice", "auto"),
+            "tools": req.get("tools", []),
+            "top_p": req.get("top_p", 1.0),
+            "truncation": "disabled",
+            "usage": usage,
+            "user": req.get("user"),
+            "metadata": req.get("metadata") or {},
+        }
 
     def _completion(self, req: dict, step: Reply, body_len: int) -> dict:
         calls = []
@@ -503,6 +616,42 @@ def _stream_chunks(completion: dict, include_usage: bool) -> Iterator[dict]:
         yield dict(base, choices=[], usage=completion["usage"])
 
 
+def _response_events(response: dict) -> Iterator[dict]:
+    """Split a Responses API object into the events OpenAI streams (created ... output items ... completed)."""
+    seq = itertools.count()
+    start = dict(response, status="in_progress", output=[], usage=None)
+
+    def event(kind: str, **fields: Any) -> dict:
+        return {"type": kind, "sequence_number": next(seq), **fields}
+
+    yield event("response.created", response=start)
+    yield event("response.in_progress", response=start)
+    for i, item in enumerate(response["output"]):
+        kind = item["type"]
+        if kind == "message":
+            yield event("response.output_item.added", output_index=i, item=dict(item, status="in_progress", content=[]))
+            for j, part in enumerate(item["content"]):
+                ids = {"item_id": item["id"], "output_index": i, "content_index": j}
+                yield event("response.content_part.added", **ids, part=dict(part, text=""))
+                for piece in re.findall(r"\S+\s*|\s+", part["text"]):
+                    yield event("response.output_text.delta", **ids, delta=piece, logprobs=[])
+                yield event("response.output_text.done", **ids, text=part["text"], logprobs=[])
+                yield event("response.content_part.done", **ids, part=part)
+        elif kind == "function_call":
+            yield event(
+                "response.output_item.added", output_index=i, item=dict(item, status="in_progress", arguments="")
+            )
+            for piece in _pieces(item["arguments"], 16):
+                yield event("response.function_call_arguments.delta", item_id=item["id"], output_index=i, delta=piece)
+            yield event(
+                "response.function_call_arguments.done", item_id=item["id"], output_index=i, arguments=item["arguments"]
+            )
+        else:
+            yield event("response.output_item.added", output_index=i, item=item)
+        yield event("response.output_item.done", output_index=i, item=item)
+    yield event("response.completed", response=response)
+
+
 # ----------------------------------------------------------------------------- HTTP plumbing
 def _shutdown(conn: socket.socket) -> None:
     try:
@@ -544,15 +693,33 @@ def _send_json(h: _Handler, status: int, obj: Any) -> None:
     _send_raw(h, status, json.dumps(obj).encode("utf-8"))
 
 
-def _send_sse(h: _Handler, chunks: Iterator[dict]) -> None:
-    """Server-sent events over chunked transfer encoding, ending with ``data: [DONE]``."""
+def _send_sse(
+    h: _Handler,
+    chunks: Iterator[dict],
+    *,
+    delay: float = 0.0,
+    stop: threading.Event | None = None,
+    named: bool = False,
+) -> None:
+    """Server-sent events over chunked transfer encoding.
+
+    Chat streams end with ``data: [DONE]``; ``named`` streams (the Responses API)
+    carry an ``event:`` line per event and no ``[DONE]``. ``delay`` spaces the
+    events out (each is flushed as soon as it is written).
+    """
     h.send_response(200)
     h.send_header("Content-Type", "text/event-stream; charset=utf-8")
     h.send_header("Cache-Control", "no-cache")
     h.send_header("Transfer-Encoding", "chunked")
     h.end_headers()
-    events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
-    for ev in events:
+    if named:
+        events = [f"event: {c['type']}\ndata: {json.dumps(c)}\n\n".encode() for c in chunks]
+    else:
+        events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+    for n, ev in enumerate(events):
+        if n and delay > 0 and stop is not None and stop.wait(delay):
+            h.close_connection = True
+            return
         h.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
         h.wfile.flush()
     h.wfile.write(b"0\r\n\r\n")

@@ -70,7 +70,7 @@ from ...models import (
     StoredMessage,
     SubjectSummary,
 )
-from .journal import Journal, journal_path
+from ...store.journal import Journal, journal_path
 from .lanes import Batch, ServerLanes, acquire, drop_from_journal, release
 from .wire import (
     ORDER_KEY,

@@ -34,7 +34,7 @@ from letta_client.types.passage import Passage
 from ..._fork import Gated, PerProcess
 from ...errors import ServerUnreachableError
 from ...models import TERMINAL_STATUSES, MessageIn, Run
-from .journal import Journal
+from ...store.journal import Journal
 from .wire import message_record, passage_tags, run_outcome, transcript_chunks
 
 log = logging.getLogger(__name__)

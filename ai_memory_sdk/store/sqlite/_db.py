@@ -3,25 +3,28 @@
 WAL mode with ``synchronous=NORMAL``: a committed transaction survives a crash
 of the process (a power loss may lose the last ones). Every write is ``BEGIN
 IMMEDIATE`` with a busy timeout, so concurrent writers queue instead of
-failing. A forked child opens its own connections (``_fork.PerProcess``) and
-never touches its parent's. Every public method of the store's classes runs
-under the fork gate and turns SQLite's errors into ``StoreError`` naming the
-file (``guarded``).
+failing; the threads of one process queue on a lock first, so a writer waits
+exactly as long as the one before it writes, not SQLite's busy-handler sleeps
+(1, 2, 5, 10 ms ...). Checkpoints run off the callers' commits (``_wal``).
+A forked child opens its own connections (``_fork.PerProcess``) and never
+touches its parent's. Every public method of the store's classes runs under
+the fork gate and turns SQLite's errors into ``StoreError`` naming the file
+(``guarded``, shared with the other SQL backends in ``store/_guard.py``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 from ..._fork import PerProcess, gate
 from ...errors import StoreError
+from .._guard import guarded, waits
+from . import _wal
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -30,12 +33,19 @@ _OUR_TABLES = frozenset({"meta", "subjects", "blocks", "block_versions", "runs",
 
 
 class _Connections:
-    """This process's connections to one file: one per thread."""
+    """This process's connections to one file (one per thread), its writers' lock and its WAL helpers."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str) -> None:
         self.local = threading.local()
         self.all: list[sqlite3.Connection] = []
         self.lock = threading.Lock()
+        # This process's writers queue here, not in SQLite's busy handler, whose sleeps (up to 100 ms)
+        # outlast the millisecond a write holds the lock: many threads writing at once stay fast.
+        # Re-entrant: a nested transaction fails in SQLite ("within a transaction"), not by waiting here.
+        self.writer = threading.RLock()
+        self.stamp = _wal.ChangeStamp(path)
+        self.checkpointer: _wal.Checkpointer | None = None
+        self.inline_at = 0  # -wal size at the last checkpoint a committing thread ran itself
 
 
 class Database:
@@ -46,7 +56,9 @@ class Database:
         self.busy_timeout = busy_timeout
         self.secure_delete = secure_delete
         self.closed = False
-        self._conns = PerProcess(_Connections)  # a child's parent connections are kept, never touched
+        self.checkpoint_bytes = _wal.CHECKPOINT_BYTES
+        self.max_wal_bytes = _wal.MAX_BYTES
+        self._conns = PerProcess(lambda: _Connections(path))  # a child's parent connections are kept, never touched
         self._open()
 
     # -- connections -------------------------------------------------------------------------------
@@ -75,14 +87,26 @@ class Database:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA secure_delete={'ON' if self.secure_delete else 'OFF'}")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off the callers' commits (_wal)
+            conn.execute(f"PRAGMA journal_size_limit={self.checkpoint_bytes}")
             state.local.conn = conn
             with state.lock:
                 state.all.append(conn)
         return conn
 
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    """The driver's exceptions ``store_error`` turns into ``StoreError`` (``store._guard.guarded``)."""
+
+    def store_error(self, exc: Exception) -> StoreError:
+        """SQLite's error as a ``StoreError`` naming this file."""
+        return StoreError(self.path, _cause(exc) if isinstance(exc, sqlite3.Error) else str(exc))
+
     def close(self) -> None:
         self.closed = True
         state = self._conns.get()
+        if state.checkpointer is not None:
+            state.checkpointer.stop()
+        state.stamp.close()  # before the connections: the -shm file may be truncated once none is open
         with state.lock:
             conns, state.all = state.all, []
         for conn in conns:
@@ -97,13 +121,66 @@ class Database:
         """A write transaction that takes the write lock up front (no deadlock on a read-to-write upgrade)."""
         with gate:
             conn = self.conn()
-            conn.execute("BEGIN IMMEDIATE")
+            writer = self._conns.get().writer
+            if not writer.acquire(timeout=self.busy_timeout):
+                raise sqlite3.OperationalError(f"database is locked: no write turn within {self.busy_timeout:g}s")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                self._committed(conn)
+            finally:
+                writer.release()
+
+    def _committed(self, conn: sqlite3.Connection) -> None:
+        """After a commit, still this process's only writer: keep the write-ahead log bounded (see ``_wal``)."""
+        size = _wal.wal_size(self.path)
+        if size <= self.checkpoint_bytes:
+            return
+        state = self._conns.get()
+        if state.checkpointer is None:
+            with state.lock:
+                if state.checkpointer is None and not self.closed:
+                    state.checkpointer = _wal.Checkpointer(self._background_checkpoint, "ai-memory-checkpoint")
+        if state.checkpointer is not None:
+            state.checkpointer.wake()
+        if size > max(self.max_wal_bytes, state.inline_at + self.checkpoint_bytes):
+            # Nobody kept up: checkpoint here, holding the writers' lock, so the next write starts the log over.
+            state.inline_at = size
+            try:
+                busy, frames, copied = _wal.checkpoint(conn)
+            except sqlite3.Error as exc:  # the commit is done; the next commit past the mark tries again
+                log.warning("checkpoint of %s (-wal at %d bytes) failed: %s", self.path, size, exc)
+                return
+            log.info(
+                "%s: -wal at %d bytes, past %d: checkpointed %d of %d frame(s) in the committing thread%s",
+                self.path,
+                size,
+                self.max_wal_bytes,
+                copied,
+                frames,
+                " (a reader holds an older snapshot)" if busy or copied < frames else "",
+            )
+        elif size < state.inline_at:
+            state.inline_at = 0  # the log started over
+
+    def _background_checkpoint(self) -> None:
+        if not self.closed:
+            _wal.checkpoint(self.conn())
+
+    def change_stamp(self) -> bytes | None:
+        """Bytes that change with every commit to the file by any process, or None when they cannot be read.
+
+        A cache keyed on them is current: read them before reading what is cached, and cache nothing when None.
+        """
+        state = self._conns.get()
+        if not state.all:  # the -shm file is only safe to map while this process has it open
+            return None
+        return state.stamp.read()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -190,41 +267,4 @@ def _cause(exc: sqlite3.Error) -> str:
     return text
 
 
-_C = TypeVar("_C", bound=type)
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def waits(fn: _F) -> _F:
-    """Mark a method that sleeps (``wait_for_run``): ``guarded`` leaves it outside the fork gate."""
-    fn.__waits__ = True  # type: ignore[attr-defined]
-    return fn
-
-
-def guarded(cls: _C) -> _C:
-    """Run every public method of ``cls`` under the fork gate, with SQLite errors as ``StoreError``.
-
-    The class must have a ``db`` attribute (its ``Database``). Methods marked
-    ``waits`` only translate errors: a fork must not wait for a sleeping thread.
-    """
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if getattr(fn, "__waits__", False):
-
-            @functools.wraps(fn)
-            def waiting(self: Any, *args: Any, **kwargs: Any) -> Any:
-                with translated(self.db.path):
-                    return fn(self, *args, **kwargs)
-
-            return waiting
-
-        @functools.wraps(fn)
-        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            with gate, translated(self.db.path):
-                return fn(self, *args, **kwargs)
-
-        return method
-
-    for name, fn in list(vars(cls).items()):
-        if not name.startswith("_") and callable(fn) and not isinstance(fn, (staticmethod, classmethod, type)):
-            setattr(cls, name, wrap(fn))
-    return cls
+__all__ = ["Database", "guarded", "translated", "waits"]

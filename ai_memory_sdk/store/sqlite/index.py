@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...search.recipe import CONTENT_WEIGHT, CONTEXT_WEIGHT, query_terms, quote
-from .._rows import utc
+from .._rows import PASSAGE_COLS, passage_row
 from ..base import IndexChanges, IndexCursor, PassageRow
 from ._db import Database, guarded
 from .queue import insert_vectors
@@ -277,19 +277,11 @@ class SQLiteIndex:
         for i in range(0, len(pks), 500):
             chunk = list(pks[i : i + 500])
             rows = conn.execute(
-                "SELECT p.pk, p.content, p.role, p.tags, p.created_at, m.id, m.metadata FROM passages p"
-                f" LEFT JOIN messages m ON m.seq=p.message_seq WHERE p.pk IN ({','.join('?' * len(chunk))})",
+                f"SELECT {PASSAGE_COLS} FROM passages p LEFT JOIN messages m ON m.seq=p.message_seq"
+                f" WHERE p.pk IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            for r in rows:
-                out[r[0]] = PassageRow(
-                    content=r[1],
-                    role=r[2],
-                    tags=json.loads(r[3]),
-                    created_at=utc(r[4]),
-                    message_id=r[5],
-                    metadata=json.loads(r[6]) if r[6] else {},
-                )
+            out.update(passage_row(r) for r in rows)
         return out
 
     def passages_without_vectors(self, embedder: str, limit: int, after_pk: int = 0) -> list[tuple[int, int, str]]:

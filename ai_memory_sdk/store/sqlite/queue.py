@@ -19,7 +19,7 @@ from ..._fork import PerProcess
 from ..._process import owner_dead, process_owner
 from ...learners.tools import replay
 from ...models import Block, StoredMessage
-from .._rows import BLOCK_COLS, MSG_COLS, block_row, dumps, message_row, new_id
+from .._rows import BLOCK_COLS, CRASHED_ERROR, MSG_COLS, block_row, dumps, message_row, new_id
 from .._signals import Signals
 from ..base import MAX_ATTEMPTS, Claim, PassResult, RunStats
 from ._db import Database, guarded, waits
@@ -272,9 +272,8 @@ def _store_trace(conn: sqlite3.Connection, claim: Claim, trace: dict[str, Any], 
 def _requeue(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> int:
     failed = conn.execute(
         "UPDATE runs SET status='failed', finished_at=?, stop_reason='crashed', claim_id=NULL, lease_owner=NULL,"
-        f" error='the process applying this run died {MAX_ATTEMPTS} times; retry_run() requeues it'"
-        f" WHERE status='running' AND attempts>={MAX_ATTEMPTS} AND {where}",
-        (time.time(), *args),
+        f" error=? WHERE status='running' AND attempts>={MAX_ATTEMPTS} AND {where}",
+        (time.time(), CRASHED_ERROR, *args),
     ).rowcount
     return (
         failed

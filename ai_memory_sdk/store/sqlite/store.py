@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ... import _validation
+from ..._fork import gate
 from ...errors import BlockNotFoundError, RunNotFoundError, RunStateError, SubjectExistsError, SubjectNotFoundError
 from ...models import (
     TERMINAL_STATUSES,
@@ -30,15 +31,48 @@ from ...models import (
     SubjectSummary,
 )
 from ...search.recipe import CONTEXT_PASSAGES, passage_context
-from .._rows import BLOCK_COLS, MSG_COLS, RUN_COLS, block_row, dumps, maybe_utc, message_row, new_id, run_row, utc
+from .._rows import (
+    BLOCK_COLS,
+    MSG_COLS,
+    RUN_COLS,
+    SUMMARY_COLS,
+    VERSION_COLS,
+    block_row,
+    dumps,
+    like_pattern,
+    maybe_utc,
+    message_row,
+    new_id,
+    passage_tags,
+    run_row,
+    summary_row,
+    utc,
+    version_row,
+)
 from .._signals import signals_for
-from ..base import ApiKey
+from ..base import ApiKey, RunTotals
 from ._db import Database, guarded, waits
 from .erasure import mark_purge, next_pk, purge, raise_floor
 from .index import SQLiteIndex
 from .queue import SQLiteQueue, write_value
 
 log = logging.getLogger(__name__)
+
+_TEXTS_MAX = 4096
+_INSERT_MESSAGE = (
+    "INSERT INTO messages(id, subject_pk, run_seq, role, content, name, metadata, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)  # block texts cached between two commits to the file
+
+
+class _Texts:
+    """``block_text`` answers as of one change stamp of the file (any commit, by anyone, starts a new dict)."""
+
+    def __init__(self) -> None:
+        self.current: tuple[bytes, dict[tuple[str, str, str], tuple[str, str] | None]] = (b"", {})
+
+    def clear(self) -> None:
+        self.current = (b"", {})
 
 
 @guarded
@@ -60,6 +94,7 @@ class SQLiteStore:
         self.signals = signals_for(self.path)
         self.queue = SQLiteQueue(self.db, self.signals, history_limit=history_limit)
         self.index = SQLiteIndex(self.db)
+        self._texts = _Texts()  # shared by the scoped views (their keys hold the tenant)
         purge(self.db, wait=False)  # a process died, or a reader blocked it, before a delete's purge finished
 
     def scoped(self, tenant: str) -> SQLiteStore:
@@ -157,6 +192,7 @@ class SQLiteStore:
         conn.execute("DELETE FROM sessions WHERE tenant=? AND subject_id=?", (self.tenant, subject_id))
         conn.execute("DELETE FROM subjects WHERE pk=?", (pk,))
         mark_purge(conn)
+        self._texts.clear()  # no deleted text stays in this process's memory
         return True
 
     def delete_subject(self, subject_id: str) -> bool:
@@ -169,28 +205,10 @@ class SQLiteStore:
     def list_subjects(self, *, query: str | None = None, offset: int = 0, limit: int = 50) -> list[SubjectSummary]:
         where, args = self._subject_filter(query)
         rows = self.db.conn().execute(
-            "SELECT s.subject_id, s.agent_id, s.created_at,"
-            " (SELECT count(*) FROM blocks b WHERE b.subject_pk=s.pk),"
-            " (SELECT count(*) FROM messages m WHERE m.subject_pk=s.pk),"
-            " (SELECT count(*) FROM runs r WHERE r.subject_pk=s.pk AND r.status='queued'),"
-            " (SELECT count(*) FROM runs r WHERE r.subject_pk=s.pk AND r.status='failed'),"
-            " (SELECT max(r.created_at) FROM runs r WHERE r.subject_pk=s.pk)"
-            f" FROM subjects s WHERE {where} ORDER BY s.subject_id LIMIT ? OFFSET ?",
+            f"SELECT {SUMMARY_COLS} FROM subjects s WHERE {where} ORDER BY s.subject_id LIMIT ? OFFSET ?",
             (*args, limit, offset),
         )
-        return [
-            SubjectSummary(
-                subject_id=r[0],
-                agent_id=r[1],
-                created_at=utc(r[2]),
-                blocks=r[3],
-                messages=r[4],
-                runs_queued=r[5],
-                runs_failed=r[6],
-                last_run_at=maybe_utc(r[7]),
-            )
-            for r in rows
-        ]
+        return [summary_row(r) for r in rows]
 
     def count_subjects(self, *, query: str | None = None) -> int:
         where, args = self._subject_filter(query)
@@ -199,8 +217,7 @@ class SQLiteStore:
     def _subject_filter(self, query: str | None) -> tuple[str, tuple[Any, ...]]:
         if not query:
             return "s.tenant=?", (self.tenant,)
-        escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return "s.tenant=? AND lower(s.subject_id) LIKE ? ESCAPE '\\'", (self.tenant, f"%{escaped}%")
+        return "s.tenant=? AND lower(s.subject_id) LIKE ? ESCAPE '\\'", (self.tenant, like_pattern(query))
 
     # -- blocks --------------------------------------------------------------------------------------
 
@@ -222,17 +239,37 @@ class SQLiteStore:
         )
         return [block_row(r) for r in rows]
 
+    @waits  # a cache hit makes no SQLite call; the query enters the gate itself
     def block_text(self, subject_id: str, label: str) -> tuple[str, str] | None:
-        row = (
-            self.db.conn()
-            .execute(
+        """(description, value) of a block, cached until the next commit to the file by any process.
+
+        The stamp is read before the query, so what is cached under it is at
+        least as new as it; a commit anywhere changes the stamp (``Database.change_stamp``).
+        """
+        stamp = self.db.change_stamp()
+        key = (self.tenant, subject_id, label)
+        texts = None
+        if stamp is not None:
+            seen, texts = self._texts.current
+            if seen == stamp:
+                hit = texts.get(key, key)
+                if hit is not key:
+                    return hit  # type: ignore[return-value]
+            else:
+                texts = {}
+                self._texts.current = (stamp, texts)
+        with gate:
+            conn = self.db.conn()
+            row = conn.execute(
                 "SELECT b.description, b.value FROM blocks b JOIN subjects s ON s.pk=b.subject_pk"
                 " WHERE s.tenant=? AND s.subject_id=? AND b.label=?",
-                (self.tenant, subject_id, label),
-            )
-            .fetchone()
-        )
-        return (row[0], row[1]) if row else None
+                key,
+            ).fetchone()
+            fresh = not conn.in_transaction  # a transaction's snapshot may be older than the stamp
+        text = (row[0], row[1]) if row else None
+        if texts is not None and fresh and len(texts) < _TEXTS_MAX:
+            texts[key] = text
+        return text
 
     def create_block(self, subject_id: str, spec: BlockSpec, *, reset: bool) -> str:
         with self.db.tx() as conn:
@@ -253,7 +290,8 @@ class SQLiteStore:
                 return False
             conn.execute("DELETE FROM block_versions WHERE block_pk=?", (pk,))
             conn.execute("DELETE FROM blocks WHERE pk=?", (pk,))
-            return True
+        self._texts.clear()
+        return True
 
     def set_block_value(self, subject_id: str, label: str, value: str) -> None:
         with self.db.tx() as conn:
@@ -265,10 +303,8 @@ class SQLiteStore:
     def block_history(self, subject_id: str, label: str) -> list[BlockVersion]:
         conn = self.db.conn()
         (pk,) = self._block_pk(conn, subject_id, label)
-        rows = conn.execute(
-            "SELECT version, value, run_id, created_at FROM block_versions WHERE block_pk=? ORDER BY version", (pk,)
-        )
-        return [BlockVersion(version=r[0], value=r[1], run_id=r[2], created_at=utc(r[3])) for r in rows]
+        rows = conn.execute(f"SELECT {VERSION_COLS} FROM block_versions WHERE block_pk=? ORDER BY version", (pk,))
+        return [version_row(r) for r in rows]
 
     def restore_block(self, subject_id: str, label: str, version: int) -> str:
         with self.db.tx() as conn:
@@ -311,39 +347,41 @@ class SQLiteStore:
                 if passage_pk
                 else []
             )
-            for msg, text in zip(messages, passages):
-                created = msg.created_at.timestamp()
-                seq = conn.execute(
-                    "INSERT INTO messages(id, subject_pk, run_seq, role, content, name, metadata, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        new_id("msg"),
-                        pk,
-                        run_seq,
-                        msg.role,
-                        msg.content,
-                        msg.name,
-                        dumps(msg.metadata) if msg.metadata else None,
-                        created,
-                    ),
-                ).lastrowid
-                if text is not None:
-                    conn.execute(
-                        "INSERT INTO passages(pk, subject_pk, message_seq, content, context, role, tags, created_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            passage_pk,
-                            pk,
-                            seq,
-                            text,
-                            passage_context(msg.created_at, previous),
-                            msg.role,
-                            dumps(list(dict.fromkeys([msg.role, *msg.tags]))),
-                            created,
-                        ),
-                    )
-                    passage_pk += 1
-                    previous = [*previous, text][-CONTEXT_PASSAGES:]
+            rows = [
+                (
+                    new_id("msg"),
+                    pk,
+                    run_seq,
+                    msg.role,
+                    msg.content,
+                    msg.name,
+                    dumps(msg.metadata) if msg.metadata else None,
+                    msg.created_at.timestamp(),
+                )
+                for msg in messages
+            ]
+            if not passage_pk:  # nothing to archive: one statement for the batch
+                conn.executemany(_INSERT_MESSAGE, rows)
+            else:
+                for row, msg, text in zip(rows, messages, passages):
+                    seq = conn.execute(_INSERT_MESSAGE, row).lastrowid
+                    if text is not None:
+                        conn.execute(
+                            "INSERT INTO passages(pk, subject_pk, message_seq, content, context, role, tags, created_at)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (
+                                passage_pk,
+                                pk,
+                                seq,
+                                text,
+                                passage_context(msg.created_at, previous),
+                                msg.role,
+                                passage_tags(msg),
+                                row[7],
+                            ),
+                        )
+                        passage_pk += 1
+                        previous = [*previous, text][-CONTEXT_PASSAGES:]
         self.signals.work_queued()
         return run_id
 
@@ -412,21 +450,30 @@ class SQLiteStore:
 
     @waits
     def wait_for_run(self, run_id: str, timeout: float | None) -> Run:
-        """In-process completions wake it at once; another process's are seen by polling with backoff."""
+        """In-process completions wake it at once; another process's are seen by polling with backoff.
+
+        A poll reads the run again only when the file changed since the last
+        read (``Database.change_stamp``): waiting costs no query, and no
+        time taken from the worker threads the wait is for.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
+        read_at: bytes | None = None
         while True:
             seen = self.signals.generation
-            run = self.get_run(run_id)
-            if run is None:
-                raise RunNotFoundError(f"Run {run_id} not found")
-            if run.status in TERMINAL_STATUSES:
-                return run
+            stamp = self.db.change_stamp()
+            if stamp is None or stamp != read_at:
+                read_at = stamp
+                run = self.get_run(run_id)
+                if run is None:
+                    raise RunNotFoundError(f"Run {run_id} not found")
+                if run.status in TERMINAL_STATUSES:
+                    return run
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"Run {run_id} did not complete within {timeout:g} seconds")
             self.signals.wait_run(seen, delay if remaining is None else min(delay, remaining))
-            delay = min(delay * 2, 0.25)
+            delay = min(delay * 2, 0.05)
 
     def get_messages(
         self,
@@ -560,6 +607,13 @@ class SQLiteStore:
                 conn.execute("DELETE FROM sessions WHERE pk=?", (pk,))
                 mark_purge(conn)
         purge(self.db, wait=False)
+
+    def run_totals(self) -> dict[str, RunTotals]:
+        rows = self.db.conn().execute(
+            "SELECT status, count(*), total(llm_calls), total(prompt_tokens), total(completion_tokens)"
+            " FROM runs GROUP BY status"
+        )
+        return {r[0]: RunTotals(r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows}
 
     # -- API keys ------------------------------------------------------------------------------------
 

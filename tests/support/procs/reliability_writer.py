@@ -1,6 +1,7 @@
 """Child process of the concurrency test: one of several writers into one store.
 
-One JSON argument: ``{"path", "writer", "batches", "subjects", "msgs", "options"}``.
+One JSON argument: ``{"path", "writer", "batches", "subjects", "msgs", "options"}``, and optionally
+``"pace"``: seconds between two batches (batches keep arriving while workers come and go).
 Sends ``batches`` batches (batch numbers ``writer * batches + n``) to the
 shared subjects round-robin, with ``background=True`` so this process also
 learns (every writer competes for the same queue), then waits for each of its
@@ -49,6 +50,7 @@ def main() -> None:
             continue
         runs.append(run_id)
         print(f"ENQ {batch_no} {run_id}", flush=True)
+        time.sleep(cfg.get("pace", 0))
     enqueue_s = time.monotonic() - t0
     failed = 0
     for run_id in runs:

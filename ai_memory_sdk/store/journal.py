@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..._fork import PerProcess, gate
-from ..._process import owner_dead, process_owner
-from ...models import MessageIn
+from .._fork import PerProcess, gate
+from .._process import owner_dead, process_owner
+from ..models import MessageIn
 
 log = logging.getLogger(__name__)
 
