@@ -32,7 +32,7 @@ FIGURES = {
     "locomo_qa.py": r"overall\s+[\d.]+% \(\d+/8\)\s+[\d.]+% \(\d+/8\)",
     "locomo_retrieval.py": r"hybrid \(absolute 1\.5:1\)\s+[\d.]+/[\d.]+/[\d.]+",
     "long_horizon.py": r"long_horizon: all checks passed \(offline, llm; 30 batches\)",
-    "research/score_fusion.py": r"LIBRARY: hybrid\.fuse .*\s[\d.]+/[\d.]+/[\d.]+",
+    "research/score_fusion.py": r"LIBRARY: hybrid\.fuse.*\s[\d.]+/[\d.]+/[\d.]+",
     "research/locomo_recipes.py": r"CHOSEN: .* [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+ [\d.]+/[\d.]+/[\d.]+",
     "scale_out.py": r"scale_out: efficiency .*; add_messages/raw p50 [\d.]+; wake p50 [\d.]+ ms",
     "search_latency.py": r"whole search, tags=\[\], precomputed query\s+p50\s+[\d.]+ ms",
