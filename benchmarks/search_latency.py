@@ -135,7 +135,8 @@ def bench_size(
         sid = build_store(path, n, turns, turn_vecs)
         print(
             f"\n{n:,} passages in one subject (store built in {time.perf_counter() - t0:.0f}s,"
-            f" {os.path.getsize(path) / 1e6:.0f} MB; load average {_load()})"
+            f" {os.path.getsize(path) / 1e6:.0f} MB; load average {_load()}: channels"
+            f" {'overlapped' if hybrid._core_idle() else 'one after the other'})"
         )
         mem = Memory(path=path, learner="offline", embedder=EMBEDDER, background=False)
         internals.set_embedder(mem, st)  # share the loaded model between sizes

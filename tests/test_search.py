@@ -489,6 +489,29 @@ def test_equally_good_matches_score_alike_and_other_hits_do_not_move_a_score(mak
     assert after[cello] == pytest.approx(before[cello], abs=0.03)  # ... and the first one kept its score
 
 
+@needs_minilm
+def test_overlapped_and_one_after_the_other_channels_give_the_same_results(make_memory) -> None:
+    """The channels on a helper thread (the lexical query returns every match) or one after the other (it scores
+    the vector candidates): the same candidates with the same scores, whatever the filter."""
+    memory = make_memory(embedder=MINILM)
+    uid = _uid()
+    memory.wait_for_run(
+        memory.add_messages(
+            uid,
+            [{"role": "user" if i % 3 else "assistant", "content": t} for i, t in enumerate(DIARY * 3)],
+            skip_vector_storage=False,
+        )
+    )
+    queries = ["what did the dentist say", "cello lessons on Sunday", "a trip to see the northern lights", "rent"]
+    for q in queries:
+        for tags in ([], ["user"]):
+            overlapped = internals.ranked(memory, uid, q, tags=tags, overlap=True)
+            serial = internals.ranked(memory, uid, q, tags=tags, overlap=False)
+            assert [pk for pk, _ in overlapped] == [pk for pk, _ in serial], (q, tags)
+            assert [s for _, s in overlapped] == pytest.approx([s for _, s in serial], abs=1e-12)
+            assert len(serial) >= hybrid.CANDIDATES
+
+
 def test_score_formula() -> None:
     w = hybrid.W_LEXICAL
     got = hybrid.scores(np.array([0.0, 0.5, 0.5, 3.0, 1.0]), np.array([0.0, 0.5, -0.3, 1.0, 0.2]))

@@ -7,14 +7,14 @@ the (query, passage) pair alone, never to the other hits:
     score = (W_LEXICAL * min(r, 1) + W_VECTOR * max(cosine, 0)) / (W_LEXICAL + W_VECTOR)
 
 ``r`` is the store's lexical score (``PassageIndex.lexical``): the passage's
-BM25 divided by the sum of the IDFs of the query terms scored, so 1.0 means
+BM25 divided by the sum of the IDFs of the query's terms, so 1.0 means
 "each of the query's words, once, in a passage of average length" (0: no
-word in common). The vector channel runs first and the lexical query scores
-its candidates too (``also``); ``cosine`` is computed for a lexical candidate
-from the cached vectors (0 without a vector). With one channel the score is
-that channel's part alone. On LoCoMo this ranks better than the min-max
-fusion of 0.3.x, which rescaled each query's scores to its own hits
-(docs/dev/search-research.md).
+word in common). The lexical query scores the vector channel's candidates
+too (``also``, or every match when the channels overlap: ``ranked``);
+``cosine`` is computed for a lexical candidate from the cached vectors (0
+without a vector). With one channel the score is that channel's part alone.
+On LoCoMo this ranks better than the min-max fusion of 0.3.x, which rescaled
+each query's scores to its own hits (docs/dev/search-research.md).
 
 Per subject, a cache holds numpy arrays of its passages (pk, time, tag bits)
 and of its vectors (a normalised float32 matrix, an int8 copy and sign-bit
@@ -39,16 +39,20 @@ cache then holds passage rows only.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 
-from .._fork import gate
+from .._fork import PerProcess, gate
 from ..models import SearchResult
 from ..store.base import IndexCursor, NearestIndex, PassageIndex
 from .embedders import Embedder
@@ -64,6 +68,8 @@ RESCORE_FRACTION = 0.04  # ... or this share of the subject's vectors
 REFINE = 200  # candidates above this many are narrowed to it by int8 dot products before the float32 ones
 _INT8_SCALE = 127.0  # components of a unit vector are within [-1, 1]
 _MASKS_KEPT = 16  # tag-filter masks cached per subject
+EVERY_MATCH = 1 << 30  # ``k`` that asks the lexical channel for every match (within its budget)
+LOAD_CHECK_S = 1.0  # how long a reading of the load average is used
 CACHE_BYTES = 1 << 30  # cached arrays over all subjects; least recently used are dropped
 
 
@@ -501,6 +507,25 @@ def _nearest_channel(
     return dict(found), qvec
 
 
+# Threads for the vector channel of searches in flight (a forked child starts its own pool).
+_channel_threads = PerProcess(
+    lambda: ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="ai-memory-search")
+)
+_load_seen: list[float] = [-LOAD_CHECK_S, 0.0]  # [when, whether a core was idle]
+
+
+def _core_idle() -> bool:
+    """Whether a CPU core is idle (1-minute load average below the cores less a half), read at most once a second."""
+    now = time.monotonic()
+    if now - _load_seen[0] >= LOAD_CHECK_S:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this platform: assume cores to spare
+            load = 0.0
+        _load_seen[:] = [now, float(load < (os.cpu_count() or 1) - 0.5)]
+    return bool(_load_seen[1])
+
+
 def ranked(
     index: PassageIndex,
     cache: VectorCache,
@@ -514,13 +539,21 @@ def ranked(
     end: datetime | None,
     channels: str = "hybrid",
     k: int = CANDIDATES,
+    overlap: bool | None = None,
 ) -> list[tuple[int, float]]:
     """(pk, score) of the subject's passages for a query, best first: ``hybrid``, ``lexical`` or ``vector``.
 
-    Each channel contributes its best ``k`` candidates; scores are ``score()``'s, for the channels asked.
-    The channels run one after the other in the caller's thread: the lexical query scores the vector
-    candidates too (``also``), and on a busy machine a helper thread cost more than it overlapped
-    (docs/dev/search-research.md).
+    Each channel contributes its best ``k`` candidates; scores are ``scores()``'s, for the channels asked, and
+    every candidate gets both values. Two ways to get them, with the same result:
+
+    - one after the other in the caller's thread: the vector channel, then the lexical query, which scores
+      the vector candidates too (``also``);
+    - overlapped: the vector channel on a helper thread while the lexical query returns every match (the
+      vector candidates' among them). Faster with a core to spare; on a busy machine the helper's wake-ups
+      and GIL hand-offs cost more than the overlap saves (docs/dev/search-research.md).
+
+    ``overlap`` chooses; None: overlapped when the index searches its own vectors (network round trips) or
+    a core is idle (``_core_idle``).
     """
     name = embedder.name if embedder is not None else None
     use_lexical, use_vector = channels != "vector", embedder is not None and channels != "lexical"
@@ -528,12 +561,25 @@ def ranked(
     view = cache.view(index, subject_pk, None if nearest is not None else name)  # vectors only when compared here
     mask = _mask(view, tags, tag_match_mode, start, end)
     vec: dict[int, float] = {}
-    qvec = None
+    qvec: np.ndarray | None = None
+    vector_job: Callable[[], tuple[dict[int, float], np.ndarray | None]] | None = None
     if embedder is not None and use_vector and nearest is not None:
-        vec, qvec = _nearest_channel(nearest, view, embedder, subject_pk, query, mask, k)
+        vector_job = functools.partial(_nearest_channel, nearest, view, embedder, subject_pk, query, mask, k)
     elif embedder is not None and use_vector and len(view.vec_pos):
-        vec, qvec = _vector_channel(view, embedder, query, mask, k)
-    lex = lexical(index, view, subject_pk, query, mask, k, also=list(vec)) if use_lexical else {}
+        vector_job = functools.partial(_vector_channel, view, embedder, query, mask, k)
+    later: Future[tuple[dict[int, float], np.ndarray | None]] | None = None
+    if vector_job is not None:
+        if overlap is None:
+            overlap = nearest is not None or _core_idle()
+        if overlap and use_lexical:  # the caller holds no gate while it waits: the helper may enter it
+            later = _channel_threads.get().submit(vector_job)
+        else:
+            vec, qvec = vector_job()
+    lex: dict[int, float] = {}
+    if use_lexical:
+        lex = lexical(index, view, subject_pk, query, mask, EVERY_MATCH if later else k, also=list(vec))
+    if later is not None:
+        vec, qvec = later.result()
     fill: dict[int, float] = {}
     if qvec is not None and embedder is not None:
         only_lexical = [pk for pk in itertools.islice(lex, k) if pk not in vec]

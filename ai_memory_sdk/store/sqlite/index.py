@@ -212,7 +212,7 @@ class SQLiteIndex:
             + (" CROSS JOIN passages p ON p.pk=f.rowid" if subject_pk is not None else "")
             + " WHERE passages_fts MATCH ? AND f.rowid>=?"
             + (" AND p.subject_pk=?" if subject_pk is not None else "")
-            + (" ORDER BY x DESC, s DESC" if also else " ORDER BY s DESC")  # one sort: ``also`` first
+            + (" ORDER BY x DESC, s DESC, f.rowid" if also else " ORDER BY s DESC, f.rowid")  # ``also`` first; ties: older
             + " LIMIT ?"
         )
         args = (
