@@ -119,8 +119,6 @@ class SQLiteIndex:
         if not match.expr or subject_size == 0 or allowed_fraction <= 0.0:
             return []
         size = match.span
-        if allowed_fraction >= 1.0 and subject_size is not None and subject_size >= size:
-            return _merged(*self._fts(None, match, k, also), k)  # every passage is the subject's
         join = allowed is None or subject_size is None or subject_size < 0.5 * size
         if join and (allowed is None or allowed_fraction >= 1.0):  # the join alone is the whole filter
             return _merged(*self._fts(subject_pk, match, k, also), k)
