@@ -515,14 +515,15 @@ _load_seen: list[float] = [-LOAD_CHECK_S, 0.0]  # [when, whether a core was idle
 
 
 def _core_idle() -> bool:
-    """Whether a CPU core is idle (1-minute load average below the cores less a half), read at most once a second."""
+    """Whether a CPU core is likely idle: the 1-minute load average (which counts a searching thread too) is below
+    the number of cores. Read at most once a second."""
     now = time.monotonic()
     if now - _load_seen[0] >= LOAD_CHECK_S:
         try:
             load = os.getloadavg()[0]
         except (AttributeError, OSError):  # no load average on this platform: assume cores to spare
             load = 0.0
-        _load_seen[:] = [now, float(load < (os.cpu_count() or 1) - 0.5)]
+        _load_seen[:] = [now, float(load < (os.cpu_count() or 1))]
     return bool(_load_seen[1])
 
 

@@ -210,7 +210,9 @@ class SQLiteIndex:
             + (" CROSS JOIN passages p ON p.pk=f.rowid" if subject_pk is not None else "")
             + " WHERE passages_fts MATCH ? AND f.rowid>=?"
             + (" AND p.subject_pk=?" if subject_pk is not None else "")
-            + (" ORDER BY x DESC, s DESC, f.rowid" if also else " ORDER BY s DESC, f.rowid")  # ``also`` first; ties: older
+            + (
+                " ORDER BY x DESC, s DESC, f.rowid" if also else " ORDER BY s DESC, f.rowid"
+            )  # ``also`` first; ties: older
             + " LIMIT ?"
         )
         args = (
@@ -241,14 +243,16 @@ class SQLiteIndex:
         return count
 
     def _count(self, match: str, cap: int) -> int:
-        try:
-            row = (
-                self.db.conn()
-                .execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM passages_fts WHERE passages_fts MATCH ? LIMIT ?)", (match, cap)
-                )
-                .fetchone()
+        args: tuple[object, ...] = (match,)
+        if cap < 0:  # every match: FTS5 counts a bare MATCH twice as fast as through a subquery
+            sql = "SELECT count(*) FROM passages_fts WHERE passages_fts MATCH ?"
+        else:
+            sql, args = (
+                "SELECT count(*) FROM (SELECT 1 FROM passages_fts WHERE passages_fts MATCH ? LIMIT ?)",
+                (match, cap),
             )
+        try:
+            row = self.db.conn().execute(sql, args).fetchone()
         except sqlite3.OperationalError:
             return 0
         return int(row[0])
