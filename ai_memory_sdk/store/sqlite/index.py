@@ -127,8 +127,8 @@ class SQLiteIndex:
         limit: int | None = max(4 * k, int(2 * k / max(share, 1e-9)))
         while True:
             rows, extra = self._fts(subject_pk if join else None, match, limit, also)
-            pks = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            hits = [rows[i] for i in np.flatnonzero(allowed(pks))[:k]]
+            keep = allowed(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+            hits = rows[:k] if keep.all() else [rows[i] for i in np.flatnonzero(keep)[:k].tolist()]
             if len(hits) >= k or limit is None or len(rows) < limit:
                 return _merged(hits, extra, k)
             limit = None  # the filter is more selective than its share suggested: rank every match
