@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, label in (
             ("bm25", "BM25 only (FTS5, recipe)"),
             ("vector", "vector only (cosine)"),
-            ("hybrid", "hybrid (convex 1.5:1)"),
+            ("hybrid", "hybrid (absolute 1.5:1)"),
         ):
             print(f"  {label:28s} " + "/".join(f"{x:.3f}" for x in recall(runs[name], golds)))
         print(f"search_passages latency (with query embedding): {_common.p50_p99(latency)}")

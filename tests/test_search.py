@@ -408,6 +408,245 @@ def test_changed_dimension_under_the_same_name_is_reembedded(make_memory, tmp_pa
         }
 
 
+# -- scores: absolute, the same meaning in every query (docs/search.md#scores) ----------------------
+
+# Everyday statements of one user, each about something else (MiniLM sees them as unrelated).
+DIARY = [
+    "I planted three rows of tomatoes in the back garden",
+    "My sister Clara moved to Lisbon for a job at a bank",
+    "The dentist said I need a filling in my left molar",
+    "We adopted a grey kitten from the animal shelter",
+    "I am training for a half marathon in October",
+    "Our kitchen tap has been dripping for a week",
+    "I finished reading a novel about a lighthouse keeper",
+    "The car needs new winter tyres before December",
+    "I started learning to play the cello on Sundays",
+    "My manager approved two weeks of leave in August",
+    "We booked a cabin by the lake for the long weekend",
+    "I switched to decaf coffee after lunch",
+    "The neighbours are building an extension with a loft",
+    "I lost my blue umbrella on the tram this morning",
+    "My grandmother turns ninety next spring",
+    "I signed up for a pottery class at the community centre",
+    "The printer at work keeps jamming on double-sided pages",
+    "We watched a documentary about deep sea octopuses",
+    "I have an allergy to penicillin",
+    "My laptop battery only lasts two hours now",
+    "I volunteer at the food bank on Thursday evenings",
+    "Our team won the pub quiz with a question about volcanoes",
+    "I want to repaint the hallway a pale green",
+    "The landlord is raising the rent from January",
+    "I bake sourdough bread every Saturday morning",
+    "My brother is getting married in Edinburgh in June",
+    "I keep forgetting the password for the electricity account",
+    "We are saving for a trip to see the northern lights",
+    "I twisted my ankle playing five-a-side football",
+    "The library fined me for returning an atlas late",
+]
+
+
+@needs_minilm
+def test_scores_mean_the_same_in_every_query(make_memory) -> None:
+    """An exact match scores above one fixed threshold in two different queries; an unrelated query's best
+    hit scores below it; scores are sorted, in [0, 1], and the last one is not forced to 0."""
+    memory = make_memory(embedder=MINILM)
+    uid = _uid()
+    memory.wait_for_run(
+        memory.add_messages(uid, [{"role": "user", "content": t} for t in DIARY], skip_vector_storage=False)
+    )
+    threshold = 0.5  # docs/search.md: "0.5 and above: a strong match"
+    for text in (DIARY[0], DIARY[18]):
+        hits = memory.search_passages(uid, text, limit=10)
+        assert hits[0].content == text and hits[0].score >= threshold, (text, hits[0])
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert all(0.0 <= h.score <= 1.0 for h in hits)
+        assert hits[-1].score > 0.0 and hits[1].score > 0.0  # not rescaled to the query's own hits
+    unrelated = memory.search_passages(uid, "the boiling point of liquid nitrogen in kelvin", limit=10)
+    assert unrelated and unrelated[0].score < threshold, unrelated[0]
+    # a passage's score is its own: the same for the same query whatever else is returned with it
+    assert memory.search_passages(uid, DIARY[5], limit=1)[0].score == memory.search_passages(uid, DIARY[5])[0].score
+
+
+def test_equally_good_matches_score_alike_and_other_hits_do_not_move_a_score(make_memory) -> None:
+    """Lexical only: two passages with the same words score alike (the 0.3.x min-max fusion gave 1.5 and 0.0);
+    a hit's score does not change when the store gains a better match for the same query."""
+    memory = make_memory()  # embedder none: the score is the lexical part alone
+    uid = _uid()
+    filler = [{"role": "user", "content": t} for t in DIARY]
+    twin = {"role": "user", "content": "the harbour ferry timetable changed"}
+    messages = [*filler[:10], twin, *filler[10:20], twin, *filler[20:], {"role": "user", "content": "zebra zebra"}]
+    memory.wait_for_run(memory.add_messages(uid, messages, skip_vector_storage=False))
+    hits = memory.search_passages(uid, "harbour ferry timetable", limit=10)
+    twins = [h.score for h in hits if h.content == twin["content"]]
+    assert len(twins) == 2 and min(twins) > 0.3 and abs(twins[0] - twins[1]) < 0.05, hits
+    cello = DIARY[8]
+    before = {h.content: h.score for h in memory.search_passages(uid, "cello")}
+    assert next(iter(before)) == cello and 0.5 < before[cello] <= 1.0  # (then the two after it: context)
+    better = "cello recital: the cello teacher lent me her cello"
+    memory.wait_for_run(memory.add_messages(uid, [{"role": "user", "content": better}], skip_vector_storage=False))
+    after = {h.content: h.score for h in memory.search_passages(uid, "cello")}
+    assert next(iter(after)) == better and after[better] >= after[cello]  # a better hit came along ...
+    assert after[cello] == pytest.approx(before[cello], abs=0.03)  # ... and the first one kept its score
+
+
+@needs_minilm
+def test_overlapped_and_one_after_the_other_channels_give_the_same_results(make_memory) -> None:
+    """The channels on a helper thread (the lexical query returns every match) or one after the other (it scores
+    the vector candidates): the same candidates with the same scores, whatever the filter."""
+    memory = make_memory(embedder=MINILM)
+    uid = _uid()
+    memory.wait_for_run(
+        memory.add_messages(
+            uid,
+            [{"role": "user" if i % 3 else "assistant", "content": t} for i, t in enumerate(DIARY * 3)],
+            skip_vector_storage=False,
+        )
+    )
+    queries = ["what did the dentist say", "cello lessons on Sunday", "a trip to see the northern lights", "rent"]
+    for q in queries:
+        for tags in ([], ["user"]):
+            overlapped = internals.ranked(memory, uid, q, tags=tags, overlap=True)
+            serial = internals.ranked(memory, uid, q, tags=tags, overlap=False)
+            assert [pk for pk, _ in overlapped] == [pk for pk, _ in serial], (q, tags)
+            assert [s for _, s in overlapped] == pytest.approx([s for _, s in serial], abs=1e-12)
+            assert len(serial) >= hybrid.CANDIDATES
+
+
+def test_score_formula() -> None:
+    w = hybrid.W_LEXICAL
+    got = hybrid.scores(np.array([0.0, 0.5, 0.5, 3.0, 1.0]), np.array([0.0, 0.5, -0.3, 1.0, 0.2]))
+    assert got == pytest.approx([0.0, (w * 0.5 + 0.5) / (w + 1), w * 0.5 / (w + 1), 1.0, (w + 0.2) / (w + 1)])
+    assert hybrid.scores(np.array([0.4]), np.array([0.9]), vector=False) == pytest.approx([0.4])  # lexical only
+    assert hybrid.scores(np.array([0.4]), np.array([0.9]), lexical=False) == pytest.approx([0.9])  # vector only
+    rng = np.random.default_rng(2)
+    many = hybrid.scores(rng.exponential(1.0, 1000), rng.uniform(-1, 1, 1000))
+    assert ((many >= 0) & (many <= 1)).all()
+
+
+def test_lexical_also_scores_the_vector_candidates(memory: Memory) -> None:
+    """``PassageIndex.lexical(also=...)``: the best k, then the BM25 of the asked passages that match."""
+    uid = _uid()
+    memory.wait_for_run(
+        memory.add_messages(
+            uid,
+            [{"role": "user", "content": "nothing in common"}]  # first: no passage before it lends it words
+            + [{"role": "user", "content": "weather " * (1 + i % 5) + f"note {i}"} for i in range(60)],
+            skip_vector_storage=False,
+        )
+    )
+    store = internals.store(memory)
+    index, spk = store.index, store.subject_pk(uid)
+    full = dict(index.lexical(spk, "weather", 1000))
+    order = list(full)
+    unmatched = min(internals.vector_cache(memory).view(index, spk, None).pks)  # "nothing in common"
+    assert unmatched not in full
+    want = [order[-1], order[30], unmatched, order[0]]
+    for kwargs in ({}, {"allowed": lambda pks: np.ones(len(pks), bool), "subject_size": 61, "allowed_fraction": 0.5}):
+        got = index.lexical(spk, "weather", 5, also=want, **kwargs)
+        best = [s for _, s in got[:5]]
+        assert best == pytest.approx(sorted(full.values(), reverse=True)[:5])  # the best k, best first
+        top = {pk for pk, _ in got[:5]}
+        assert {pk for pk, _ in got[5:]} == {pk for pk in want if pk in full} - top  # then the asked that match
+        assert all(s == pytest.approx(full[pk]) for pk, s in got)
+
+
+def test_lexical_scores_are_bm25_over_the_idf_of_the_query(memory: Memory) -> None:
+    """The lexical score is FTS5's bm25() divided by the IDFs (FTS5's formula) of the query's terms."""
+    uid = _uid()
+    texts = ["the harbour ferry timetable changed", *DIARY]
+    memory.wait_for_run(
+        memory.add_messages(uid, [{"role": "user", "content": t} for t in texts], skip_vector_storage=False)
+    )
+    store = internals.store(memory)
+    known = dict(store.index.lexical(store.subject_pk(uid), "ferry timetable", 50))
+    with_unknown = dict(store.index.lexical(store.subject_pk(uid), "ferry timetable xylophone", 50))
+    db = internals.connect(memory)
+    try:
+        n = db.execute("SELECT count(*) FROM passages").fetchone()[0]
+
+        def idf(term: str) -> float:
+            hits = db.execute("SELECT count(*) FROM passages_fts WHERE passages_fts MATCH ?", (term,)).fetchone()[0]
+            return float(max(np.log((n - hits + 0.5) / (hits + 0.5)), 1e-6))
+
+        raw = dict(
+            db.execute(
+                "SELECT rowid, -bm25(passages_fts, 1.0, 0.5) FROM passages_fts WHERE passages_fts MATCH ?",
+                ('"ferry" OR "timetable"',),
+            ).fetchall()
+        )
+        ideal = idf("ferry") + idf("timetable")
+        absent = idf("xylophone")  # no passage holds it: the highest IDF, log((n + 0.5) / 0.5)
+    finally:
+        db.close()
+    assert set(known) == set(raw) == set(with_unknown) and len(known) >= 2
+    assert absent == pytest.approx(np.log((n + 0.5) / 0.5))
+    for pk in raw:
+        assert known[pk] == pytest.approx(raw[pk] / ideal)
+        assert with_unknown[pk] == pytest.approx(raw[pk] / (ideal + absent))  # a third of the query is missing
+    assert max(known.values()) > 0.8  # the passage holding both words: about 1, whatever the store's size
+
+
+def test_term_counts_follow_writes_of_any_connection(make_memory, tmp_path) -> None:
+    """The lexical budget's cached term counts are dropped when anything is committed, here or elsewhere."""
+    memory = make_memory(path=str(tmp_path / "m.db"))
+    other = make_memory(path=str(tmp_path / "m.db"))
+    uid = _uid()
+    memory.wait_for_run(
+        memory.add_messages(
+            uid, [{"role": "user", "content": f"weather report {i}"} for i in range(30)], skip_vector_storage=False
+        )
+    )
+    index = internals.store(memory).index
+    index.budget = 20
+    assert index._match("weather blizzard").expr == '"weather"'  # 'blizzard' matches nothing: left out
+    for writer in (memory, other):  # this connection's commit, then another connection's
+        writer.wait_for_run(
+            writer.add_messages(uid, [{"role": "user", "content": "blizzard warning"}], skip_vector_storage=False)
+        )
+        assert index._match("weather blizzard").expr == '"blizzard"'  # 'weather' is over the budget now
+
+
+def test_tag_filter_sees_passages_added_after_it_was_cached(memory: Memory) -> None:
+    uid = _uid()
+    memory.wait_for_run(
+        memory.add_messages(
+            uid, [{"role": "user", "content": "pack the tent", "tags": ["trip"]}], skip_vector_storage=False
+        )
+    )
+    assert memory.search(uid, "pack", tags=["trip"]) == ["pack the tent"]
+    memory.wait_for_run(
+        memory.add_messages(
+            uid, [{"role": "user", "content": "pack the stove", "tags": ["trip"]}], skip_vector_storage=False
+        )
+    )
+    assert sorted(memory.search(uid, "pack", tags=["trip"])) == ["pack the stove", "pack the tent"]
+
+
+def test_cosines_of_passages_whose_vectors_came_out_of_order(memory: Memory) -> None:
+    """The cosine of a lexical candidate comes from its own vector when vectors arrive out of pk order."""
+    uid = _uid()
+    memory.wait_for_run(
+        memory.add_messages(
+            uid, [{"role": "user", "content": f"line {i}"} for i in range(6)], skip_vector_storage=False
+        )
+    )
+    store = internals.store(memory)
+    spk = store.subject_pk(uid)
+    pks = internals.passage_pks(memory, uid)
+    rng = np.random.default_rng(4)
+    vecs = {pk: rng.normal(size=8).astype(np.float32) for pk in pks}
+    for pk in reversed(pks[1:]):  # newest first; the first passage has no vector
+        store.index.put_vectors([(pk, spk, vecs[pk].tobytes())], "test:emb")
+    view = internals.vector_cache(memory).view(store.index, spk, "test:emb")
+    assert not view.aligned
+    q = rng.normal(size=8).astype(np.float32)
+    q /= np.linalg.norm(q)
+    got = hybrid.cosines(view, q, pks)
+    assert set(got) == set(pks[1:])
+    for pk in pks[1:]:
+        assert got[pk] == pytest.approx(float(vecs[pk] @ q / np.linalg.norm(vecs[pk])), abs=1e-5)
+
+
 # -- internals: the query, the lexical budget, the vector prefilter -------------------------------
 
 
@@ -432,12 +671,13 @@ def test_lexical_budget_drops_frequent_terms(memory: Memory) -> None:
     store = internals.store(memory)
     index = store.index
     index.budget = 1000
-    assert index._match("weather blizzard")[0] == '"weather" OR "blizzard"'
+    assert index._match("weather blizzard").expr == '"weather" OR "blizzard"'
     # 'weather' matches ~40 passages (content and context): over a budget of 10 it is dropped
     index.budget = 10
-    assert index._match("weather blizzard")[:2] == ('"blizzard"', 0)
-    match, min_pk, _ = index._match("weather report")  # only frequent words
-    assert match in ('"weather"', '"report"') and min_pk > 0
+    assert (index._match("weather blizzard").expr, index._match("weather blizzard").min_pk) == ('"blizzard"', 0)
+    match = index._match("weather report")  # only frequent words
+    min_pk = match.min_pk
+    assert match.expr in ('"weather"', '"report"') and min_pk > 0
     view = internals.vector_cache(memory).view(index, store.subject_pk(uid), None)
     newest = hybrid.lexical(index, view, store.subject_pk(uid), "weather report", None)
     assert newest and min(newest) >= min_pk
@@ -452,15 +692,7 @@ def test_sign_code_prefilter_agrees_with_exact_search() -> None:
     vectors = centres[rng.integers(0, 2000, m)] + rng.normal(0, 0.7 / np.sqrt(d), (m, d)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     pks = np.arange(1, m + 1, dtype=np.int64) * 3
-    view = hybrid._View(
-        pks=pks,
-        created=np.zeros(m),
-        tagbits=np.zeros((m, 1), np.uint64),
-        tag_bit={},
-        vec_pos=np.arange(m),
-        vectors=vectors,
-        codes=np.ascontiguousarray(hybrid._sign_codes(vectors).T),
-    )
+    view = _bare_view(pks, vectors)
     agree = []
     for i in range(20):
         q = centres[i] + rng.normal(0, 1 / np.sqrt(d), d).astype(np.float32)
@@ -477,6 +709,39 @@ def test_sign_code_prefilter_agrees_with_exact_search() -> None:
         related = [int(pks[j]) for j in order[:50] if mask[j] and sims[j] > 0.3]  # same topic, not noise
         assert set(related) <= set(allowed)
     assert np.mean(agree) >= 0.95
+
+
+def _bare_view(pks: np.ndarray, vectors: np.ndarray) -> Any:
+    """A cached view of these vectors as ``_SubjectIndex`` keeps them (sign codes, int8 copy), every row embedded."""
+    m = len(pks)
+    return hybrid._View(
+        pks=pks,
+        created=np.zeros(m),
+        tagbits=np.zeros((m, 1), np.uint64),
+        tag_bit={},
+        vec_pos=np.arange(m),
+        vectors=vectors,
+        codes=np.ascontiguousarray(hybrid._sign_codes(vectors).T),
+        aligned=True,
+        quant=np.rint(vectors * 127).astype(np.int8),
+        vec_row=np.arange(m),
+    )
+
+
+def test_exact_search_with_int8_refinement_finds_the_exact_top() -> None:
+    """Up to EXACT_MAX vectors: int8 products narrow every row to REFINE, float32 picks the top: the exact top-k."""
+    rng = np.random.default_rng(6)
+    m, d = 5000, 384
+    vectors = rng.normal(size=(m, d)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    view = _bare_view(np.arange(1, m + 1, dtype=np.int64), vectors)
+    for _ in range(20):
+        q = vectors[rng.integers(m)] + rng.normal(0, 0.05, d).astype(np.float32)
+        q /= np.linalg.norm(q)
+        exact = np.argsort(-(vectors @ q))[: hybrid.CANDIDATES] + 1
+        got = hybrid.semantic(view, q, None)
+        assert set(got) == set(exact.tolist())
+        assert all(got[pk] == pytest.approx(float(vectors[pk - 1] @ q), abs=1e-5) for pk in got)
 
 
 def test_popcount_fallback_matches() -> None:

@@ -1,34 +1,50 @@
-"""Hybrid retrieval: lexical (BM25) and cosine similarity, min-max normalised and fused 1.5 : 1.
+"""Hybrid retrieval: lexical (BM25) and cosine similarity, fused into an absolute score in [0, 1].
 
-Each channel gives its best ``CANDIDATES`` passages of the subject; each
-list is scaled to [0, 1] and the fused score is ``1.5 * bm25 + 1.0 * cosine``
-(0 for a channel that did not return the passage). Measured on LoCoMo this
-beats reciprocal rank fusion by 0.08 recall@10 (docs/dev/search-research.md).
+Each channel gives its best ``CANDIDATES`` passages of the subject. Every
+candidate of either channel is then scored from two values that belong to
+the (query, passage) pair alone, never to the other hits:
+
+    score = (W_LEXICAL * min(r, 1) + W_VECTOR * max(cosine, 0)) / (W_LEXICAL + W_VECTOR)
+
+``r`` is the store's lexical score (``PassageIndex.lexical``): the passage's
+BM25 divided by the sum of the IDFs of the query's terms, so 1.0 means
+"each of the query's words, once, in a passage of average length" (0: no
+word in common). The lexical query scores the vector channel's candidates
+too (``also``, or every match when the channels overlap: ``ranked``);
+``cosine`` is computed for a lexical candidate from the cached vectors (0
+without a vector). With one channel the score is that channel's part alone.
+On LoCoMo this ranks better than the min-max fusion of 0.3.x, which rescaled
+each query's scores to its own hits (docs/dev/search-research.md).
 
 Per subject, a cache holds numpy arrays of its passages (pk, time, tag bits)
-and of its vectors (a normalised float32 matrix and sign-bit codes). It is
-brought up to date at the start of each search from the store's per-subject
-changes (``PassageIndex.changes``): new rows are appended, a deletion rebuilds it. Tag and
-time filters are vectorised masks over those arrays.
+and of its vectors (a normalised float32 matrix, an int8 copy and sign-bit
+codes). It is brought up to date at the start of each search from the
+store's per-subject changes (``PassageIndex.changes``): new rows are
+appended, a deletion rebuilds it. Tag and time filters are vectorised masks
+over those arrays; a tag filter's mask is kept until the subject changes.
 
-Vector search is exact up to ``EXACT_MAX`` vectors (one matrix-vector
-product). Above that, the Hamming distance of sign-bit codes (48 bytes per
-MiniLM vector) picks a few thousand candidates, which are rescored exactly:
-at 100k passages 3.9 ms against 17.8 ms for the full product, which is bound
-by memory bandwidth, with the same top-10 (benchmarks/search_latency.py).
+Vector search: above ``EXACT_MAX`` vectors, the Hamming distance of sign-bit
+codes (48 bytes per MiniLM vector) picks a few thousand candidates; int8 dot
+products of those keep the best ``REFINE``, which are rescored exactly in
+float32 (the float32 rows are the memory traffic that dominated: 6 MB per
+query at 100k passages, against 1.5 MB of int8 rows).
 
 The lexical channel is the store's (``PassageIndex.lexical``: FTS5 in SQLite);
 this module gives it a predicate over pks for the subject and its filters.
 An index that searches its own vectors (``store.base.NearestIndex``:
 PostgreSQL with pgvector) runs the vector channel too, with the same
-predicate, and the cache then holds passage rows only.
+predicate, and gives the cosines of lexical candidates (``similarity``); the
+cache then holds passage rows only.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,9 +62,14 @@ log = logging.getLogger(__name__)
 CANDIDATES = 50  # per channel, before fusion
 W_LEXICAL = 1.5
 W_VECTOR = 1.0
-EXACT_MAX = 8_192  # above this many vectors: sign-code prefilter, then exact rescoring
-RESCORE_MIN = 1_024  # candidates rescored exactly: at least this many ...
+EXACT_MAX = 8_192  # above this many vectors: sign-code prefilter, then rescoring
+RESCORE_MIN = 1_024  # sign-code candidates: at least this many ...
 RESCORE_FRACTION = 0.04  # ... or this share of the subject's vectors
+REFINE = 200  # candidates above this many are narrowed to it by int8 dot products before the float32 ones
+_INT8_SCALE = 127.0  # components of a unit vector are within [-1, 1]
+_MASKS_KEPT = 16  # tag-filter masks cached per subject
+EVERY_MATCH = 1 << 30  # ``k`` that asks the lexical channel for every match (within its budget)
+LOAD_CHECK_S = 1.0  # how long a reading of the load average is used
 CACHE_BYTES = 1 << 30  # cached arrays over all subjects; least recently used are dropped
 
 
@@ -97,6 +118,9 @@ class _View:
     vectors: np.ndarray  # (m, d) float32, L2-normalised
     codes: np.ndarray  # (words, m) uint64 sign bits, transposed for column-wise XOR
     aligned: bool = False  # vectors[i] belongs to pks[i] for every i (every passage embedded, in order)
+    quant: np.ndarray | None = None  # (m, d) int8: round(127 * vectors)
+    vec_row: np.ndarray | None = None  # row of ``vectors`` of each passage (-1: none; may be >= m: ignore)
+    masks: dict[tuple[object, ...], np.ndarray] | None = None  # tag-filter masks of this subject, by filter and n
 
     @property
     def missing(self) -> int:
@@ -118,20 +142,21 @@ class _SubjectIndex:
         self.created = np.zeros(0, np.float64)
         self.tagbits = np.zeros((0, 1), np.uint64)
         self.tag_bit: dict[str, int] = {}
-        self.has_vec = np.zeros(0, bool)
+        self.vec_row = np.zeros(0, np.int64)  # per passage: its row in ``vectors``, -1 without one
         self.vec_pos = np.zeros(0, np.int64)
         self.vectors = np.zeros((0, 0), np.float32)
+        self.quant = np.zeros((0, 0), np.int8)
         self.codes = np.zeros((0, 0), np.uint64)  # (words, capacity): each word's bits contiguous
         self.dim = 0
         self.aligned = True  # vec_pos == arange(m), and m == n when the view is taken
+        self.masks: dict[tuple[object, ...], np.ndarray] = {}
         self._bad_dim = False
 
     @property
     def nbytes(self) -> int:
-        return sum(
-            a.nbytes
-            for a in (self.pks, self.created, self.tagbits, self.has_vec, self.vec_pos, self.vectors, self.codes)
-        )
+        arrays: list[np.ndarray] = [self.pks, self.created, self.tagbits, self.vec_row, self.vec_pos, self.vectors]
+        arrays += [self.quant, self.codes, *tuple(self.masks.values())]  # a snapshot: searches add masks unlocked
+        return sum(a.nbytes for a in arrays)
 
     def refresh(self, index: PassageIndex, subject_pk: int, embedder: str | None) -> _View:
         with self.lock:
@@ -141,6 +166,8 @@ class _SubjectIndex:
             self._add_passages(changes.passages)
             self._add_vectors(changes.vectors)
             self.cursor = changes.cursor
+            if len(self.masks) > _MASKS_KEPT:
+                self.masks.clear()
             n, m = self.n, self.m
             return _View(
                 self.pks[:n],
@@ -151,6 +178,9 @@ class _SubjectIndex:
                 self.vectors[:m],
                 self.codes[:, :m],
                 aligned=self.aligned and m == n,
+                quant=self.quant[:m],
+                vec_row=self.vec_row[:n],
+                masks=self.masks,
             )
 
     def _add_passages(self, rows: Sequence[tuple[int, float, list[str]]]) -> None:
@@ -159,10 +189,11 @@ class _SubjectIndex:
         n0, n1 = self.n, self.n + len(rows)
         self.pks = _grow(self.pks, n1)
         self.created = _grow(self.created, n1)
-        self.has_vec = _grow(self.has_vec, n1)
+        self.vec_row = _grow(self.vec_row, n1)
         self.tagbits = _grow(self.tagbits, n1)
         self.pks[n0:n1] = [r[0] for r in rows]
         self.created[n0:n1] = [r[1] for r in rows]
+        self.vec_row[n0:n1] = -1
         masks = []
         for _, _, tags in rows:
             mask = 0
@@ -194,7 +225,7 @@ class _SubjectIndex:
             return
         vpks = np.fromiter((r[1] for r in keep), np.int64, len(keep))
         pos = np.minimum(np.searchsorted(self.pks[: self.n], vpks), self.n - 1)
-        ok = (self.pks[pos] == vpks) & ~self.has_vec[pos]
+        ok = (self.pks[pos] == vpks) & (self.vec_row[pos] < 0)
         sel = np.flatnonzero(ok)
         if not len(sel):
             return
@@ -204,15 +235,18 @@ class _SubjectIndex:
         m0, m1 = self.m, self.m + len(sel)
         if self.vectors.shape[1] != self.dim:
             self.vectors = np.zeros((0, self.dim), np.float32)
+            self.quant = np.zeros((0, self.dim), np.int8)
             self.codes = np.zeros(((self.dim + 63) // 64, 0), np.uint64)
         self.vectors = _grow(self.vectors, m1)
+        self.quant = _grow(self.quant, m1)
         self.codes = _grow(self.codes.T, m1).T.copy() if m1 > self.codes.shape[1] else self.codes
         self.vec_pos = _grow(self.vec_pos, m1)
         self.vectors[m0:m1] = mat
+        self.quant[m0:m1] = np.rint(mat * _INT8_SCALE).astype(np.int8)
         self.codes[:, m0:m1] = _sign_codes(mat).T
         self.vec_pos[m0:m1] = pos[sel]
         self.aligned = self.aligned and bool((pos[sel] == np.arange(m0, m1)).all())
-        self.has_vec[pos[sel]] = True
+        self.vec_row[pos[sel]] = np.arange(m0, m1)
         self.m = m1
 
 
@@ -248,21 +282,33 @@ class VectorCache:
 # -- filters -------------------------------------------------------------------------------------
 
 
-def _mask(
-    view: _View, tags: Sequence[str], mode: str, start: datetime | None, end: datetime | None
-) -> np.ndarray | None:
-    """Allowed passages of the view (None: all of them)."""
-    mask: np.ndarray | None = None
-    if tags:
-        bits = [view.tag_bit.get(t) for t in dict.fromkeys(tags)]
-        known = [b for b in bits if b is not None]
-        if not known or (mode == "all" and len(known) < len(bits)):
-            return np.zeros(len(view.pks), bool)
+def _tag_mask(view: _View, tags: Sequence[str], mode: str) -> np.ndarray:
+    """Passages of the view with the tags (kept in ``view.masks`` until the subject changes: never written to)."""
+    wanted = tuple(dict.fromkeys(tags))
+    key = (wanted, mode, len(view.pks))
+    cached = view.masks.get(key) if view.masks is not None else None
+    if cached is not None:
+        return cached
+    bits = [view.tag_bit.get(t) for t in wanted]
+    known = [b for b in bits if b is not None]
+    if not known or (mode == "all" and len(known) < len(bits)):
+        mask = np.zeros(len(view.pks), bool)
+    else:
         want = np.zeros(view.tagbits.shape[1], np.uint64)
         for b in known:
             want[b // 64] |= np.uint64(1 << (b % 64))
         hit = view.tagbits & want
         mask = np.asarray((hit == want).all(axis=1) if mode == "all" else hit.any(axis=1))
+    if view.masks is not None:
+        view.masks[key] = mask
+    return mask
+
+
+def _mask(
+    view: _View, tags: Sequence[str], mode: str, start: datetime | None, end: datetime | None
+) -> np.ndarray | None:
+    """Allowed passages of the view (None: all of them)."""
+    mask: np.ndarray | None = _tag_mask(view, tags, mode) if tags else None
     if start is not None:
         m = view.created >= start.timestamp()
         mask = m if mask is None else mask & m
@@ -288,16 +334,32 @@ def _allowed(view: _View, mask: np.ndarray | None) -> Callable[[np.ndarray], np.
     return allowed
 
 
+def _share(mask: np.ndarray | None) -> float:
+    return np.count_nonzero(mask) / len(mask) if mask is not None and len(mask) else 1.0
+
+
 def lexical(
-    index: PassageIndex, view: _View, subject_pk: int, query: str, mask: np.ndarray | None, k: int = CANDIDATES
+    index: PassageIndex,
+    view: _View,
+    subject_pk: int,
+    query: str,
+    mask: np.ndarray | None,
+    k: int = CANDIDATES,
+    also: Sequence[int] = (),
 ) -> dict[int, float]:
-    """pk -> lexical score of the subject's best ``k`` allowed passages for the query."""
+    """pk -> lexical score of the subject's best ``k`` allowed passages for the query, best first, then of
+    those of ``also`` (allowed passages) that match the query too."""
     if not len(view.pks):
         return {}
-    share = float(mask.mean()) if mask is not None else 1.0
     return dict(
         index.lexical(
-            subject_pk, query, k, allowed=_allowed(view, mask), subject_size=len(view.pks), allowed_fraction=share
+            subject_pk,
+            query,
+            k,
+            allowed=_allowed(view, mask),
+            subject_size=len(view.pks),
+            allowed_fraction=_share(mask),
+            also=also,
         )
     )
 
@@ -321,10 +383,9 @@ def semantic(view: _View, qvec: np.ndarray, mask: np.ndarray | None, k: int = CA
         if not count:
             return {}
         if count <= rescore or m <= EXACT_MAX:
-            idx = np.flatnonzero(allowed)
-            return _top(view, idx, _dot(view.vectors[idx], qvec), k)
+            return _rescored(view, np.flatnonzero(allowed), qvec, k)
     if m <= EXACT_MAX:
-        return _top(view, np.arange(m), _dot(view.vectors, qvec), k)
+        return _rescored(view, np.arange(m), qvec, k)
     qcode = _sign_codes(qvec[None, :])[0]
     dist = np.zeros(m, np.uint16)
     for w in range(view.codes.shape[0]):
@@ -337,7 +398,16 @@ def semantic(view: _View, qvec: np.ndarray, mask: np.ndarray | None, k: int = CA
         cand = np.argpartition(dist, rescore)[:rescore]
     if allowed is not None:
         cand = cand[allowed[cand]]
-    return _top(view, cand, _dot(view.vectors[cand], qvec), k)
+    return _rescored(view, cand, qvec, k)
+
+
+def _rescored(view: _View, rows: np.ndarray, qvec: np.ndarray, k: int) -> dict[int, float]:
+    """The best ``k`` of these vector rows by exact cosine; many rows are first narrowed by int8 dot products."""
+    refine = max(REFINE, 4 * k)
+    if view.quant is not None and len(rows) > 2 * refine:
+        approx = _dot(view.quant[rows], qvec)  # int8 x float32: a quarter of the float32 rows' memory traffic
+        rows = rows[np.argpartition(-approx, refine)[:refine]]
+    return _top(view, rows, _dot(view.vectors[rows], qvec), k)
 
 
 def _top(view: _View, idx: np.ndarray, scores: np.ndarray, k: int) -> dict[int, float]:
@@ -348,27 +418,66 @@ def _top(view: _View, idx: np.ndarray, scores: np.ndarray, k: int) -> dict[int, 
     return {int(view.pks[view.vec_pos[idx[i]]]): float(scores[i]) for i in part}
 
 
+def cosines(view: _View, qvec: np.ndarray, pks: Sequence[int]) -> dict[int, float]:
+    """pk -> cosine of those of these passages of the view that have a vector."""
+    if not len(pks) or not len(view.pks) or view.vec_row is None:
+        return {}
+    want = np.asarray(pks, np.int64)
+    pos = np.minimum(np.searchsorted(view.pks, want), len(view.pks) - 1)
+    rows = np.where(view.pks[pos] == want, view.vec_row[pos], -1)
+    ok = (rows >= 0) & (rows < len(view.vec_pos))  # a vector newer than the view is not in it
+    sims = _dot(view.vectors[rows[ok]], qvec)
+    return dict(zip(want[ok].tolist(), sims.tolist()))
+
+
+def scores(lexical_score: np.ndarray, cosine: np.ndarray, *, lexical: bool = True, vector: bool = True) -> np.ndarray:
+    """Absolute scores of passages from their lexical score and cosine for the query (see the module docstring).
+
+    ``lexical``/``vector``: the channels the search has; one alone gives its own part, in [0, 1].
+    """
+    lex = np.clip(np.asarray(lexical_score, np.float64), 0.0, 1.0)
+    total = np.zeros(lex.shape)
+    if lexical:
+        total += W_LEXICAL * lex
+    if vector:
+        total += W_VECTOR * np.clip(np.asarray(cosine, np.float64), 0.0, 1.0)  # float32 rounding: 1.0000001
+    out: np.ndarray = total / ((W_LEXICAL if lexical else 0.0) + (W_VECTOR if vector else 0.0))
+    return out
+
+
 def fuse(
     lexical_scores: dict[int, float],
     vector_scores: dict[int, float],
-    weights: tuple[float, float] = (W_LEXICAL, W_VECTOR),
+    cosine_of: dict[int, float] | None = None,
+    *,
+    k: int = CANDIDATES,
+    lexical: bool = True,
+    vector: bool = True,
 ) -> list[tuple[int, float]]:
-    """Min-max normalise each list, add with weights; best first (ties: older first)."""
-    out: dict[int, float] = {}
-    for part, w in zip((lexical_scores, vector_scores), weights):
-        if not part:
-            continue
-        lo, hi = min(part.values()), max(part.values())
-        span = hi - lo
-        for pk, s in part.items():
-            out[pk] = out.get(pk, 0.0) + w * ((s - lo) / span if span > 0 else 1.0)
-    return sorted(out.items(), key=lambda x: (-x[1], x[0]))
+    """(pk, score) of the candidates, best first (equal scores: the higher lexical score, then the older first).
+
+    Candidates: the first ``k`` of ``lexical_scores`` (pk -> lexical score, best first; it may hold more matches,
+    which give their score to vector candidates) and of ``vector_scores`` (pk -> cosine). ``cosine_of`` gives the cosine
+    of lexical candidates that the vector channel did not return. A value found nowhere counts 0.
+    """
+    cosine_of = cosine_of or {}
+    pks = list(dict.fromkeys([*itertools.islice(lexical_scores, k), *itertools.islice(vector_scores, k)]))
+    if not pks:
+        return []
+    lex = np.fromiter((lexical_scores.get(pk, 0.0) for pk in pks), np.float64, len(pks))
+    cos = np.fromiter((vector_scores.get(pk, cosine_of.get(pk, 0.0)) for pk in pks), np.float64, len(pks))
+    fused = scores(lex, cos, lexical=lexical, vector=vector)
+    order = np.lexsort((np.asarray(pks, np.int64), -lex, -fused))  # equal scores: the stronger lexical match
+    return [(pks[i], float(fused[i])) for i in order.tolist()]
 
 
 # -- the search ----------------------------------------------------------------------------------
 
 
-def _vector_channel(view: _View, embedder: Embedder, query: str, mask: np.ndarray | None, k: int) -> dict[int, float]:
+def _vector_channel(
+    view: _View, embedder: Embedder, query: str, mask: np.ndarray | None, k: int
+) -> tuple[dict[int, float], np.ndarray | None]:
+    """(pk -> cosine of the best ``k``, the query vector; None if it cannot be compared with the view's)."""
     qvec = np.asarray(embedder.embed([query])[0], dtype=np.float32)
     if qvec.shape[0] != view.vectors.shape[1]:
         log.warning(
@@ -377,33 +486,45 @@ def _vector_channel(view: _View, embedder: Embedder, query: str, mask: np.ndarra
             qvec.shape[0],
             view.vectors.shape[1],
         )
-        return {}
-    return semantic(view, qvec, mask, k)
+        return {}, None
+    return semantic(view, qvec, mask, k), qvec
 
 
 def _nearest_channel(
     index: NearestIndex, view: _View, embedder: Embedder, subject_pk: int, query: str, mask: np.ndarray | None, k: int
-) -> dict[int, float]:
-    """The vector channel of an index that searches its own vectors."""
+) -> tuple[dict[int, float], np.ndarray]:
+    """The vector channel of an index that searches its own vectors: (pk -> cosine of the best ``k``, query vector)."""
     qvec = np.asarray(embedder.embed([query])[0], dtype=np.float32)
-    share = float(mask.mean()) if mask is not None else 1.0
-    return dict(
-        index.nearest(
-            subject_pk,
-            embedder.name,
-            qvec,
-            k,
-            allowed=_allowed(view, mask),
-            subject_size=len(view.pks),
-            allowed_fraction=share,
-        )
+    found = index.nearest(
+        subject_pk,
+        embedder.name,
+        qvec,
+        k,
+        allowed=_allowed(view, mask),
+        subject_size=len(view.pks),
+        allowed_fraction=_share(mask),
     )
+    return dict(found), qvec
 
 
 # Threads for the vector channel of searches in flight (a forked child starts its own pool).
 _channel_threads = PerProcess(
     lambda: ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="ai-memory-search")
 )
+_load_seen: list[float] = [-LOAD_CHECK_S, 0.0]  # [when, whether a core was idle]
+
+
+def _core_idle() -> bool:
+    """Whether a CPU core is likely idle: the 1-minute load average (which counts a searching thread too) is below
+    the number of cores. Read at most once a second."""
+    now = time.monotonic()
+    if now - _load_seen[0] >= LOAD_CHECK_S:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this platform: assume cores to spare
+            load = 0.0
+        _load_seen[:] = [now, float(load < (os.cpu_count() or 1))]
+    return bool(_load_seen[1])
 
 
 def ranked(
@@ -419,27 +540,54 @@ def ranked(
     end: datetime | None,
     channels: str = "hybrid",
     k: int = CANDIDATES,
+    overlap: bool | None = None,
 ) -> list[tuple[int, float]]:
     """(pk, score) of the subject's passages for a query, best first: ``hybrid``, ``lexical`` or ``vector``.
 
-    Each channel contributes its best ``k`` candidates.
+    Each channel contributes its best ``k`` candidates; scores are ``scores()``'s, for the channels asked, and
+    every candidate gets both values. Two ways to get them, with the same result:
+
+    - one after the other in the caller's thread: the vector channel, then the lexical query, which scores
+      the vector candidates too (``also``);
+    - overlapped: the vector channel on a helper thread while the lexical query returns every match (the
+      vector candidates' among them). Faster with a core to spare; on a busy machine the helper's wake-ups
+      and GIL hand-offs cost more than the overlap saves (docs/dev/search-research.md).
+
+    ``overlap`` chooses; None: overlapped when the index searches its own vectors (network round trips) or
+    a core is idle (``_core_idle``).
     """
     name = embedder.name if embedder is not None else None
+    use_lexical, use_vector = channels != "vector", embedder is not None and channels != "lexical"
     nearest = index if embedder is not None and isinstance(index, NearestIndex) else None
     view = cache.view(index, subject_pk, None if nearest is not None else name)  # vectors only when compared here
     mask = _mask(view, tags, tag_match_mode, start, end)
-    vec_later: Future[dict[int, float]] | None = None
-    if embedder is not None and channels != "lexical" and (nearest is not None or len(view.vec_pos)):
-        # The channels overlap: FTS5 and numpy both release the GIL (100k passages, tags=["user"]: 11.7 -> 6.7 ms
-        # p50 in benchmarks/search_latency.py). The caller holds no gate while it waits: the helper may enter it.
-        if nearest is not None:
-            vec_later = _channel_threads.get().submit(
-                _nearest_channel, nearest, view, embedder, subject_pk, query, mask, k
-            )
+    vec: dict[int, float] = {}
+    qvec: np.ndarray | None = None
+    vector_job: Callable[[], tuple[dict[int, float], np.ndarray | None]] | None = None
+    if embedder is not None and use_vector and nearest is not None:
+        vector_job = functools.partial(_nearest_channel, nearest, view, embedder, subject_pk, query, mask, k)
+    elif embedder is not None and use_vector and len(view.vec_pos):
+        vector_job = functools.partial(_vector_channel, view, embedder, query, mask, k)
+    later: Future[tuple[dict[int, float], np.ndarray | None]] | None = None
+    if vector_job is not None:
+        if overlap is None:
+            overlap = nearest is not None or _core_idle()
+        if overlap and use_lexical:  # the caller holds no gate while it waits: the helper may enter it
+            later = _channel_threads.get().submit(vector_job)
         else:
-            vec_later = _channel_threads.get().submit(_vector_channel, view, embedder, query, mask, k)
-    lex = lexical(index, view, subject_pk, query, mask, k) if channels != "vector" else {}
-    vec = vec_later.result() if vec_later is not None else {}
+            vec, qvec = vector_job()
+    lex: dict[int, float] = {}
+    if use_lexical:
+        lex = lexical(index, view, subject_pk, query, mask, EVERY_MATCH if later else k, also=list(vec))
+    if later is not None:
+        vec, qvec = later.result()
+    fill: dict[int, float] = {}
+    if qvec is not None and embedder is not None:
+        only_lexical = [pk for pk in itertools.islice(lex, k) if pk not in vec]
+        if nearest is not None:
+            fill = dict(nearest.similarity(embedder.name, qvec, only_lexical)) if only_lexical else {}
+        else:
+            fill = cosines(view, qvec, only_lexical)
     if embedder is not None and nearest is None and view.missing and (subject_pk, name) not in cache.warned:
         cache.warned.add((subject_pk, name))
         log.info(
@@ -448,7 +596,7 @@ def ranked(
             view.missing,
             name,
         )
-    return fuse(lex, vec)
+    return fuse(lex, vec, fill, k=k, lexical=use_lexical, vector=use_vector)
 
 
 def search(
@@ -464,7 +612,7 @@ def search(
     start: datetime | None,
     end: datetime | None,
 ) -> list[SearchResult]:
-    """The subject's best ``limit`` passages for a query, with their fused scores."""
+    """The subject's best ``limit`` passages for a query, with their absolute scores."""
     best = ranked(
         index,
         cache,

@@ -287,8 +287,9 @@ class PassageIndex(Protocol):
     """Archival passages for search: lexical matching, stored vectors, and re-embedding.
 
     Optional: an index that can search its vectors itself (PostgreSQL with
-    pgvector) also has ``nearest`` (``NearestIndex``). Search then asks it for
-    the vector channel and reads only passage rows through ``changes``, so no
+    pgvector) also has ``nearest`` and ``similarity`` (``NearestIndex``).
+    Search then asks it for the vector channel and the cosines of lexical
+    candidates, and reads only passage rows through ``changes``, so no
     process holds the store's vectors in memory; without it, search reads the
     vectors through ``changes`` and compares them in process.
     """
@@ -312,13 +313,27 @@ class PassageIndex(Protocol):
         allowed: Callable[[np.ndarray], np.ndarray] | None = None,
         subject_size: int | None = None,
         allowed_fraction: float = 1.0,
+        also: Sequence[int] = (),
     ) -> list[tuple[int, float]]:
         """The subject's best ``k`` passages for ``query`` by lexical relevance: (pk, score), best first.
 
         ``query`` is the user's raw text (any text is valid: the backend turns
         it into its own syntax and never raises for it); a query with no
-        searchable word returns ``[]``. Scores are higher-is-better and
-        comparable only within one call.
+        searchable word returns ``[]``.
+
+        Scores are absolute, so search can report them (``search.hybrid``):
+        the Okapi BM25 of SQLite FTS5's ``bm25()`` (k1 1.2, b 0.75, the
+        recipe's column weights, IDF ``max(ln((N - n + 0.5) / (n + 0.5)),
+        1e-6)`` over the store's N passages, n passages holding the term)
+        divided by the sum of the IDFs of the query's terms, n = 0 for a term
+        no passage holds. 1.0 is a passage holding each term once, at the
+        average length; more is possible. A backend may leave a query's most
+        frequent terms out within a budget (see ``store.sqlite.index``): they
+        are then left out of both.
+
+        ``also``: pks of the subject's allowed passages whose scores are wanted
+        as well (the vector channel's candidates). Those that match the query
+        and are not among the best ``k`` follow them, in any order.
 
         ``allowed`` (optional) maps an int64 array of passage pks, of any
         subject, to a bool mask of those that may be returned: passages of
@@ -376,6 +391,10 @@ class NearestIndex(Protocol):
         and dimension gives ``[]``. Exact for small subjects; a backend may
         use an approximate index for large ones.
         """
+        ...
+
+    def similarity(self, embedder: str, vector: np.ndarray, pks: Sequence[int]) -> list[tuple[int, float]]:
+        """(pk, cosine) of those of these passages that have a vector of ``embedder`` and this dimension."""
         ...
 
 

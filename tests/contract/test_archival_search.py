@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from support.backends import Backend
 from support.scenario import unique_id
 
@@ -107,3 +108,33 @@ def test_search_passages_fields(memory: Memory) -> None:
     assert [r.content for r in late] == ["Hiking boots are expensive"]
     early = memory.search_passages(uid, "hiking", end=(said + timedelta(hours=1)).isoformat())
     assert [r.content for r in early] == ["We went hiking in the Alps"]
+
+
+@pytest.mark.needs("absolute_scores")
+def test_scores_mean_the_same_in_every_query(memory: Memory) -> None:
+    """A passage holding every word of a query scores high in any query, one holding a few of them low; results
+    come in score order and the last is not rescaled to 0."""
+    uid = unique_id()
+    notes = [
+        "I planted three rows of tomatoes in the back garden",
+        "The dentist said I need a filling in my left molar",
+        "I am training for a half marathon in October",
+        "I have an allergy to penicillin",
+        "My brother is getting married in Edinburgh in June",
+        "We booked a cabin by the lake for the long weekend",
+        "I bake sourdough bread every Saturday morning",
+        "The landlord is raising the rent from January",
+        "I started learning to play the cello on Sundays",
+        "The car needs new winter tyres before December",
+    ]
+    memory.wait_for_run(
+        memory.add_messages(uid, [{"role": "user", "content": n} for n in notes], skip_vector_storage=False)
+    )
+    threshold = 0.5
+    for query, expected in (("tomatoes back garden", notes[0]), ("penicillin allergy", notes[3])):
+        hits = memory.search_passages(uid, query, tags=[], limit=10)
+        assert hits[0].content == expected and hits[0].score >= threshold, hits[0]
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert all(0.0 < h.score <= 1.0 for h in hits)  # the last one too: no per-query rescaling
+    weak = memory.search_passages(uid, "which garden gnome statue did grandma paint", tags=[], limit=10)
+    assert weak and weak[0].score < threshold, weak[0]  # one word of five in common

@@ -29,6 +29,7 @@ CAPABILITIES = {
     "scripted_llm": "Memory(learner='llm', llm_base_url=openai_server.base_url) learns through the test's scripted server",
     "unarchived_messages": "get_messages lists messages added with skip_vector_storage=True",
     "relevance_cutoff": "search returns nothing for a query that shares no word with any passage (lexical search)",
+    "absolute_scores": "SearchResult.score is in [0, 1] and means the same in every query (docs/search.md#scores)",
     "exact_parts": "get_messages returns the parts of a long text exactly as stored (no re-chunking)",
     "pass_spans": "a run records the start and finish of the pass that applied it",
 }

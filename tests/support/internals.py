@@ -79,11 +79,13 @@ def ranked(
     tags: Sequence[str] = (),
     tag_match_mode: str = "any",
     with_embedder: Any = _DEFAULT,
+    overlap: bool | None = None,
 ) -> list[tuple[int, float]]:
     """``hybrid.ranked`` over the engine's store, cache and embedder: (passage pk, score), best first.
 
     ``channels`` is ``hybrid``, ``lexical`` or ``vector``; ``with_embedder`` replaces the engine's
-    embedder for this call (a stand-in with precomputed query vectors). Empty when the subject is unknown.
+    embedder for this call (a stand-in with precomputed query vectors); ``overlap`` forces the channels onto a
+    helper thread or not (None: ``hybrid`` decides). Empty when the subject is unknown.
     """
     s = store(m)
     pk = s.subject_pk(subject_id)
@@ -100,6 +102,7 @@ def ranked(
         start=None,
         end=None,
         channels=channels,
+        overlap=overlap,
     )
     return result
 

@@ -4,7 +4,8 @@ Lexical search: the GIN index on ``passages.tsv`` finds the subject's
 passages that contain a query term; they are scored here with the BM25 of
 SQLite's FTS5 (k1 1.2, b 0.75, the recipe's column weights, IDF from the
 subject's passages), from each candidate's term counts per weight and its
-token count. PostgreSQL's own ``ts_rank``/``ts_rank_cd`` have no IDF: a
+token count, divided by the sum of the IDFs of the query's terms (as
+``PassageIndex.lexical`` defines the score). PostgreSQL's own ``ts_rank``/``ts_rank_cd`` have no IDF: a
 frequent word counts as much as a rare one (see docs/postgres.md for the
 recall measured both ways). Queries never reach PostgreSQL's query syntax:
 their words (``search.recipe.query_terms``) are stemmed by the server
@@ -104,13 +105,14 @@ class PostgresIndex:
         allowed: Callable[[np.ndarray], np.ndarray] | None = None,
         subject_size: int | None = None,
         allowed_fraction: float = 1.0,
+        also: Sequence[int] = (),
     ) -> list[tuple[int, float]]:
         terms = query_terms(query)[:_MAX_TERMS]
         if not terms or subject_size == 0 or allowed_fraction <= 0.0:
             return []
         try:
             with self.db.conn() as conn:
-                return self._bm25(conn, subject_pk, terms, k, allowed, subject_size)
+                return self._bm25(conn, subject_pk, terms, k, allowed, subject_size, also)
         except psycopg.DataError as exc:  # never for our quoting; but a query must never fail a search
             log.debug("lexical query %r refused: %s", query, exc)
             return []
@@ -123,6 +125,7 @@ class PostgresIndex:
         k: int,
         allowed: Callable[[np.ndarray], np.ndarray] | None,
         subject_size: int | None,
+        also: Sequence[int] = (),
     ) -> list[tuple[int, float]]:
         lexemes = [
             lex
@@ -135,9 +138,9 @@ class PostgresIndex:
         if not lexemes or not stats or not stats[0]:
             return []
         n_docs, avgdl = int(stats[0]), max(float(stats[1]) / max(int(stats[0]), 1), 1e-9)
-        min_pk = 0
+        min_pk, absent = 0, 0
         if (subject_size if subject_size is not None else n_docs) > self.budget:
-            lexemes, min_pk = self._within_budget(conn, subject_pk, lexemes)
+            lexemes, min_pk, absent = self._within_budget(conn, subject_pk, lexemes)
             if not lexemes:
                 return []
         # Per candidate: its token count and, per query lexeme, whether the passage's own text (weight A) and its
@@ -150,13 +153,14 @@ class PostgresIndex:
             ).format(checks),
             (*[q for lex in lexemes for q in _weighted(lex)], subject_pk, _tsquery(lexemes), min_pk),
         ).fetchall()
-        return _rank(rows, len(lexemes), n_docs, avgdl, k, allowed)
+        return _rank(rows, len(lexemes), n_docs, avgdl, k, allowed, also, absent)
 
     def _within_budget(
         self, conn: psycopg.Connection[Any], subject_pk: int, lexemes: list[str]
-    ) -> tuple[list[str], int]:
+    ) -> tuple[list[str], int, int]:
         """Lexemes kept rarest first while their matches fit the budget; if even the rarest matches more,
-        it alone, scored over its ``budget`` newest matches (the lowest pk to score)."""
+        it alone, scored over its ``budget`` newest matches (the lowest pk to score); and how many lexemes
+        no passage holds."""
         budget = self.budget
         counts = []
         for i, lex in enumerate(lexemes):
@@ -166,21 +170,22 @@ class PostgresIndex:
             ).fetchone()
             counts.append((int(row[0]) if row else 0, i, lex))
         counts.sort()
+        absent = sum(1 for df, _, _ in counts if not df)
         kept, total = [], 0
         for df, _, lex in counts:
             if df and total + df <= budget:
                 kept.append(lex)
                 total += df
         if kept:
-            return kept, 0
+            return kept, 0, absent
         rarest = next((lex for df, _, lex in counts if df), None)
         if rarest is None:
-            return [], 0
+            return [], 0, absent
         row = conn.execute(
             "SELECT pk FROM passages WHERE subject_pk=%s AND tsv @@ %s::tsquery ORDER BY pk DESC LIMIT 1 OFFSET %s",
             (subject_pk, _tsquery([rarest]), budget - 1),
         ).fetchone()
-        return [rarest], int(row[0]) if row else 0
+        return [rarest], int(row[0]) if row else 0, absent
 
     # -- rows and vectors --------------------------------------------------------------------------
 
@@ -291,6 +296,18 @@ class PgvectorIndex(PostgresIndex):
             if len(hits) >= k or limit is None or len(rows) < limit:
                 return hits
             limit = None  # the filter is more selective than its share suggested: every vector of the subject
+
+    def similarity(self, embedder: str, vector: np.ndarray, pks: Sequence[int]) -> list[tuple[int, float]]:
+        if not len(pks) or self.vector_dim(embedder) != len(vector):
+            return []
+        q = [float(x) for x in np.asarray(vector, np.float32)]
+        with self.db.conn() as conn:
+            rows = conn.execute(
+                "SELECT passage_pk, 1 - (embedding <=> %s::real[]::vector) FROM passage_vectors"
+                " WHERE embedder=%s AND passage_pk = ANY(%s)",
+                (q, embedder, [int(pk) for pk in pks]),
+            ).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows if r[1] is not None and not math.isnan(r[1])]
 
     def _search(
         self,
@@ -422,11 +439,15 @@ def _rank(
     avgdl: float,
     k: int,
     allowed: Callable[[np.ndarray], np.ndarray] | None,
+    also: Sequence[int] = (),
+    absent: int = 0,
 ) -> list[tuple[int, float]]:
-    """FTS5's bm25() over the candidates: (pk, score) of the best ``k`` allowed, best first (ties: older first).
+    """FTS5's bm25() over the candidates, divided by the query's IDF sum: (pk, score) of the best ``k``
+    allowed, best first (ties: older first), then those of ``also`` that are not among them.
 
     ``rows``: (pk, tokens, in text, in context, ... per term). IDF counts the
-    subject's passages holding a term in either column.
+    subject's passages holding a term in either column; ``absent`` more terms
+    (left out of ``rows``) no passage holds.
     """
     if not rows:
         return []
@@ -437,9 +458,14 @@ def _rank(
     df = (tf > 0).sum(axis=0)
     idf = np.maximum(np.log((n_docs - df + 0.5) / (df + 0.5)), 1e-6)
     norm = K1 * (1 - B + B * tokens / avgdl)
-    scores = (idf * tf * (K1 + 1) / (tf + norm[:, None])).sum(axis=1)
+    ideal = float(idf.sum()) + absent * max(math.log((n_docs + 0.5) / 0.5), 1e-6)
+    scores = (idf * tf * (K1 + 1) / (tf + norm[:, None])).sum(axis=1) / ideal
     if allowed is not None:
         keep = allowed(pks)
         pks, scores = pks[keep], scores[keep]
-    order = np.lexsort((pks, -scores))[:k]
-    return [(int(pks[i]), float(scores[i])) for i in order]
+    order = np.lexsort((pks, -scores))
+    best = [(int(pks[i]), float(scores[i])) for i in order[:k]]
+    if also:
+        chosen, wanted = {pk for pk, _ in best}, set(also)
+        best += [(int(pk), float(sc)) for pk, sc in zip(pks, scores) if pk in wanted and pk not in chosen]
+    return best
