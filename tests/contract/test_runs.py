@@ -113,21 +113,14 @@ def test_cancel_run(make_memory: MakeMemory) -> None:
         producer.cancel_run("run-unknown")
 
 
-def test_failed_run_retry(make_memory: MakeMemory, backend: Backend, request: pytest.FixtureRequest) -> None:
-    """A failed run changes no block, holds nothing back, and ``retry_run`` learns it once the cause is gone.
-
-    The failure: the scripted LLM endpoint refuses the pass (local engine), a fact over a 20-character
-    limit (letta, whose sleeptime agent fails the run).
-    """
+@pytest.mark.needs("scripted_llm")  # letta: tests/test_letta_engine.py fails a run through its own server's LLM
+def test_failed_run_retry(make_memory: MakeMemory, openai_server: Any) -> None:
+    """A failed run changes no block, holds nothing back, and ``retry_run`` learns it once the cause is gone."""
     uid = unique_id()
-    if backend.has("scripted_llm"):
-        llm = request.getfixturevalue("openai_server")
-        memory = make_memory(learner="llm", llm_base_url=llm.base_url, llm_api_key="sk-test")
-        memory.initialize_user_memory(uid)
-        llm.script(fail(400))  # the endpoint refuses the pass: the run fails at once
-    else:
-        memory = make_memory()
-        memory.initialize_user_memory(uid, user_context_block_char_limit=20)
+    llm = openai_server
+    memory = make_memory(learner="llm", llm_base_url=llm.base_url, llm_api_key="sk-test")
+    memory.initialize_user_memory(uid)
+    llm.script(fail(400))  # the endpoint refuses the pass: the run fails at once
     bad = memory.add_messages(uid, [{"role": "user", "content": "My name is Bartholomew and I live in San Francisco"}])
     with pytest.raises(RunFailedError) as exc_info:
         memory.wait_for_run(bad, timeout=10)
@@ -136,8 +129,7 @@ def test_failed_run_retry(make_memory: MakeMemory, backend: Backend, request: py
     assert failed.stop_reason
     assert memory.get_user_memory(uid) == ""  # a failed pass changes no block (never truncated)
     # a failed run does not hold back the subject's later runs
-    if backend.has("scripted_llm"):
-        llm.script(reply(tool_calls=[("memory_finish_edits", {})]))
+    llm.script(reply(tool_calls=[("memory_finish_edits", {})]))
     later = memory.add_messages(uid, [{"role": "user", "content": "hello there"}])
     memory.wait_for_run(later, timeout=10)
     assert memory.get_run(later).status == "completed"
@@ -145,20 +137,15 @@ def test_failed_run_retry(make_memory: MakeMemory, backend: Backend, request: py
         memory.retry_run(later)  # only a failed run can be retried
     with pytest.raises(RunNotFoundError):
         memory.retry_run("run-unknown")
-    # the cause is gone (the endpoint answers; the block has room): retry, the run is learned
-    if backend.has("scripted_llm"):
-        llm.script(
-            reply(
-                tool_calls=[
-                    ("memory_insert", {"label": "human", "new_str": "Name: Bartholomew"}),
-                    ("memory_finish_edits", {}),
-                ]
-            )
+    # the cause is gone (the endpoint answers): retry, the run is learned
+    llm.script(
+        reply(
+            tool_calls=[
+                ("memory_insert", {"label": "human", "new_str": "Name: Bartholomew"}),
+                ("memory_finish_edits", {}),
+            ]
         )
-    else:
-        memory.initialize_memory(
-            "human", "Details about the human user you are speaking to.", reset=True, subject_id=uid
-        )
+    )
     requeued = memory.retry_run(bad)
     assert requeued.status in ("queued", "running", "completed") and requeued.error is None
     memory.wait_for_run(bad, timeout=10)
