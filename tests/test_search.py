@@ -749,3 +749,10 @@ def test_popcount_fallback_matches() -> None:
     lut = hybrid._POP8[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)  # numpy < 2 path
     assert (lut == np.array([bin(int(v)).count("1") for v in x], dtype=np.uint8)).all()
     assert (hybrid._popcount(x) == lut).all()
+
+
+def test_term_counts_read_after_a_concurrent_delete_still_score(memory: Memory) -> None:
+    """A term's match count and the store's size come from two statements: a delete between them used to raise
+    ``ValueError: math domain error`` in search (seen under the isolation test's churn)."""
+    assert internals.lexical_idf(memory, [5], rows=3) > 0  # 5 matches counted, 3 passages left by the next read
+    assert internals.lexical_idf(memory, [1], rows=10) > internals.lexical_idf(memory, [6], rows=10)

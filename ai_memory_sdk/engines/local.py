@@ -18,6 +18,7 @@ from typing import Any
 from .._fork import PerProcess
 from .._openai import openai_client
 from ..config import Settings, default_path
+from ..errors import StoreError
 from ..learners import make_learner
 from ..models import (
     Block,
@@ -180,6 +181,8 @@ class LocalEngine:
             left_over = [run_id for run_id, _ in self._pending_runs()]
             if left_over:
                 self._warn_unlearned(left_over, learning)
+        except StoreError as exc:  # the store went away first: nothing left to wait for or to check
+            log.warning("closing: could not check for runs not learned yet: %s", exc)
         finally:
             self.store.close()
             if self._tmpdir:

@@ -70,6 +70,13 @@ def set_lexical_budget(m: Memory, budget: int) -> None:
     store(m).index.budget = budget
 
 
+def lexical_idf(m: Memory, matches: Sequence[int], rows: int) -> float:
+    """``SQLiteIndex._idf`` for terms matching these counts when the store's size was read as ``rows``."""
+    from ai_memory_sdk.store.sqlite.index import _Stats
+
+    return float(store(m).index._idf(matches, _Stats((0, 0, 0), rows=rows)))
+
+
 def ranked(
     m: Memory,
     subject_id: str,

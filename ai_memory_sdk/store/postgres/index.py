@@ -456,6 +456,7 @@ def _rank(
     hits = np.array([r[2:] for r in rows], dtype=bool).reshape(len(rows), n_terms, 2)
     tf = CONTENT_WEIGHT * hits[:, :, 0] + CONTEXT_WEIGHT * hits[:, :, 1]  # (docs, terms)
     df = (tf > 0).sum(axis=0)
+    n_docs = max(n_docs, int(df.max()))  # the count is read by an earlier statement: rows added since can outnumber it
     idf = np.maximum(np.log((n_docs - df + 0.5) / (df + 0.5)), 1e-6)
     norm = K1 * (1 - B + B * tokens / avgdl)
     ideal = float(idf.sum()) + absent * max(math.log((n_docs + 0.5) / 0.5), 1e-6)

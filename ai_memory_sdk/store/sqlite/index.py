@@ -183,7 +183,8 @@ class SQLiteIndex:
         """The sum of the IDFs ``bm25()`` gives terms matching these numbers of passages (FTS5's formula)."""
         if stats.rows is None:
             stats.rows = int(self.db.conn().execute("SELECT count(*) FROM passages").fetchone()[0])
-        n = stats.rows
+        # Each statement reads its own snapshot: a count taken before a concurrent delete can exceed today's total.
+        n = max(stats.rows, *matches, 0)
         return sum(max(math.log((n - hit + 0.5) / (hit + 0.5)), 1e-6) for hit in matches)
 
     def _store_stats(self) -> _Stats:
