@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from ._time import as_utc
 from .models import BlockSpec, MessageIn
 
 ROLES = ("user", "assistant", "system", "developer", "tool", "function")
@@ -202,9 +203,7 @@ def timestamp(value: Any, what: str) -> datetime:
             raise ValueError(f"{what} must be an ISO 8601 date-time, got {value!r}") from None
     else:
         raise TypeError(f"{what} must be an ISO 8601 string or a datetime, got {type(value).__name__}")
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+    return as_utc(dt)
 
 
 def optional_timestamp(value: Any, what: str) -> datetime | None:

@@ -56,10 +56,10 @@ from support.openai_server import ScriptedOpenAI
 from support.postgres_server import PostgresServer, database_name
 
 from ai_memory_sdk import Memory
-from ai_memory_sdk.search.recipe import passage_context, token_count
 from ai_memory_sdk.store._rows import dumps, new_id
 from ai_memory_sdk.store.base import PassResult
 from ai_memory_sdk.store.postgres import PostgresStore
+from ai_memory_sdk.store.recipe import passage_context, token_count
 
 LATENCY = 0.2  # seconds the scripted LLM takes per call (one call per pass)
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

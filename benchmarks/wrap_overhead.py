@@ -40,14 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from _common import percentile
+from support.openai_server import ScriptedOpenAI
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from support.openai_server import ScriptedOpenAI  # noqa: E402
-
-from ai_memory_sdk import Memory  # noqa: E402
+from ai_memory_sdk import Memory
 
 GOAL_MS = 1.0
 SUBJECT = "bench-user"
@@ -65,11 +61,6 @@ QUESTIONS = [
     "What should I cook for Tomas this weekend?",
     "How do I say 'the cat is sleeping' in Portuguese?",
 ]
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _seed(memory: Memory) -> None:
@@ -124,14 +115,14 @@ def _figures(
         "case": case,
         "calls": len(plain),
         "plain_p50_ms": statistics.median(plain) * 1e3,
-        "plain_p95_ms": _pct(plain, 0.95) * 1e3,
+        "plain_p95_ms": percentile(plain, 0.95) * 1e3,
         "wrapped_p50_ms": statistics.median(wrapped) * 1e3,
-        "wrapped_p95_ms": _pct(wrapped, 0.95) * 1e3,
+        "wrapped_p95_ms": percentile(wrapped, 0.95) * 1e3,
         "added_p50_ms": added * 1e3,
         "added_paired_median_ms": statistics.median(paired) * 1e3,
-        "added_paired_p95_ms": _pct(paired, 0.95) * 1e3,
+        "added_paired_p95_ms": percentile(paired, 0.95) * 1e3,
         "own_p50_ms": statistics.median(own) * 1e3,
-        "own_p95_ms": _pct(own, 0.95) * 1e3,
+        "own_p95_ms": percentile(own, 0.95) * 1e3,
         "system_bytes_added": added_bytes,
         "verdict": "SMOKE" if smoke else ("PASS" if statistics.median(paired) * 1e3 <= GOAL_MS else "MISS"),
         "goal_applies": "search" not in case,

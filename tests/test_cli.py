@@ -138,8 +138,11 @@ def test_ingest_creates_the_default_user_blocks(learned: str) -> None:
 def test_ingest_bare_makes_a_subject_without_blocks(db: str, chat: Path) -> None:
     proc = cli("--path", db, *QUIET, "ingest", str(chat), "--subject", "u1", "--bare")
     assert proc.returncode == 0, proc.stderr
-    assert "2 messages learned for subject 'u1'" in proc.stdout
+    assert "2 messages stored for subject 'u1'; nothing learned: it has no blocks" in proc.stdout
+    assert "learned for" not in proc.stdout
     assert cli("--path", db, "show", "u1").stdout.strip() == "subject 'u1' has no blocks"
+    runs = cli("--path", db, "runs", "u1").stdout.splitlines()
+    assert "stop" in runs[0].split() and runs[-1].split()[-1] == "no_blocks", runs  # no error column text
 
 
 # -- 4: a slow or failing LLM endpoint ------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_every_public_memory_method_has_an_async_twin() -> None:
 
 
 def test_spec_additions_have_their_documented_signatures() -> None:
-    """SPEC §4's new names and parameters (fixed by the contract)."""
+    """The new names and parameters (fixed by the contract)."""
     expected = {
         "search": "(self, user_id, query, tags=None, limit=10)",
         "search_passages": "(self, subject_id, query, *, tags=None, tag_match_mode='any', limit=10, start=None, "

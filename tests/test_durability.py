@@ -1,4 +1,4 @@
-"""Durability (SPEC §6): SIGKILL while runs are queued and running; two processes writing one store.
+"""Durability (docs/runs.md): SIGKILL while runs are queued and running; two processes writing one store.
 
 Children run ``tests/support/procs/durability_child.py`` and use only the public
 API. A pass is made slow the way a real one is: the child's embedder is an

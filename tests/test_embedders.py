@@ -6,6 +6,7 @@ import time
 
 import openai
 import pytest
+from support.openai_server import ScriptedOpenAI, fail
 
 from ai_memory_sdk.search import embedders
 from ai_memory_sdk.search.embedders import (
@@ -16,11 +17,6 @@ from ai_memory_sdk.search.embedders import (
     fallback_embedder,
     make_embedder,
 )
-
-try:
-    from support.openai_server import ScriptedOpenAI, fail
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.openai_server import ScriptedOpenAI, fail  # type: ignore
 
 
 def _embedder(server: ScriptedOpenAI, model: str = "nomic-embed-text") -> OpenAIEmbedder:

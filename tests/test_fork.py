@@ -1,4 +1,4 @@
-"""SPEC §4: a Memory inherited by a forked child re-opens its connections and workers on first use."""
+"""docs/api.md: a Memory inherited by a forked child re-opens its connections and workers on first use."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §5 prompt formats: byte-exact with ai-memory-sdk 0.2.0, escaped attributes, no breakout."""
+"""Prompt formats (docs/prompt-formats.md): byte-exact with ai-memory-sdk 0.2.0, escaped attributes, no breakout."""
 
 from __future__ import annotations
 

@@ -363,7 +363,7 @@ def _first_calls_with(llm: ScriptedOpenAI, text: str) -> int:
 def test_a_batch_queued_behind_a_busy_subject_survives_a_crash(
     make_memory: MakeMemory, llm: ScriptedOpenAI, letta_server: LettaServer, tmp_path: Path
 ) -> None:
-    """SPEC §6 on this engine: once add_messages returns, the batch survives the process.
+    """docs/runs.md on this engine: once add_messages returns, the batch survives the process.
 
     The child's first batch is in flight on the server (a slow model), its passage stored, and its
     second batch waits on the lane (or rides in the same Letta run) when the child is killed. The

@@ -16,16 +16,12 @@ from typing import Any
 
 import pytest
 from letta_client import NotFoundError
+from support.letta_server import LettaServer
 
 from ai_memory_sdk.config import Settings
 from ai_memory_sdk.engines.letta import SDK_TAG, LettaEngine
 from ai_memory_sdk.errors import SubjectExistsError
 from ai_memory_sdk.models import BlockSpec, MessageIn
-
-try:
-    from support.letta_server import LettaServer
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.letta_server import LettaServer  # type: ignore
 
 pytestmark = [pytest.mark.letta, pytest.mark.timeout(300)]
 

@@ -7,17 +7,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from support.openai_server import ScriptedOpenAI, reply
 
 from ai_memory_sdk.config import Settings
 from ai_memory_sdk.errors import LearnerError
 from ai_memory_sdk.learners import PassInput
 from ai_memory_sdk.learners.llm import LLMLearner, build_request, consolidate_messages
 from ai_memory_sdk.models import Block, StoredMessage
-
-try:
-    from support.openai_server import ScriptedOpenAI, reply
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.openai_server import ScriptedOpenAI, reply  # type: ignore
 
 NOW = datetime(2025, 3, 14, 9, 30, tzinfo=timezone.utc)
 FINISH = ("memory_finish_edits", {})

@@ -3,7 +3,7 @@
 The ``llama`` tests point ``Memory`` at the server exactly as a user points it at Ollama or
 vLLM: ``OPENAI_BASE_URL`` and ``AI_MEMORY_MODEL`` in the environment, no API key. A
 recording proxy on 127.0.0.1 sits between them so every pass can be replayed
-(tests/support/agent_audit.py): whatever the model says, SPEC §7 must hold. The model is
+(tests/support/agent_audit.py): whatever the model says, the tool rules of docs/memory-agent.md must hold. The model is
 tiny and its calls mostly nonsense, which is the point: every pass ends, no block is ever
 anything but valid calls applied in order, every refused call is answered ``Error:``
 where the model can see it, and nothing outside the blocks changes.

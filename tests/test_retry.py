@@ -13,16 +13,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from support.openai_server import ScriptedOpenAI, fail, reply
 
 from ai_memory_sdk import Memory
 from ai_memory_sdk._retry import BACKOFF_CAP, BACKOFF_FIRST, RetryBudget, Transient, retry_after
 from ai_memory_sdk.errors import RunFailedError
 from ai_memory_sdk.search.embedders import EmbedderError, OpenAIEmbedder
-
-try:
-    from support.openai_server import ScriptedOpenAI, fail, reply
-except ImportError:  # rootdir not on sys.path: pytest put tests/ there instead
-    from support.openai_server import ScriptedOpenAI, fail, reply  # type: ignore
 
 FINISH = ("memory_finish_edits", {})
 

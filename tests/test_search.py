@@ -1,4 +1,4 @@
-"""Archival search (SPEC §9, issue 4) on the local engine: real SQLite files, the local MiniLM model, and
+"""Archival search (docs/search.md) on the local engine: real SQLite files, the local MiniLM model, and
 ``openai:`` embeddings from the scripted server on 127.0.0.1 (a hashed bag of words: shared words mean a
 higher cosine)."""
 
@@ -21,7 +21,7 @@ from support.openai_server import ScriptedOpenAI
 
 from ai_memory_sdk import Memory
 from ai_memory_sdk.search import hybrid
-from ai_memory_sdk.search.recipe import fts_query, passage_context, query_terms
+from ai_memory_sdk.store.recipe import fts_query, passage_context, query_terms
 
 MINILM = "sentence-transformers:all-MiniLM-L6-v2"
 needs_minilm = pytest.mark.skipif(

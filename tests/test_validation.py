@@ -1,4 +1,4 @@
-"""SPEC §4 input rules: a bad input is refused with an error naming what is wrong; nothing of it is stored."""
+"""The input rules of docs/api.md: a bad input is refused with an error naming what is wrong; nothing of it is stored."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from .. import _validation as check
 from ._errors import USAGE, one_line
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 
@@ -46,24 +47,35 @@ def argument(convert: Callable[[str], T]) -> Callable[[str], T]:
     return checked
 
 
-def count(text: str) -> int:
+def _bounded(text: str, parse: Callable[[str], N], ok: Callable[[N], bool], what: str) -> N:
+    """``text`` read by ``parse`` and accepted by ``ok``, else a ValueError saying what it must be."""
     try:
-        value = int(text)
+        value = parse(text)
     except ValueError:
-        raise ValueError(f"must be a whole number of at least 1, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"must be a whole number of at least 1, got {text!r}")
+        raise ValueError(f"must be {what}, got {text!r}") from None
+    if not ok(value):
+        raise ValueError(f"must be {what}, got {text!r}")
     return value
+
+
+def count(text: str) -> int:
+    return _bounded(text, int, lambda v: v >= 1, "a whole number of at least 1")
 
 
 def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"must be a positive number of seconds, got {text!r}")
-    return value
+    return _bounded(text, float, lambda v: math.isfinite(v) and v > 0, "a positive number of seconds")
+
+
+def port(text: str) -> int:
+    return _bounded(text, int, lambda v: 0 <= v <= 65535, "a port number from 0 (any free port) to 65535")
+
+
+def workers(text: str) -> int:
+    return _bounded(text, int, lambda v: v >= 0, "a whole number (0: no workers in this process)")
+
+
+def rate(text: str) -> float:
+    return _bounded(text, float, lambda v: 0 <= v < math.inf, "a number of requests per second (0: no limit)")
 
 
 def subject(text: str) -> str:

@@ -80,6 +80,13 @@ def ingest(args: argparse.Namespace, options: dict[str, Any]) -> int:
             )
             return 0
         _display.wait_for_runs(mem, runs, f"learning {len(runs)} batch(es) of {path}", args.timeout)
+        unlearned = any(mem.get_run(run).stop_reason == "no_blocks" for run in runs)
+    if unlearned:
+        print(
+            f"{len(messages)} messages stored for subject {args.subject!r}; nothing learned: it has no blocks"
+            " (ingest without --bare creates the human and summary blocks)"
+        )
+        return 0
     print(f"{len(messages)} messages learned for subject {args.subject!r}")
     return 0
 

@@ -14,23 +14,13 @@ from typing import Any
 
 from ._errors import UsageError, config_error
 from ._open import settings
-from ._parser import AddCommand, Command, argument, seconds, subject
+from ._parser import AddCommand, Command, argument, port, seconds, subject
 
 DEFAULT_PORT = 8421  # next to ai-memory serve's 8420
 # MCP clients end a stdio server by closing stdin, then SIGTERM about two seconds later: close within that. Runs
 # not learned by then stay queued and are learned by the next process with workers on the store.
 CLOSE_TIMEOUT = 1.5
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"must be a port number from 0 to 65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise ValueError(f"must be a port number from 0 to 65535, got {text!r}")
-    return value
 
 
 def _default_subject() -> str:
@@ -108,7 +98,7 @@ def register(command: AddCommand) -> dict[str, Command]:
     m.add_argument("--host", default="127.0.0.1", help="address to listen on with --http (default 127.0.0.1)")
     m.add_argument(
         "--port",
-        type=argument(_port),
+        type=argument(port),
         default=DEFAULT_PORT,
         help=f"port to listen on with --http (default {DEFAULT_PORT}; 0 picks a free one)",
     )

@@ -19,7 +19,7 @@ from ..store.base import Store
 from . import _display
 from ._errors import UsageError, config_error
 from ._open import settings
-from ._parser import AddCommand, Command, argument, count, seconds
+from ._parser import AddCommand, Command, argument, count, port, rate, seconds, workers
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
@@ -28,36 +28,6 @@ def _key_name(text: str) -> str:
     from ..server.auth import key_name
 
     return key_name(text)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"must be a port number from 0 to 65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise ValueError(f"must be a port number from 0 to 65535, got {text!r}")
-    return value
-
-
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"must be a whole number (0: no workers in this process), got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"must be a whole number (0: no workers in this process), got {text!r}")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number of requests per second (0: no limit), got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"must be a number of requests per second (0: no limit), got {text!r}")
-    return value
 
 
 def serve(args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -188,17 +158,17 @@ def _key_store(options: dict[str, Any], *, create: bool) -> Store:
 def register(command: AddCommand) -> dict[str, Command]:
     s = command("serve", "serve the store over HTTP to API-key clients (Memory(server_url=...)); needs [server]")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=argument(_port), default=8420, help="port (default 8420; 0: any free port)")
+    s.add_argument("--port", type=argument(port), default=8420, help="port (default 8420; 0: any free port)")
     s.add_argument(
         "--workers",
-        type=argument(_workers),
+        type=argument(workers),
         help="worker threads learning runs (default 4; 0: none here, `ai-memory worker` processes learn)",
     )
     s.add_argument(
         "--max-body-mb", type=argument(seconds), default=16.0, help="largest request body in MiB (default 16): 413"
     )
     s.add_argument(
-        "--rate", type=argument(_rate), default=200.0, help="requests/s allowed per key (default 200; 0: no limit)"
+        "--rate", type=argument(rate), default=200.0, help="requests/s allowed per key (default 200; 0: no limit)"
     )
     s.add_argument("--burst", type=argument(count), default=400, help="requests a key may make at once (default 400)")
     s.add_argument(

@@ -66,10 +66,12 @@ def runs(args: argparse.Namespace, options: dict[str, Any]) -> int:
                 r.learner or "-",
                 str(r.llm_calls),
                 f"{r.prompt_tokens}+{r.completion_tokens}",
+                r.stop_reason or "-",
                 " ".join((r.error or "").split()),
             ]
         )
-    print(_display.table(["run", "status", "created", "took", "learner", "calls", "tokens", "error"], rows))
+    header = ["run", "status", "created", "took", "learner", "calls", "tokens", "stop", "error"]
+    print(_display.table(header, rows))
     return 0
 
 

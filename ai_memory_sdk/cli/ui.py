@@ -16,19 +16,9 @@ from typing import Any
 
 from ._errors import UsageError
 from ._open import open_memory
-from ._parser import AddCommand, Command, argument
+from ._parser import AddCommand, Command, argument, port
 
 DEFAULT_PORT = 8765
-
-
-def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise ValueError(f"must be a port number from 0 (any free port) to 65535, got {text!r}")
-    return value
 
 
 def _loopback(host: str) -> bool:

@@ -33,10 +33,11 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from .. import __version__
 from .._fork import PerProcess, gate
+from .._retry import retry_after
 from ..config import Settings
 from ..errors import (
     ServerError,
@@ -65,15 +66,6 @@ KEEP_ALIVE_SECONDS = 10.0  # below the server's keep-alive (30 s), so an idle co
 RETRY_DELAYS = (0.25, 1.0)  # before the second and third attempt of a request that did not get through
 RETRY_BUDGET = 30.0  # seconds a request may spend waiting on Retry-After (429, a busy server) before giving up
 _POLL_MARGIN = 15.0  # read timeout of a long poll beyond the time asked for
-
-_SUBJECTS = TypeAdapter(list[SubjectSummary])
-_BLOCKS = TypeAdapter(list[Block])
-_VERSIONS = TypeAdapter(list[BlockVersion])
-_RUNS = TypeAdapter(list[Run])
-_RUN = TypeAdapter(Run)
-_MESSAGES = TypeAdapter(list[StoredMessage])
-_RESULTS = TypeAdapter(list[SearchResult])
-_ITEMS = TypeAdapter(list[dict[str, Any]])
 
 
 # -- requests ----------------------------------------------------------------------------------------
@@ -149,7 +141,9 @@ def _wait(run_id: str, timeout: float | None) -> _Op[Run]:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         ask = api.LONG_POLL_SECONDS if left is None else min(left, api.LONG_POLL_SECONDS)
         asked = time.monotonic()
-        run: Run = yield _get(route, _RUN.validate_python, params={"timeout": ask}, read_timeout=ask + _POLL_MARGIN)
+        run: Run = yield _get(
+            route, api.RUN_JSON.validate_python, params={"timeout": ask}, read_timeout=ask + _POLL_MARGIN
+        )
         if run.status in TERMINAL_STATUSES:
             return run
         if deadline is not None and time.monotonic() >= deadline:
@@ -200,7 +194,8 @@ def _answer(url: str, req: _Req[Any], response: httpx.Response, attempts: _Attem
         return req.empty, None
     refused = status == 429 or type_ == "Overloaded"  # turned away before it was handled
     if refused or (req.safe and status in (502, 503, 504)):
-        wait = _retry_after(response)
+        asked = retry_after(response)
+        wait = min(1.0 if asked is None else asked, RETRY_BUDGET)
         if attempts.slept + wait <= RETRY_BUDGET:
             attempts.slept += wait
             return None, wait
@@ -216,13 +211,6 @@ def _error_info(response: httpx.Response) -> dict[str, Any]:
         return body["error"]  # type: ignore[no-any-return]
     text = " ".join(response.text.split())[:200]
     return {"type": "HTTPError", "message": f"HTTP {response.status_code}: {text or response.reason_phrase}"}
-
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return min(max(float(response.headers.get("retry-after", "1")), 0.0), RETRY_BUDGET)
-    except ValueError:
-        return 1.0
 
 
 def _exception(url: str, status: int, type_: str, message: str, info: dict[str, Any]) -> Exception:
@@ -272,7 +260,7 @@ def _text(data: Any) -> tuple[str, str] | None:
 
 
 def _run(data: Any) -> Run | None:
-    return _RUN.validate_python(data)
+    return api.RUN_JSON.validate_python(data)
 
 
 def _trace(data: Any) -> dict[str, Any] | None:
@@ -303,7 +291,7 @@ class _Routes:
     @staticmethod
     def list_subjects(query: str | None, offset: int, limit: int) -> _Req[list[SubjectSummary]]:
         params = {"query": query, "offset": offset, "limit": limit}
-        return _get(api.SUBJECTS, _SUBJECTS.validate_python, params=params)
+        return _get(api.SUBJECTS, api.SUBJECTS_JSON.validate_python, params=params)
 
     @staticmethod
     def count_subjects(query: str | None) -> _Req[int]:
@@ -312,7 +300,7 @@ class _Routes:
     @staticmethod
     def list_blocks(subject_id: str) -> _Req[list[Block]]:
         route = api.path(api.BLOCKS, subject_id=subject_id)
-        return _get(route, _BLOCKS.validate_python, absent=_NO_SUBJECT, empty=[])
+        return _get(route, api.BLOCKS_JSON.validate_python, absent=_NO_SUBJECT, empty=[])
 
     @staticmethod
     def block_text(subject_id: str, label: str) -> _Req[tuple[str, str] | None]:
@@ -334,7 +322,7 @@ class _Routes:
 
     @staticmethod
     def block_history(subject_id: str, label: str) -> _Req[list[BlockVersion]]:
-        return _get(api.path(api.BLOCK_HISTORY, subject_id=subject_id, label=label), _VERSIONS.validate_python)
+        return _get(api.path(api.BLOCK_HISTORY, subject_id=subject_id, label=label), api.VERSIONS_JSON.validate_python)
 
     @staticmethod
     def restore_block(subject_id: str, label: str, version: int) -> _Req[str]:
@@ -362,7 +350,7 @@ class _Routes:
     ) -> _Req[list[StoredMessage]]:
         params = {"limit": limit, "before": _time(before), "after": _time(after)}
         route = api.path(api.MESSAGES, subject_id=subject_id)
-        return _get(route, _MESSAGES.validate_python, params=params, absent=_NO_SUBJECT, empty=[])
+        return _get(route, api.MESSAGES_JSON.validate_python, params=params, absent=_NO_SUBJECT, empty=[])
 
     @staticmethod
     def delete_message(message_id: str) -> _Req[None]:
@@ -376,20 +364,20 @@ class _Routes:
     @staticmethod
     def list_runs(subject_id: str, status: str | None) -> _Req[list[Run]]:
         route = api.path(api.SUBJECT_RUNS, subject_id=subject_id)
-        return _get(route, _RUNS.validate_python, params={"status": status}, absent=_NO_SUBJECT, empty=[])
+        return _get(route, api.RUNS_JSON.validate_python, params={"status": status}, absent=_NO_SUBJECT, empty=[])
 
     @staticmethod
     def cancel_run(run_id: str) -> _Req[Run]:
-        return _Req("POST", api.path(api.RUN_CANCEL, run_id=run_id), _RUN.validate_python)
+        return _Req("POST", api.path(api.RUN_CANCEL, run_id=run_id), api.RUN_JSON.validate_python)
 
     @staticmethod
     def retry_run(run_id: str) -> _Req[Run]:
-        return _Req("POST", api.path(api.RUN_RETRY, run_id=run_id), _RUN.validate_python)
+        return _Req("POST", api.path(api.RUN_RETRY, run_id=run_id), api.RUN_JSON.validate_python)
 
     @staticmethod
     def run_messages(run_id: str) -> _Req[list[StoredMessage]]:
         route = api.path(api.RUN_MESSAGES, run_id=run_id)
-        return _get(route, _MESSAGES.validate_python, absent=_NO_RUN, empty=[])
+        return _get(route, api.MESSAGES_JSON.validate_python, absent=_NO_RUN, empty=[])
 
     @staticmethod
     def get_trace(run_id: str) -> _Req[dict[str, Any] | None]:
@@ -415,12 +403,12 @@ class _Routes:
         }
         route = api.path(api.SEARCH, subject_id=subject_id)
         # A read sent as POST (the query and tags are a body): safe to send again.
-        return _Req("POST", route, _RESULTS.validate_python, body=body, absent=_NO_SUBJECT, empty=[], safe=True)
+        return _Req("POST", route, api.RESULTS_JSON.validate_python, body=body, absent=_NO_SUBJECT, empty=[], safe=True)
 
     @staticmethod
     def session_items(session_id: str, limit: int | None) -> _Req[list[dict[str, Any]]]:
         route = api.path(api.SESSION_ITEMS, session_id=session_id)
-        return _get(route, _ITEMS.validate_python, params={"limit": limit})
+        return _get(route, api.ITEMS_JSON.validate_python, params={"limit": limit})
 
     @staticmethod
     def add_session_items(session_id: str, items: Sequence[dict[str, Any]], subject_id: str) -> _Req[None]:

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .._fork import PerProcess, gate
 from .._openai import openai_client
 from .._retry import RetryBudget, Transient, openai_transient, status_message
+from .._time import as_utc
 from ..config import Settings
 from ..errors import LearnerError
 from ..formatting import escape_attr, neutralise
@@ -50,14 +51,11 @@ _TEMPLATES = ("system.j2", "user.j2", "consolidate.j2", "consolidate_user.j2")
 
 def _minute_utc(dt: datetime) -> str:
     """A message time as ``2025-03-14 09:30`` in UTC (a naive time is taken as UTC)."""
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc)
-    return dt.strftime("%Y-%m-%d %H:%M")
+    return as_utc(dt).strftime("%Y-%m-%d %H:%M")
 
 
 def _now_line(now: datetime) -> str:
-    when = now.astimezone(timezone.utc) if now.tzinfo else now
-    return when.strftime("%Y-%m-%d %H:%M, %A")
+    return as_utc(now).strftime("%Y-%m-%d %H:%M, %A")
 
 
 def _quoted(text: str) -> str:

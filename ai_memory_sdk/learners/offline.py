@@ -15,9 +15,10 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from .._time import as_utc
 from ..models import Block, StoredMessage
 from .base import PassInput, PassOutput
 from .tools import EditOp
@@ -328,7 +329,7 @@ def _first_sentence(text: str) -> str:
 
 
 def _day(dt: datetime) -> str:
-    return (dt.astimezone(timezone.utc) if dt.tzinfo else dt).strftime("%Y-%m-%d")
+    return as_utc(dt).strftime("%Y-%m-%d")
 
 
 def _continued(message: StoredMessage) -> bool:

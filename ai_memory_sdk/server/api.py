@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 
+from .._validation import MAX_CHAR_LIMIT, MAX_DESCRIPTION, MAX_TAG, ROLES
 from ..errors import (
     BlockNotFoundError,
     MemoryClosedError,
@@ -28,6 +29,7 @@ from ..errors import (
     SubjectNotFoundError,
     UnsupportedByEngineError,
 )
+from ..models import Block, BlockVersion, Run, SearchResult, StoredMessage, SubjectSummary
 
 # -- routes ------------------------------------------------------------------------------------------
 
@@ -132,15 +134,15 @@ _STR = {"type": "string"}
 _BOOL = {"type": "boolean"}
 _INT = {"type": "integer"}
 LABEL_SCHEMA = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.-]*$", "minLength": 1, "maxLength": 64}
-_DESCRIPTION = {"type": "string", "maxLength": 2000}
-_CHAR_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1_000_000}
-_TAGS = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}}
+_DESCRIPTION = {"type": "string", "maxLength": MAX_DESCRIPTION}
+_CHAR_LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_CHAR_LIMIT}
+_TAGS = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": MAX_TAG}}
 _TIME = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}
 _MESSAGE = {
     "type": "object",
     "description": "A chat message in the OpenAI format (docs/api.md, 'Messages').",
     "properties": {
-        "role": {"type": "string", "enum": ["user", "assistant", "system", "developer", "tool", "function"]},
+        "role": {"type": "string", "enum": list(ROLES)},
         "content": {
             "anyOf": [{"type": "string"}, {"type": "array", "items": {}}, {"type": "null"}],
             "description": "text, or content parts whose text parts are joined",
@@ -266,3 +268,14 @@ class SessionItem(BaseModel):
 class Status(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# The JSON bodies of the answers, read by the remote engine and written by the routes with the same adapters.
+SUBJECTS_JSON = TypeAdapter(list[SubjectSummary])
+BLOCKS_JSON = TypeAdapter(list[Block])
+VERSIONS_JSON = TypeAdapter(list[BlockVersion])
+RUNS_JSON = TypeAdapter(list[Run])
+RUN_JSON = TypeAdapter(Run)
+MESSAGES_JSON = TypeAdapter(list[StoredMessage])
+RESULTS_JSON = TypeAdapter(list[SearchResult])
+ITEMS_JSON = TypeAdapter(list[dict[str, Any]])

@@ -84,14 +84,6 @@ Label = Annotated[str, Path(description="the block's label", json_schema_extra=a
 Limit = Annotated[int | None, Query(description="at most this many (at least 1)", json_schema_extra={"minimum": 1})]
 When = Annotated[str | None, Query(description="an ISO 8601 date-time", json_schema_extra={"format": "date-time"})]
 
-_SUBJECTS = TypeAdapter(list[SubjectSummary])
-_BLOCKS = TypeAdapter(list[Block])
-_VERSIONS = TypeAdapter(list[BlockVersion])
-_RUNS = TypeAdapter(list[Run])
-_RUN = TypeAdapter(Run)
-_MESSAGES = TypeAdapter(list[StoredMessage])
-_RESULTS = TypeAdapter(list[SearchResult])
-_ITEMS = TypeAdapter(list[dict[str, Any]])
 _ANY = TypeAdapter(Any)
 
 
@@ -143,7 +135,7 @@ def list_subjects(
 ) -> Response:
     """The tenant's subjects ordered by id; ``query`` keeps ids containing it (case-insensitive)."""
     found = engine.list_subjects(query=query, offset=check.offset(offset), limit=check.limit(limit))
-    return _json(_SUBJECTS, found)
+    return _json(api.SUBJECTS_JSON, found)
 
 
 @router.get(api.SUBJECT_COUNT, response_model=api.Count, summary="count_subjects")
@@ -190,7 +182,7 @@ def list_blocks(subject_id: SubjectId, engine: Tenant) -> Response:
     blocks = engine.list_blocks(sid)
     if not blocks:
         _require_subject(engine, sid)
-    return _json(_BLOCKS, blocks)
+    return _json(api.BLOCKS_JSON, blocks)
 
 
 @router.get(api.BLOCK, response_model=api.BlockText, summary="block_text")
@@ -233,7 +225,7 @@ def delete_block(subject_id: SubjectId, label: Label, engine: Tenant) -> Respons
 @router.get(api.BLOCK_HISTORY, response_model=list[BlockVersion], summary="block_history")
 def block_history(subject_id: SubjectId, label: Label, engine: Tenant) -> Response:
     """A block's stored versions, oldest first."""
-    return _json(_VERSIONS, engine.block_history(check.subject_id(subject_id), check.label(label)))
+    return _json(api.VERSIONS_JSON, engine.block_history(check.subject_id(subject_id), check.label(label)))
 
 
 @router.post(api.BLOCK_RESTORE, response_model=api.Value, summary="restore_block")
@@ -285,7 +277,7 @@ def get_messages(
     )
     if not found:
         _require_subject(engine, sid)
-    return _json(_MESSAGES, found)
+    return _json(api.MESSAGES_JSON, found)
 
 
 @router.delete(api.MESSAGE, status_code=204, summary="delete_message")
@@ -301,7 +293,7 @@ def delete_message(message_id: str, engine: Tenant) -> Response:
 @router.get(api.RUN, response_model=Run, summary="get_run")
 def get_run(run_id: str, engine: Tenant) -> Response:
     """A run's status, kind, times, learner and LLM usage."""
-    return _json(_RUN, _require_run(engine, check.run_id(run_id)))
+    return _json(api.RUN_JSON, _require_run(engine, check.run_id(run_id)))
 
 
 @router.get(api.RUN_WAIT, response_model=Run, summary="wait_for_run")
@@ -335,7 +327,7 @@ async def wait_for_run(
                 if left > _SLICE and not server.stopping.is_set() and not await request.is_disconnected():
                     continue
                 run = await anyio.to_thread.run_sync(_require_run, engine, rid, limiter=server.poll_threads)
-            return _json(_RUN, run)
+            return _json(api.RUN_JSON, run)
     finally:
         server.long_polls.leave()
 
@@ -351,13 +343,13 @@ def list_runs(
     runs = engine.list_runs(sid, check.run_status(status))
     if not runs:
         _require_subject(engine, sid)
-    return _json(_RUNS, runs)
+    return _json(api.RUNS_JSON, runs)
 
 
 @router.post(api.RUN_CANCEL, response_model=Run, summary="cancel_run")
 def cancel_run(run_id: str, engine: Tenant) -> Response:
     """Cancel a queued run (409 ``RunStateError`` otherwise); its messages stay stored."""
-    return _json(_RUN, engine.cancel_run(check.run_id(run_id)))
+    return _json(api.RUN_JSON, engine.cancel_run(check.run_id(run_id)))
 
 
 @router.post(api.RUN_RETRY, response_model=Run, summary="retry_run")
@@ -365,7 +357,7 @@ def retry_run(run_id: str, request: Request, engine: Tenant) -> Response:
     """Put a failed run back on the queue (409 ``RunStateError`` otherwise)."""
     run = engine.retry_run(check.run_id(run_id))
     _queued(request, run.id)
-    return _json(_RUN, run)
+    return _json(api.RUN_JSON, run)
 
 
 @router.get(api.RUN_MESSAGES, response_model=list[StoredMessage], summary="run_messages")
@@ -375,7 +367,7 @@ def run_messages(run_id: str, engine: Tenant) -> Response:
     found = engine.run_messages(rid)
     if not found:
         _require_run(engine, rid)
-    return _json(_MESSAGES, found)
+    return _json(api.MESSAGES_JSON, found)
 
 
 @router.get(api.RUN_TRACE, response_model=dict[str, Any], summary="get_trace")
@@ -407,7 +399,7 @@ def search(subject_id: SubjectId, body: api.Search, engine: Tenant) -> Response:
     )
     if not results:
         _require_subject(engine, sid)
-    return _json(_RESULTS, results)
+    return _json(api.RESULTS_JSON, results)
 
 
 # -- sessions -----------------------------------------------------------------------------------------
@@ -422,7 +414,7 @@ def session_items(
 ) -> Response:
     """The latest ``limit`` items of a session, in order."""
     sid = check.subject_id(session_id, "session_id")
-    return _json(_ITEMS, engine.session_items(sid, check.session_limit(limit)))
+    return _json(api.ITEMS_JSON, engine.session_items(sid, check.session_limit(limit)))
 
 
 @router.post(api.SESSION_ITEMS, status_code=204, summary="add_session_items")

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
-from ..search.recipe import token_count
 from .base import Store
+from .recipe import token_count
 
 log = logging.getLogger(__name__)
 

@@ -170,7 +170,7 @@ def embed_text(turns: Sequence[Turn], i: int, r: TextRecipe) -> str:
 # (b) FTS5 query normalisation
 # --------------------------------------------------------------------------
 
-from ai_memory_sdk.search.recipe import STOPWORDS  # noqa: E402  (the list this harness found, shipped)
+from ai_memory_sdk.store.recipe import STOPWORDS  # noqa: E402  (the list this harness found, shipped)
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 

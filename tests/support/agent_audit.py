@@ -4,7 +4,7 @@ The agent talks to ``RecordingProxy.base_url`` (set as ``OPENAI_BASE_URL``, as a
 would point it at Ollama or vLLM); the proxy forwards every request unchanged to the
 real server and keeps each request and response. ``audit_run`` then replays the
 recorded tool calls of a pass with an independent reference implementation of the
-four tools (SPEC §7) and checks what the store recorded against it:
+four tools (docs/memory-agent.md) and checks what the store recorded against it:
 
 * a completed run's block values are exactly the valid calls applied in order;
 * a failed run changed no block (no history entry carries its id);
@@ -239,7 +239,7 @@ def _str(args: dict, name: str) -> str:
 
 
 def reference_call(values: dict[str, str], limits: dict[str, int], tool: str, raw: Any) -> dict[str, str] | None:
-    """SPEC §7 applied to a copy of ``values``: the new values, or None when the call must be refused."""
+    """The tool rules of docs/memory-agent.md applied to a copy of ``values``: the new values, or None when the call must be refused."""
     return reference_verdict(values, limits, tool, raw)[0]
 
 

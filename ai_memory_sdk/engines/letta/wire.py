@@ -15,12 +15,13 @@ import itertools
 import json
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from letta_client.types.agents.run import Run as LettaRun
 
 from ..._text import marked_parts
+from ..._time import as_utc
 from ...formatting import neutralise
 from ...models import MessageIn
 
@@ -183,7 +184,7 @@ def parse_server_time(value: object) -> datetime | None:
             return None
     if not isinstance(value, datetime):
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return as_utc(value)
 
 
 class Outcome(NamedTuple):

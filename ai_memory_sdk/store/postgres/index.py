@@ -8,7 +8,7 @@ token count, divided by the sum of the IDFs of the query's terms (as
 ``PassageIndex.lexical`` defines the score). PostgreSQL's own ``ts_rank``/``ts_rank_cd`` have no IDF: a
 frequent word counts as much as a rare one (see docs/postgres.md for the
 recall measured both ways). Queries never reach PostgreSQL's query syntax:
-their words (``search.recipe.query_terms``) are stemmed by the server
+their words (``store.recipe.query_terms``) are stemmed by the server
 (``to_tsvector``) and the lexemes quoted into a tsquery. As with FTS5, a
 subject larger than the budget keeps its rarest terms within
 ``LEXICAL_BUDGET`` matches.
@@ -37,10 +37,10 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from ...search.recipe import CONTENT_WEIGHT, CONTEXT_WEIGHT, query_terms
 from .._guard import guarded
 from .._rows import PASSAGE_COLS, passage_row
 from ..base import IndexChanges, IndexCursor, PassageRow
+from ..recipe import CONTENT_WEIGHT, CONTEXT_WEIGHT, query_terms
 from ._db import Database
 from ._schema import TS_CONFIG
 

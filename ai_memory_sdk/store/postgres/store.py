@@ -34,7 +34,6 @@ from ...models import (
     StoredMessage,
     SubjectSummary,
 )
-from ...search.recipe import CONTEXT_PASSAGES, passage_context, token_count
 from .._guard import guarded, waits
 from .._rows import (
     BLOCK_COLS,
@@ -56,6 +55,7 @@ from .._rows import (
 )
 from .._signals import signals_for
 from ..base import ApiKey, RunTotals
+from ..recipe import CONTEXT_PASSAGES, passage_context, token_count
 from ._db import Database
 from .erasure import MESSAGE_TABLES, SESSION_TABLES, SUBJECT_TABLES, mark_purge, purge
 from .index import PgvectorIndex, PostgresIndex

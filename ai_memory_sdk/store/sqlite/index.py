@@ -2,7 +2,7 @@
 
 Lexical search is FTS5 with the Porter tokenizer over two columns, the
 passage and its ``context`` (its date as words and the subject's previous
-passages, ``search.recipe``), scored by ``bm25()`` with the recipe's weights, divided by the sum of the
+passages, ``store.recipe``), scored by ``bm25()`` with the recipe's weights, divided by the sum of the
 IDFs (as ``bm25()`` computes them) of the query's terms: 1.0 is a passage
 holding each of them once at the average length, whatever the query's length
 or the store's size. A query scores every passage it matches at 1-3 µs each;
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...search.recipe import CONTENT_WEIGHT, CONTEXT_WEIGHT, query_terms, quote
 from .._rows import PASSAGE_COLS, passage_row
 from ..base import IndexChanges, IndexCursor, PassageRow
+from ..recipe import CONTENT_WEIGHT, CONTEXT_WEIGHT, query_terms, quote
 from ._db import Database, guarded
 from .queue import insert_vectors
 

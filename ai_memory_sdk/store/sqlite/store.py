@@ -30,7 +30,6 @@ from ...models import (
     StoredMessage,
     SubjectSummary,
 )
-from ...search.recipe import CONTEXT_PASSAGES, passage_context
 from .._rows import (
     BLOCK_COLS,
     MSG_COLS,
@@ -51,6 +50,7 @@ from .._rows import (
 )
 from .._signals import signals_for
 from ..base import ApiKey, RunTotals
+from ..recipe import CONTEXT_PASSAGES, passage_context
 from ._db import Database, guarded, waits
 from .erasure import mark_purge, next_pk, purge, raise_floor
 from .index import SQLiteIndex

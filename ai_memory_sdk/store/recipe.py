@@ -4,16 +4,20 @@ Measured on LoCoMo (docs/dev/search-research.md): indexing a passage with its
 date as words and the text of the 2 passages stored before it (a separate,
 half-weighted FTS5 column), a Porter-stemmed index, and a bag-of-words query
 without stopwords lift BM25 recall@10 from 0.55 to 0.76. Only previous
-passages are used, so a stored row is final and never rewritten.
+passages are used: a row changes only when a passage it names as context is
+deleted (the store then rewrites the contexts that named it).
 
-No imports from the store: the store builds its rows with these functions.
+Part of the store (every backend builds its index rows with these functions);
+search reads scores from the store and never needs it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
+
+from .._time import as_utc
 
 CONTEXT_PASSAGES = 2  # previous passages of the subject indexed with a passage
 CONTENT_WEIGHT = 1.0  # bm25() weight of the passage's own text
@@ -166,8 +170,7 @@ _INDEXED = re.compile(r"[^\W_]+", re.UNICODE)  # what FTS5's unicode61 makes a t
 
 def date_words(when: datetime) -> str:
     """'8 May 2023' (UTC, English month names whatever the locale): how people name a day in a query."""
-    if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc)
+    when = as_utc(when)
     return f"{when.day} {_MONTHS[when.month - 1]} {when.year}"
 
 
