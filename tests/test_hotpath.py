@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -111,6 +114,39 @@ def test_a_workers_pass_is_read_at_once(make_memory: MakeMemory, openai_server: 
         )
         memory.wait_for_run(memory.add_messages("u", [{"role": "user", "content": f"pass {n}"}]), timeout=30)
         assert memory.get_user_memory("u") == f"Name: Ann {n}"
+
+
+def test_reading_never_drops_this_processs_sqlite_locks(tmp_path: Path) -> None:
+    """SQLite's locks are POSIX record locks: closing *any* descriptor of the ``-shm`` file in this process drops
+    them all. The first change-stamp design opened and closed ``-shm`` beside SQLite, so another process could
+    checkpoint under a live reader (the soak's concurrency run found a corrupt file). A reader's lock must hold."""
+    path = str(tmp_path / "locks.db")
+    with Memory(path=path, **FAST) as m:
+        m.add_messages("u", [{"role": "user", "content": "I live in Oslo"}])
+        internals.drain(m)
+        reader = sqlite3.connect(path, isolation_level=None)  # another connection of this process
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchone()  # a read snapshot: its WAL read lock is held
+        try:
+            for _ in range(3):
+                m.get_user_memory("u", prompt_formatted=True)  # the hot path, whatever it opens
+                m.add_messages("u", [{"role": "user", "content": "and I ski"}])
+            other = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0);"
+                    " print(c.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone()[0])",
+                    path,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            reader.execute("COMMIT")
+            reader.close()
+    assert other.stdout.strip() == "1", ("another process checkpointed under this process's live reader", other)
 
 
 def test_deleted_and_unknown_users_read_as_none(make_memory: MakeMemory) -> None:

@@ -43,7 +43,6 @@ class _Connections:
         # outlast the millisecond a write holds the lock: many threads writing at once stay fast.
         # Re-entrant: a nested transaction fails in SQLite ("within a transaction"), not by waiting here.
         self.writer = threading.RLock()
-        self.stamp = _wal.ChangeStamp(path)
         self.checkpointer: _wal.Checkpointer | None = None
         self.inline_at = 0  # -wal size at the last checkpoint a committing thread ran itself
 
@@ -106,7 +105,6 @@ class Database:
         state = self._conns.get()
         if state.checkpointer is not None:
             state.checkpointer.stop()
-        state.stamp.close()  # before the connections: the -shm file may be truncated once none is open
         with state.lock:
             conns, state.all = state.all, []
         for conn in conns:
@@ -172,15 +170,19 @@ class Database:
         if not self.closed:
             _wal.checkpoint(self.conn())
 
-    def change_stamp(self) -> bytes | None:
-        """Bytes that change with every commit to the file by any process, or None when they cannot be read.
+    def change_stamp(self) -> tuple[int, int, int] | None:
+        """A value that changes with every commit to the file by any connection of any process, as this thread's
+        connection sees it; None inside a transaction (its snapshot may be older).
 
-        A cache keyed on them is current: read them before reading what is cached, and cache nothing when None.
+        ``PRAGMA data_version`` changes when another connection commits, ``total_changes`` when this one does.
+        A cache keyed on it is current: read it before reading what is cached.
         """
-        state = self._conns.get()
-        if not state.all:  # the -shm file is only safe to map while this process has it open
+        conn = self.conn()
+        if conn.in_transaction:
             return None
-        return state.stamp.read()
+        with gate:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+        return (id(conn), version, conn.total_changes)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -1,4 +1,4 @@
-"""The write-ahead log of a store file: checkpoints off the callers' commits, and a change stamp.
+"""The write-ahead log of a store file: checkpoints off the callers' commits.
 
 Checkpoints. SQLite's automatic checkpoint runs inside the commit that
 crosses 1000 pages: that caller waits for the pages to be copied into the
@@ -19,23 +19,18 @@ work instead, with two bounds:
   checkpoints or not, unless a reader holds one snapshot all along (then no
   checkpoint can complete, SQLite's own included).
 
-Change stamp. Every commit, by any connection of any process, rewrites the
-wal-index header in the ``-shm`` file (its ``iChange`` counter is bumped;
-the format is SQLite's documented WAL-index format for the unix VFS). Read
-through a shared read-only mapping it costs a memory read, where ``PRAGMA
-data_version`` costs a statement: a cache keyed on it (``block_text``) is
-current for every process and thread at the price of comparing 48 bytes.
+Nothing here opens the store's files beside SQLite: SQLite's locks are POSIX
+record locks, and closing any descriptor of a file drops every lock this
+process holds on it (a reader's, a writer's), after which another process
+may checkpoint or write under them. Only ``os.stat`` is used.
 """
 
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import sqlite3
-import sys
 import threading
-import time
 from collections.abc import Callable
 
 from ..._fork import gate
@@ -47,9 +42,6 @@ CHECKPOINT_BYTES = 16 << 20
 MAX_BYTES = 32 << 20
 """Past this size the committing thread checkpoints itself (the bound when no checkpointer keeps up)."""
 _MIN_INTERVAL = 0.05  # seconds between two background checkpoints: each costs an fsync of the database file
-
-_HEADER = 48  # one copy of the wal-index header; SQLite keeps two, written one after the other
-_WAL_INDEX_VERSION = 3007000
 
 
 class Checkpointer:
@@ -97,71 +89,6 @@ def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
     with gate:
         busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     return int(busy), int(frames), int(copied)
-
-
-class ChangeStamp:
-    """The wal-index header of a file, read through a shared mapping of its ``-shm`` file.
-
-    Only mapped while this process holds a connection to the file: SQLite
-    truncates the ``-shm`` file only when no process has it open, so the
-    mapping never points past its end (which would be a SIGBUS). ``close``
-    before the connections close.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path + "-shm"
-        self._map: mmap.mmap | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-        self._retry_at = 0.0  # a file that could not be mapped is tried again after a second, not on every read
-
-    def read(self) -> bytes | None:
-        """The current header, or None when it cannot be read consistently (no cache may use it then)."""
-        m = self._map
-        if m is None:
-            m = self._open()
-            if m is None:
-                return None
-        try:
-            both = m[: 2 * _HEADER]
-        except ValueError:  # closed meanwhile
-            return None
-        first = both[:_HEADER]
-        if first != both[_HEADER:] or first[12] != 1:  # a writer is between the two copies, or not initialised
-            return None
-        return first
-
-    def _open(self) -> mmap.mmap | None:
-        if self._closed or os.name != "posix" or time.monotonic() < self._retry_at:
-            return None
-        with self._lock:
-            if self._map is not None or self._closed:
-                return self._map
-            self._retry_at = time.monotonic() + 1.0
-            try:
-                fd = os.open(self.path, os.O_RDONLY)
-            except OSError:
-                return None
-            try:
-                if os.fstat(fd).st_size < 2 * _HEADER:
-                    return None
-                m = mmap.mmap(fd, 2 * _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
-            except (OSError, ValueError):
-                return None
-            finally:
-                os.close(fd)
-            if int.from_bytes(m[:4], sys.byteorder) != _WAL_INDEX_VERSION:
-                m.close()
-                return None
-            self._map = m
-            return m
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            m, self._map = self._map, None
-        if m is not None:
-            m.close()
 
 
 def wal_size(path: str) -> int:

@@ -68,11 +68,13 @@ _INSERT_MESSAGE = (
 class _Texts:
     """``block_text`` answers as of one change stamp of the file (any commit, by anyone, starts a new dict)."""
 
+    _NONE = (0, -1, -1)  # no connection's stamp
+
     def __init__(self) -> None:
-        self.current: tuple[bytes, dict[tuple[str, str, str], tuple[str, str] | None]] = (b"", {})
+        self.current: tuple[tuple[int, int, int], dict[tuple[str, str, str], tuple[str, str] | None]] = (self._NONE, {})
 
     def clear(self) -> None:
-        self.current = (b"", {})
+        self.current = (self._NONE, {})
 
 
 @guarded
@@ -458,7 +460,7 @@ class SQLiteStore:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
-        read_at: bytes | None = None
+        read_at: tuple[int, int, int] | None = None
         while True:
             seen = self.signals.generation
             stamp = self.db.change_stamp()
